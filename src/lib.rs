@@ -1,0 +1,3 @@
+//! corekv: a distributed, strongly consistent key-value store that speaks the etcd v3 API.
+
+pub mod proto;

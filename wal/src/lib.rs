@@ -1,0 +1,1 @@
+//! Segmented, checksummed, group-committed write-ahead log.
