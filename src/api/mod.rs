@@ -1,0 +1,213 @@
+//! The etcd v3 services: which gRPC method a path names, how its request is decoded and
+//! checked, and how the core's answer is encoded. One module per service holds the checks.
+
+pub mod kv;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::net::grpc::{encode_message, Code, Status};
+use crate::net::metrics::Metrics;
+use crate::proto::health;
+use crate::server::link::CoreClient;
+use crate::server::message::{Request, Response};
+
+/// Request limits shared by every service.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// --max-request-bytes: larger writes fail with "etcdserver: request is too large".
+    pub max_request_bytes: usize,
+    /// --max-txn-ops.
+    pub max_txn_ops: usize,
+}
+
+impl Limits {
+    /// gRPC's own receive limit, as etcd sets it: the request limit plus 512 KiB of slack.
+    pub fn grpc_receive_limit(&self) -> usize {
+        self.max_request_bytes + 512 * 1024
+    }
+}
+
+/// Unary methods corekv answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    Range,
+    Put,
+    DeleteRange,
+    Txn,
+    Compact,
+    LeaseGrant,
+    LeaseRevoke,
+    LeaseTimeToLive,
+    LeaseLeases,
+    MemberList,
+    Status,
+    HealthCheck,
+}
+
+/// Streaming methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streaming {
+    Watch,
+    LeaseKeepAlive,
+}
+
+pub enum Route {
+    Unary(Unary),
+    Streaming(Streaming),
+}
+
+/// Maps a gRPC path (`/package.Service/Method`) to the method that serves it.
+pub fn route(path: &str) -> Option<Route> {
+    use Unary::*;
+    let r = match path {
+        "/etcdserverpb.KV/Range" => Route::Unary(Range),
+        "/etcdserverpb.KV/Put" => Route::Unary(Put),
+        "/etcdserverpb.KV/DeleteRange" => Route::Unary(DeleteRange),
+        "/etcdserverpb.KV/Txn" => Route::Unary(Txn),
+        "/etcdserverpb.KV/Compact" => Route::Unary(Compact),
+        "/etcdserverpb.Lease/LeaseGrant" => Route::Unary(LeaseGrant),
+        "/etcdserverpb.Lease/LeaseRevoke" => Route::Unary(LeaseRevoke),
+        "/etcdserverpb.Lease/LeaseTimeToLive" => Route::Unary(LeaseTimeToLive),
+        "/etcdserverpb.Lease/LeaseLeases" => Route::Unary(LeaseLeases),
+        "/etcdserverpb.Cluster/MemberList" => Route::Unary(MemberList),
+        "/etcdserverpb.Maintenance/Status" => Route::Unary(Status),
+        "/grpc.health.v1.Health/Check" => Route::Unary(HealthCheck),
+        "/etcdserverpb.Watch/Watch" => Route::Streaming(Streaming::Watch),
+        "/etcdserverpb.Lease/LeaseKeepAlive" => Route::Streaming(Streaming::LeaseKeepAlive),
+        _ => return None,
+    };
+    Some(r)
+}
+
+impl Unary {
+    /// The method name used as the metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Range => "Range",
+            Unary::Put => "Put",
+            Unary::DeleteRange => "DeleteRange",
+            Unary::Txn => "Txn",
+            Unary::Compact => "Compact",
+            Unary::LeaseGrant => "LeaseGrant",
+            Unary::LeaseRevoke => "LeaseRevoke",
+            Unary::LeaseTimeToLive => "LeaseTimeToLive",
+            Unary::LeaseLeases => "LeaseLeases",
+            Unary::MemberList => "MemberList",
+            Unary::Status => "Status",
+            Unary::HealthCheck => "Check",
+        }
+    }
+}
+
+/// One network executor's view of the services.
+pub struct Api {
+    pub core: Rc<CoreClient>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
+    M::decode(body).map_err(|e| {
+        Status::new(
+            Code::Internal,
+            format!("grpc: error unmarshalling request: {e}"),
+        )
+    })
+}
+
+impl Api {
+    /// Serves one unary call: the request message in, the encoded reply message out.
+    pub async fn unary(&self, method: Unary, body: Bytes) -> Result<Bytes, Status> {
+        let started = Instant::now();
+        let result = self.unary_inner(method, body).await;
+        if let Some(m) = self.metrics.rpc(method.name()) {
+            m.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if result.is_err() {
+                m.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            m.latency.observe(started.elapsed());
+        }
+        result
+    }
+
+    async fn unary_inner(&self, method: Unary, body: Bytes) -> Result<Bytes, Status> {
+        if method == Unary::HealthCheck {
+            let _: health::HealthCheckRequest = decode(&body)?;
+            return Ok(encode_message(&health::HealthCheckResponse {
+                status: health::health_check_response::ServingStatus::Serving as i32,
+            }));
+        }
+        let request = self.decode_request(method, &body)?;
+        let response = self.core.call(request).await?;
+        Ok(encode_response(&response))
+    }
+
+    /// Serves a streaming call until either side ends it.
+    pub async fn streaming(
+        &self,
+        method: Streaming,
+        _incoming: crate::net::conn::Incoming,
+        _outgoing: &mut crate::net::conn::Outgoing,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented(format!(
+            "{method:?} is not served yet"
+        )))
+    }
+
+    fn decode_request(&self, method: Unary, body: &[u8]) -> Result<Request, Status> {
+        let write_size_ok = || {
+            if body.len() > self.limits.max_request_bytes {
+                Err(Status::invalid_argument("etcdserver: request is too large"))
+            } else {
+                Ok(())
+            }
+        };
+        let req = match method {
+            Unary::Range => Request::Range(kv::check_range(decode(body)?)?),
+            Unary::Put => {
+                write_size_ok()?;
+                Request::Put(kv::check_put(decode(body)?)?)
+            }
+            Unary::DeleteRange => {
+                write_size_ok()?;
+                Request::DeleteRange(kv::check_delete_range(decode(body)?)?)
+            }
+            Unary::Txn => {
+                write_size_ok()?;
+                Request::Txn(kv::check_txn(decode(body)?, self.limits.max_txn_ops)?)
+            }
+            Unary::Compact => Request::Compact(decode(body)?),
+            Unary::LeaseGrant => Request::LeaseGrant(decode(body)?),
+            Unary::LeaseRevoke => Request::LeaseRevoke(decode(body)?),
+            Unary::LeaseTimeToLive => Request::LeaseTimeToLive(decode(body)?),
+            Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),
+            Unary::MemberList => Request::MemberList(decode(body)?),
+            Unary::Status => Request::Status(decode(body)?),
+            Unary::HealthCheck => unreachable!("answered without the core"),
+        };
+        Ok(req)
+    }
+}
+
+/// Encodes the core's answer as one gRPC message.
+pub fn encode_response(resp: &Response) -> Bytes {
+    match resp {
+        Response::Range(r) => encode_message(r),
+        Response::Put(r) => encode_message(r),
+        Response::DeleteRange(r) => encode_message(r),
+        Response::Txn(r) => encode_message(r),
+        Response::Compact(r) => encode_message(r),
+        Response::LeaseGrant(r) => encode_message(r),
+        Response::LeaseRevoke(r) => encode_message(r),
+        Response::LeaseKeepAlive(r) => encode_message(r),
+        Response::LeaseTimeToLive(r) => encode_message(r),
+        Response::LeaseLeases(r) => encode_message(r),
+        Response::Status(r) => encode_message(r),
+        Response::MemberList(r) => encode_message(r),
+    }
+}

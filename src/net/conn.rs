@@ -1,0 +1,226 @@
+//! One client connection: sniff the protocol, then serve gRPC over HTTP/2 or HTTP/1.1.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use super::grpc::{self, MessageDecoder, Status};
+use super::http1;
+use crate::api::{self, Api, Route};
+
+/// The HTTP/2 connection preface every gRPC client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a network executor needs to serve connections.
+pub struct ConnContext {
+    pub api: Api,
+    pub version: http1::VersionInfo,
+}
+
+enum Protocol {
+    Http2,
+    Http1,
+    Garbage,
+}
+
+async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
+    let mut buf = [0u8; 4];
+    // A peek may return fewer bytes than the client has sent so far; four decide.
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(Protocol::Garbage);
+        }
+        if n < buf.len() && H2_PREFACE.starts_with(&buf[..n]) {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        }
+        let head = &buf[..n];
+        return Ok(if H2_PREFACE.starts_with(head) {
+            Protocol::Http2
+        } else if head.iter().all(|b| b.is_ascii_uppercase() || *b == b' ') {
+            Protocol::Http1
+        } else {
+            Protocol::Garbage
+        });
+    }
+}
+
+/// Serves a client connection until it closes. Errors end this connection only.
+pub async fn serve(stream: TcpStream, ctx: Rc<ConnContext>) {
+    let _ = stream.set_nodelay(true);
+    let metrics = ctx.api.metrics.clone();
+    metrics
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match sniff(&stream).await {
+        Ok(Protocol::Http2) => serve_h2(stream, ctx).await,
+        Ok(Protocol::Http1) => http1::serve(stream, &ctx).await,
+        Ok(Protocol::Garbage) | Err(_) => {
+            tracing::debug!("closing a connection that speaks neither HTTP/2 nor HTTP/1.1");
+        }
+    }
+    metrics
+        .connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve_h2(stream: TcpStream, ctx: Rc<ConnContext>) {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(10_000)
+        .initial_window_size(2 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .max_send_buffer_size(1 << 20)
+        .max_header_list_size(64 << 10);
+    let mut conn = match builder.handshake::<_, Bytes>(stream.compat()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("HTTP/2 handshake failed: {e}");
+            return;
+        }
+    };
+    // accept() also drives the connection's I/O, so it is polled until the peer leaves.
+    while let Some(next) = conn.accept().await {
+        let (request, respond) = match next {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("HTTP/2 connection error: {e}");
+                return;
+            }
+        };
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            let path = request.uri().path().to_owned();
+            serve_stream(&ctx, &path, request.into_body(), respond).await;
+        })
+        .detach();
+    }
+}
+
+async fn serve_stream(
+    ctx: &ConnContext,
+    path: &str,
+    body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+) {
+    let limit = ctx.api.limits.grpc_receive_limit();
+    match api::route(path) {
+        None => {
+            let status = Status::unimplemented(format!("unknown method {path}"));
+            let _ = respond.send_response(grpc::error_head(&status), true);
+        }
+        Some(Route::Unary(method)) => {
+            let mut incoming = Incoming::new(body, limit);
+            let msg = match incoming.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(status)) => {
+                    let _ = respond.send_response(grpc::error_head(&status), true);
+                    return;
+                }
+                None => {
+                    let status = Status::internal("grpc: request carried no message");
+                    let _ = respond.send_response(grpc::error_head(&status), true);
+                    return;
+                }
+            };
+            match ctx.api.unary(method, msg).await {
+                Ok(reply) => {
+                    if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
+                        let _ = send.send_data(reply, false);
+                        let _ = send.send_trailers(grpc::trailers(None));
+                    }
+                }
+                Err(status) => {
+                    let _ = respond.send_response(grpc::error_head(&status), true);
+                }
+            }
+        }
+        Some(Route::Streaming(method)) => {
+            let incoming = Incoming::new(body, limit);
+            let send = match respond.send_response(grpc::response_head(), false) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            let mut outgoing = Outgoing { send };
+            let result = ctx.api.streaming(method, incoming, &mut outgoing).await;
+            let _ = outgoing
+                .send
+                .send_trailers(grpc::trailers(result.err().as_ref()));
+        }
+    }
+}
+
+/// The messages a client sends on one stream.
+pub struct Incoming {
+    body: RecvStream,
+    decoder: MessageDecoder,
+}
+
+impl Incoming {
+    fn new(body: RecvStream, limit: usize) -> Incoming {
+        Incoming {
+            body,
+            decoder: MessageDecoder::new(limit),
+        }
+    }
+
+    /// The next message; None when the client half-closed the stream.
+    pub async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+        loop {
+            match self.decoder.next_message() {
+                Ok(Some(m)) => return Some(Ok(m)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e.to_status())),
+            }
+            match self.body.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.decoder.push(&chunk);
+                }
+                Some(Err(e)) => {
+                    return Some(Err(Status::new(
+                        grpc::Code::Canceled,
+                        format!("stream error: {e}"),
+                    )))
+                }
+                None if self.decoder.has_partial() => {
+                    return Some(Err(grpc::FrameError::Truncated.to_status()))
+                }
+                None => return None,
+            }
+        }
+    }
+}
+
+/// The reply side of a streaming call, with flow control: a slow reader makes `send` wait
+/// instead of growing a buffer without bound.
+pub struct Outgoing {
+    send: SendStream<Bytes>,
+}
+
+impl Outgoing {
+    pub async fn send(&mut self, mut msg: Bytes) -> Result<(), Status> {
+        while !msg.is_empty() {
+            self.send.reserve_capacity(msg.len());
+            let granted = std::future::poll_fn(|cx| self.send.poll_capacity(cx)).await;
+            let n = match granted {
+                Some(Ok(n)) => n,
+                _ => return Err(Status::new(grpc::Code::Canceled, "client went away")),
+            };
+            if n == 0 {
+                continue;
+            }
+            let chunk = msg.split_to(n.min(msg.len()));
+            self.send
+                .send_data(chunk, false)
+                .map_err(|_| Status::new(grpc::Code::Canceled, "client went away"))?;
+        }
+        Ok(())
+    }
+}

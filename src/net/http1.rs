@@ -1,0 +1,141 @@
+//! HTTP/1.1 on the client port: `GET /health`, `/version` and `/metrics`, as etcd serves them.
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::conn::ConnContext;
+use crate::proto::etcdserverpb as pb;
+use crate::server::message::Request;
+
+/// What `GET /version` reports.
+#[derive(Clone, Debug)]
+pub struct VersionInfo {
+    /// The etcd API version corekv implements (what etcd clients compare against).
+    pub server: String,
+    pub cluster: String,
+    /// corekv's own version.
+    pub corekv: String,
+}
+
+const MAX_HEAD: usize = 16 << 10;
+
+/// Serves HTTP/1.1 requests on the connection until it closes or sends something malformed.
+pub async fn serve(mut stream: TcpStream, ctx: &ConnContext) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Read until a complete request head is buffered.
+        let (path, method, keep_alive, consumed) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let close = req.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("connection")
+                            && h.value.eq_ignore_ascii_case(b"close")
+                    });
+                    let keep = req.version == Some(1) && !close;
+                    break (
+                        req.path.unwrap_or("/").to_owned(),
+                        req.method.unwrap_or("GET").to_owned(),
+                        keep,
+                        n,
+                    );
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                _ => {
+                    let _ = respond(&mut stream, 400, "text/plain", b"bad request\n", false).await;
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buf.drain(..consumed);
+        let (status, ctype, body) = route(ctx, &method, &path).await;
+        if respond(&mut stream, status, ctype, &body, keep_alive)
+            .await
+            .is_err()
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'static str, Bytes) {
+    if method != "GET" && method != "HEAD" {
+        return (
+            405,
+            "text/plain",
+            Bytes::from_static(b"method not allowed\n"),
+        );
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    match path {
+        "/health" => {
+            // Like etcd: healthy when a linearizable read goes through raft.
+            let probe = pb::RangeRequest {
+                key: Bytes::from_static(b"health"),
+                ..Default::default()
+            };
+            let healthy = ctx.api.core.call(Request::Range(probe)).await.is_ok();
+            let body = if healthy {
+                r#"{"health":"true"}"#
+            } else {
+                r#"{"health":"false"}"#
+            };
+            (
+                if healthy { 200 } else { 503 },
+                "application/json",
+                Bytes::from(body),
+            )
+        }
+        "/version" => {
+            let v = &ctx.version;
+            let body = serde_json::json!({
+                "etcdserver": v.server,
+                "etcdcluster": v.cluster,
+                "corekv": v.corekv,
+            });
+            (200, "application/json", Bytes::from(body.to_string()))
+        }
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4",
+            Bytes::from(ctx.api.metrics.render()),
+        ),
+        _ => (
+            404,
+            "text/plain",
+            Bytes::from_static(b"404 page not found\n"),
+        ),
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let conn = if keep_alive { "keep-alive" } else { "close" };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await
+}

@@ -1,0 +1,6 @@
+//! Networking: per-core executors, listeners, HTTP/2 + gRPC framing, HTTP/1 endpoints.
+
+pub mod conn;
+pub mod grpc;
+pub mod http1;
+pub mod metrics;

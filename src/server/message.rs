@@ -1,0 +1,128 @@
+//! What crosses between the network executors and the consensus core.
+
+use crate::net::grpc::Status;
+use crate::proto::corekvpb::{raft_request, RaftRequest};
+use crate::proto::etcdserverpb as pb;
+
+/// Where a reply goes: the network executor that sent the request and its slot there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub executor: u16,
+    pub token: u64,
+}
+
+/// A client request, decoded and validated by a network executor.
+#[derive(Debug)]
+pub enum Request {
+    Range(pb::RangeRequest),
+    Put(pb::PutRequest),
+    DeleteRange(pb::DeleteRangeRequest),
+    Txn(pb::TxnRequest),
+    Compact(pb::CompactionRequest),
+    LeaseGrant(pb::LeaseGrantRequest),
+    LeaseRevoke(pb::LeaseRevokeRequest),
+    LeaseKeepAlive(pb::LeaseKeepAliveRequest),
+    LeaseTimeToLive(pb::LeaseTimeToLiveRequest),
+    LeaseLeases(pb::LeaseLeasesRequest),
+    Status(pb::StatusRequest),
+    MemberList(pb::MemberListRequest),
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug)]
+pub enum Response {
+    Range(pb::RangeResponse),
+    Put(pb::PutResponse),
+    DeleteRange(pb::DeleteRangeResponse),
+    Txn(pb::TxnResponse),
+    Compact(pb::CompactionResponse),
+    LeaseGrant(pb::LeaseGrantResponse),
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    LeaseKeepAlive(pb::LeaseKeepAliveResponse),
+    LeaseTimeToLive(pb::LeaseTimeToLiveResponse),
+    LeaseLeases(pb::LeaseLeasesResponse),
+    Status(pb::StatusResponse),
+    MemberList(pb::MemberListResponse),
+}
+
+pub type Reply = Result<Response, Status>;
+
+/// How the consensus core must serve a request.
+pub enum Kind {
+    /// Goes through the raft log.
+    Write(RaftRequest),
+    /// A read that must observe every write acknowledged before it arrived (ReadIndex).
+    LinearizableRead(Request),
+    /// Served from local state at once.
+    LocalRead(Request),
+}
+
+impl Request {
+    pub fn kind(self) -> Kind {
+        use raft_request::Request as R;
+        let write = |r| Kind::Write(RaftRequest { request: Some(r) });
+        match self {
+            Request::Put(r) => write(R::Put(r)),
+            Request::DeleteRange(r) => write(R::DeleteRange(r)),
+            Request::Txn(r) if !is_read_only_txn(&r) => write(R::Txn(r)),
+            Request::Compact(r) => write(R::Compaction(r)),
+            Request::LeaseGrant(r) => write(R::LeaseGrant(r)),
+            Request::LeaseRevoke(r) => write(R::LeaseRevoke(r)),
+            Request::Range(r) if r.serializable => Kind::LocalRead(Request::Range(r)),
+            r @ (Request::Status(_) | Request::MemberList(_) | Request::LeaseKeepAlive(_)) => {
+                Kind::LocalRead(r)
+            }
+            r => Kind::LinearizableRead(r),
+        }
+    }
+
+    /// The metric label of this request's RPC.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::Range(_) => "Range",
+            Request::Put(_) => "Put",
+            Request::DeleteRange(_) => "DeleteRange",
+            Request::Txn(_) => "Txn",
+            Request::Compact(_) => "Compact",
+            Request::LeaseGrant(_) => "LeaseGrant",
+            Request::LeaseRevoke(_) => "LeaseRevoke",
+            Request::LeaseKeepAlive(_) => "LeaseKeepAlive",
+            Request::LeaseTimeToLive(_) => "LeaseTimeToLive",
+            Request::LeaseLeases(_) => "LeaseLeases",
+            Request::Status(_) => "Status",
+            Request::MemberList(_) => "MemberList",
+        }
+    }
+}
+
+/// A txn whose every branch only reads never enters the raft log (etcd serves it as a read).
+pub fn is_read_only_txn(txn: &pb::TxnRequest) -> bool {
+    fn ops_read_only(ops: &[pb::RequestOp]) -> bool {
+        ops.iter().all(|op| match &op.request {
+            Some(pb::request_op::Request::RequestRange(_)) | None => true,
+            Some(pb::request_op::Request::RequestTxn(t)) => is_read_only_txn(t),
+            _ => false,
+        })
+    }
+    ops_read_only(&txn.success) && ops_read_only(&txn.failure)
+}
+
+impl Response {
+    pub fn header_mut(&mut self) -> Option<&mut pb::ResponseHeader> {
+        let h = match self {
+            Response::Range(r) => &mut r.header,
+            Response::Put(r) => &mut r.header,
+            Response::DeleteRange(r) => &mut r.header,
+            Response::Txn(r) => &mut r.header,
+            Response::Compact(r) => &mut r.header,
+            Response::LeaseGrant(r) => &mut r.header,
+            Response::LeaseRevoke(r) => &mut r.header,
+            Response::LeaseKeepAlive(r) => &mut r.header,
+            Response::LeaseTimeToLive(r) => &mut r.header,
+            Response::LeaseLeases(r) => &mut r.header,
+            Response::Status(r) => &mut r.header,
+            Response::MemberList(r) => &mut r.header,
+        };
+        Some(h.get_or_insert_with(Default::default))
+    }
+}
