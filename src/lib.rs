@@ -1,6 +1,7 @@
 //! corekv: a distributed, strongly consistent key-value store that speaks the etcd v3 API.
 
 pub mod api;
+pub mod config;
 pub mod net;
 pub mod proto;
 pub mod server;

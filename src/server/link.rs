@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use slab::Slab;
 
-use super::message::{Reply, ReplyTo, Request};
+use super::message::{Reply, Request};
 use crate::net::grpc::Status;
 
 /// A request on its way to the core, tagged with the slot its reply goes to.
@@ -23,6 +23,8 @@ pub struct Envelope {
     pub token: u64,
     pub request: Request,
 }
+
+const STOPPED: &str = "etcdserver: server stopped";
 
 /// What the core sends back to one network executor.
 pub type ReplyBatch = Vec<(u64, Reply)>;
@@ -34,10 +36,77 @@ enum Slot {
     Abandoned,
 }
 
+/// Items queued on one executor for another, sent as one channel message per batch.
+pub struct BatchQueue<T> {
+    inner: RefCell<QueueInner<T>>,
+}
+
+struct QueueInner<T> {
+    items: Vec<T>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl<T: Send + 'static> BatchQueue<T> {
+    pub fn new() -> BatchQueue<T> {
+        BatchQueue {
+            inner: RefCell::new(QueueInner {
+                items: Vec::new(),
+                waker: None,
+                closed: false,
+            }),
+        }
+    }
+
+    pub fn push(&self, item: T) {
+        let mut q = self.inner.borrow_mut();
+        q.items.push(item);
+        if let Some(w) = q.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Stops the sender task once what is queued has gone.
+    pub fn close(&self) {
+        let mut q = self.inner.borrow_mut();
+        q.closed = true;
+        if let Some(w) = q.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Sends everything queued as one message whenever the channel takes one; while a send
+    /// waits for room, new items join the next batch. Returns when the receiver is gone.
+    pub async fn run_sender(&self, to: ConnectedSender<Vec<T>>) {
+        loop {
+            let batch = std::future::poll_fn(|cx| {
+                let mut q = self.inner.borrow_mut();
+                if !q.items.is_empty() {
+                    Poll::Ready(Some(std::mem::take(&mut q.items)))
+                } else if q.closed {
+                    Poll::Ready(None)
+                } else {
+                    q.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            let Some(batch) = batch else { return };
+            if to.send(batch).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Default for BatchQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[derive(Default)]
 struct Shared {
-    queue: Vec<Envelope>,
-    flusher: Option<Waker>,
     slots: Slab<Slot>,
     closed: bool,
 }
@@ -45,6 +114,7 @@ struct Shared {
 /// The network executor's handle on the consensus core.
 pub struct CoreClient {
     executor: u16,
+    queue: BatchQueue<Envelope>,
     shared: RefCell<Shared>,
 }
 
@@ -52,6 +122,7 @@ impl CoreClient {
     pub fn new(executor: u16) -> Rc<CoreClient> {
         Rc::new(CoreClient {
             executor,
+            queue: BatchQueue::new(),
             shared: RefCell::new(Shared::default()),
         })
     }
@@ -63,11 +134,18 @@ impl CoreClient {
     /// Sends a request to the core and waits for its reply.
     pub fn call(self: &Rc<Self>, request: Request) -> ReplyFuture {
         let mut sh = self.shared.borrow_mut();
-        let token = sh.slots.insert(Slot::Waiting(None)) as u64;
-        sh.queue.push(Envelope { token, request });
-        if let Some(w) = sh.flusher.take() {
-            w.wake();
+        if sh.closed {
+            let token =
+                sh.slots
+                    .insert(Slot::Done(Err(Status::unavailable(STOPPED)))) as u64;
+            return ReplyFuture {
+                client: self.clone(),
+                token,
+                done: false,
+            };
         }
+        let token = sh.slots.insert(Slot::Waiting(None)) as u64;
+        self.queue.push(Envelope { token, request });
         ReplyFuture {
             client: self.clone(),
             token,
@@ -75,27 +153,10 @@ impl CoreClient {
         }
     }
 
-    /// Sends queued requests to the core, one batch per channel message. Runs as a task.
-    pub async fn run_flusher(self: Rc<Self>, to_core: ConnectedSender<(u16, Vec<Envelope>)>) {
-        loop {
-            let batch = std::future::poll_fn(|cx| {
-                let mut sh = self.shared.borrow_mut();
-                if !sh.queue.is_empty() {
-                    Poll::Ready(Some(std::mem::take(&mut sh.queue)))
-                } else if sh.closed {
-                    Poll::Ready(None)
-                } else {
-                    sh.flusher = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
-            let Some(batch) = batch else { return };
-            if to_core.send((self.executor, batch)).await.is_err() {
-                self.fail_all(Status::unavailable("etcdserver: server stopped"));
-                return;
-            }
-        }
+    /// Sends queued requests to the core in batches. Runs as a task.
+    pub async fn run_sender(self: Rc<Self>, to_core: ConnectedSender<Vec<Envelope>>) {
+        self.queue.run_sender(to_core).await;
+        self.fail_all(Status::unavailable(STOPPED));
     }
 
     /// Hands replies from the core to the waiting callers. Runs as a task.
@@ -117,16 +178,15 @@ impl CoreClient {
                 }
             }
         }
-        self.fail_all(Status::unavailable("etcdserver: server stopped"));
+        self.fail_all(Status::unavailable(STOPPED));
     }
 
     fn fail_all(&self, status: Status) {
         let mut sh = self.shared.borrow_mut();
         sh.closed = true;
-        sh.queue.clear();
+        self.queue.close();
         for (_, slot) in sh.slots.iter_mut() {
-            if let Slot::Waiting(Some(w)) =
-                std::mem::replace(slot, Slot::Done(Err(status.clone())))
+            if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(Err(status.clone())))
             {
                 w.wake();
             }
@@ -184,13 +244,5 @@ impl Drop for ReplyFuture {
             Some(slot) => *slot = Slot::Abandoned,
             None => {}
         }
-    }
-}
-
-/// Where the core routes a reply for a request that came in an envelope from `executor`.
-pub fn reply_to(executor: u16, env: &Envelope) -> ReplyTo {
-    ReplyTo {
-        executor,
-        token: env.token,
     }
 }

@@ -5,3 +5,4 @@ pub mod link;
 pub mod message;
 pub mod node;
 pub mod raft_log;
+pub mod wal_records;

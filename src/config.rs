@@ -1,0 +1,347 @@
+//! The server's flags, named like etcd's, and what they resolve to.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "corekv",
+    version,
+    about = "A distributed, strongly consistent key-value store that speaks the etcd v3 API"
+)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default", env = "ETCD_NAME")]
+    pub name: String,
+    /// Path to the data directory (default: "<name>.corekv").
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2379",
+        env = "ETCD_LISTEN_CLIENT_URLS"
+    )]
+    pub listen_client_urls: String,
+    /// List of this member's client URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2379",
+        env = "ETCD_ADVERTISE_CLIENT_URLS"
+    )]
+    pub advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2380",
+        env = "ETCD_LISTEN_PEER_URLS"
+    )]
+    pub listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:2380",
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (name=peerURL,...).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, default_value = "new", env = "ETCD_INITIAL_CLUSTER_STATE")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        default_value = "etcd-cluster",
+        env = "ETCD_INITIAL_CLUSTER_TOKEN"
+    )]
+    pub initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1572864, env = "ETCD_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128, env = "ETCD_MAX_TXN_OPS")]
+    pub max_txn_ops: usize,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
+    #[arg(long, default_value_t = 0, env = "ETCD_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: u64,
+    /// Number of committed entries between raft snapshots (which release old WAL segments).
+    #[arg(long, default_value_t = 100000, env = "ETCD_SNAPSHOT_COUNT")]
+    pub snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100, env = "ETCD_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000, env = "ETCD_ELECTION_TIMEOUT")]
+    pub election_timeout: u64,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, default_value = "info", env = "ETCD_LOG_LEVEL")]
+    pub log_level: String,
+    /// Number of network executors (one per core); default: every core.
+    #[arg(long)]
+    pub cores: Option<usize>,
+}
+
+/// A configuration mistake, reported as one line before exiting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub id: u64,
+}
+
+/// Flags checked and resolved.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub flags: Flags,
+    pub data_dir: PathBuf,
+    pub client_addrs: Vec<SocketAddr>,
+    pub client_urls: Vec<String>,
+    pub peer_addrs: Vec<SocketAddr>,
+    pub peer_urls: Vec<String>,
+    pub initial_cluster: Vec<InitialMember>,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub cores: usize,
+}
+
+/// Parses "http://host:port" URLs the way etcd's flags take them (comma separated).
+pub fn parse_urls(flag: &str, value: &str) -> Result<(Vec<String>, Vec<SocketAddr>), ConfigError> {
+    let mut urls = Vec::new();
+    let mut addrs = Vec::new();
+    for raw in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| ConfigError(format!("--{flag}: invalid URL {raw:?}: {why}"));
+        let rest = if let Some(r) = raw.strip_prefix("http://") {
+            r
+        } else if raw.starts_with("https://") {
+            return Err(bad("TLS (https) is not supported yet; use http://"));
+        } else {
+            return Err(bad("the scheme must be http://"));
+        };
+        let hostport = rest.trim_end_matches('/');
+        if hostport.contains('/') {
+            return Err(bad("a URL here carries no path"));
+        }
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|e| bad(&e.to_string()))?
+            .next()
+            .ok_or_else(|| bad("the host does not resolve"))?;
+        if !hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            return Err(bad("a port is required"));
+        }
+        urls.push(raw.trim_end_matches('/').to_owned());
+        addrs.push(addr);
+    }
+    if urls.is_empty() {
+        return Err(ConfigError(format!("--{flag}: no URL given")));
+    }
+    Ok((urls, addrs))
+}
+
+/// FNV-1a, 64 bit: member and cluster IDs must be the same on every member and every build.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter() {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut sorted = peer_urls.to_vec();
+    sorted.sort();
+    let joined = sorted.join(",");
+    // 0 means "no member" to raft; never hand it out.
+    stable_hash(&[joined.as_bytes(), token.as_bytes()]).max(1)
+}
+
+impl Config {
+    pub fn from_flags(flags: Flags) -> Result<Config, ConfigError> {
+        if flags.name.is_empty() {
+            return Err(ConfigError("--name must not be empty".into()));
+        }
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.corekv", flags.name)));
+        let (_, client_addrs) = parse_urls("listen-client-urls", &flags.listen_client_urls)?;
+        let (client_urls, _) = parse_urls("advertise-client-urls", &flags.advertise_client_urls)?;
+        let (_, peer_addrs) = parse_urls("listen-peer-urls", &flags.listen_peer_urls)?;
+        let (peer_urls, _) = parse_urls(
+            "initial-advertise-peer-urls",
+            &flags.initial_advertise_peer_urls,
+        )?;
+        match flags.initial_cluster_state.as_str() {
+            "new" | "existing" => {}
+            other => {
+                return Err(ConfigError(format!(
+                    "--initial-cluster-state: {other:?} is neither \"new\" nor \"existing\""
+                )))
+            }
+        }
+        let initial = flags
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", flags.name, peer_urls.join(",")));
+        let mut by_name: Vec<InitialMember> = Vec::new();
+        for part in initial.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, url) = part.split_once('=').ok_or_else(|| {
+                ConfigError(format!("--initial-cluster: {part:?} is not name=URL"))
+            })?;
+            let (urls, _) = parse_urls("initial-cluster", url)?;
+            match by_name.iter_mut().find(|m| m.name == name) {
+                Some(m) => m.peer_urls.extend(urls),
+                None => by_name.push(InitialMember {
+                    name: name.to_owned(),
+                    peer_urls: urls,
+                    id: 0,
+                }),
+            }
+        }
+        for m in &mut by_name {
+            m.id = member_id(&m.peer_urls, &flags.initial_cluster_token);
+        }
+        let me = by_name
+            .iter()
+            .find(|m| m.name == flags.name)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--initial-cluster has no member named {:?} (this member's --name)",
+                    flags.name
+                ))
+            })?;
+        let mut mine = me.peer_urls.clone();
+        let mut adv = peer_urls.clone();
+        mine.sort();
+        adv.sort();
+        if mine != adv {
+            return Err(ConfigError(format!(
+                "--initial-cluster has {} for {:?} but --initial-advertise-peer-urls is {}",
+                mine.join(","),
+                flags.name,
+                adv.join(",")
+            )));
+        }
+        let member_id = me.id;
+        let mut ids: Vec<u64> = by_name.iter().map(|m| m.id).collect();
+        ids.sort();
+        let id_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_be_bytes()).collect();
+        let cluster_id = stable_hash(&[&id_bytes, flags.initial_cluster_token.as_bytes()]);
+        if flags.max_txn_ops == 0 {
+            return Err(ConfigError("--max-txn-ops must be at least 1".into()));
+        }
+        if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
+            return Err(ConfigError(
+                "--election-timeout must be at least 5 times --heartbeat-interval".into(),
+            ));
+        }
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = flags.cores.unwrap_or(online);
+        if cores == 0 {
+            return Err(ConfigError("--cores must be at least 1".into()));
+        }
+        Ok(Config {
+            data_dir,
+            client_addrs,
+            client_urls,
+            peer_addrs,
+            peer_urls,
+            initial_cluster: by_name,
+            member_id,
+            cluster_id,
+            cores,
+            flags,
+        })
+    }
+
+    /// The election timeout in raft ticks (one tick per heartbeat interval).
+    pub fn election_ticks(&self) -> usize {
+        (self.flags.election_timeout / self.flags.heartbeat_interval) as usize
+    }
+
+    /// The 2 GiB default applies when --quota-backend-bytes is 0.
+    pub fn quota_bytes(&self) -> u64 {
+        match self.flags.quota_backend_bytes {
+            0 => 2 << 30,
+            q => q,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut v = vec!["corekv"];
+        v.extend_from_slice(args);
+        Flags::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = Config::from_flags(flags(&[])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("default.corekv"));
+        assert_eq!(c.client_addrs, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(c.peer_addrs, vec!["127.0.0.1:2380".parse().unwrap()]);
+        assert_eq!(c.initial_cluster.len(), 1);
+        assert_eq!(c.flags.max_request_bytes, 1572864);
+        assert_eq!(c.election_ticks(), 10);
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_with_the_flag_named() {
+        for bad in [
+            "localhost:2379",
+            "http://127.0.0.1",
+            "ftp://x:1",
+            "http://[::1:2379",
+        ] {
+            let e = Config::from_flags(flags(&["--listen-client-urls", bad])).unwrap_err();
+            assert!(e.0.contains("--listen-client-urls"), "{bad}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn member_ids_agree_across_members() {
+        let cluster = "a=http://127.0.0.1:1,b=http://127.0.0.1:2";
+        let a = Config::from_flags(flags(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:1",
+        ]))
+        .unwrap();
+        let b = Config::from_flags(flags(&[
+            "--name",
+            "b",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2",
+        ]))
+        .unwrap();
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(a.initial_cluster, b.initial_cluster);
+        assert_ne!(a.member_id, b.member_id);
+    }
+}

@@ -1,0 +1,331 @@
+//! The consensus executor: gives the I/O-free [`Node`] its disk (WAL), clock (ticks) and
+//! network (the links to the network executors), and commits the backend in batches.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use raft::eraftpb::{HardState, SnapshotMetadata};
+
+use super::link::{BatchQueue, Envelope};
+use super::message::{Reply, ReplyTo};
+use super::node::{Node, Output, Persist, StateMachine};
+use super::raft_log::RaftLog;
+use super::wal_records::{self, WalRecord};
+use crate::net::metrics::Metrics;
+
+/// Something the core loop must react to.
+enum Event {
+    Requests(u16, Vec<Envelope>),
+    Tick,
+    /// Every Ready up to this number is durable; its last record sits at this WAL position.
+    Persisted(u64, Option<(u64, wal::Position)>),
+    /// A snapshot marker for this index is durable at this WAL position.
+    SnapshotSaved(u64, wal::Position),
+}
+
+/// The core loop's wake-up queue, fed by the link receivers, the ticker and persist tasks.
+#[derive(Default)]
+struct Inbox {
+    events: RefCell<Vec<Event>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Inbox {
+    fn push(&self, ev: Event) {
+        self.events.borrow_mut().push(ev);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) -> Vec<Event> {
+        std::future::poll_fn(|cx| {
+            let mut evs = self.events.borrow_mut();
+            if evs.is_empty() {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(std::mem::take(&mut *evs))
+            }
+        })
+        .await
+    }
+}
+
+/// A state machine whose applied state can be made durable (the backend commit).
+pub trait DurableStateMachine: StateMachine {
+    /// Commits everything applied so far, with the applied index, durably.
+    fn commit(&mut self) -> std::io::Result<()>;
+    /// Writes applied since the last commit.
+    fn uncommitted_writes(&self) -> u64;
+}
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub tick: Duration,
+    /// Raft snapshot (and WAL release) every this many applied entries.
+    pub snapshot_count: u64,
+    pub backend_commit_interval: Duration,
+    pub backend_commit_writes: u64,
+}
+
+/// One link to a network executor: requests in, replies out.
+pub struct Link {
+    pub from_net: ConnectedReceiver<Vec<Envelope>>,
+    pub to_net: ConnectedSender<Vec<(u64, Reply)>>,
+}
+
+struct Driver<S: DurableStateMachine> {
+    node: Node<S>,
+    wal: Rc<wal::Wal>,
+    inbox: Rc<Inbox>,
+    replies: Vec<Rc<BatchQueue<(u64, Reply)>>>,
+    metrics: Arc<Metrics>,
+    cfg: DriverConfig,
+    last_backend_commit: Instant,
+    /// (last entry index, WAL position) of persisted Readys, oldest first, to know which
+    /// segments a snapshot makes obsolete.
+    persisted_at: VecDeque<(u64, wal::Position)>,
+    last_snapshot_index: u64,
+    snapshot_in_flight: bool,
+}
+
+/// Runs the consensus core until every link closes.
+pub async fn run<S: DurableStateMachine + 'static>(
+    node: Node<S>,
+    wal: wal::Wal,
+    links: Vec<Link>,
+    cfg: DriverConfig,
+    metrics: Arc<Metrics>,
+) {
+    let inbox = Rc::new(Inbox::default());
+    let mut replies = Vec::new();
+    for (i, link) in links.into_iter().enumerate() {
+        let inbox2 = inbox.clone();
+        let from_net = link.from_net;
+        glommio::spawn_local(async move {
+            while let Some(batch) = from_net.recv().await {
+                inbox2.push(Event::Requests(i as u16, batch));
+            }
+        })
+        .detach();
+        let queue = Rc::new(BatchQueue::new());
+        let q2 = queue.clone();
+        let to_net = link.to_net;
+        glommio::spawn_local(async move { q2.run_sender(to_net).await }).detach();
+        replies.push(queue);
+    }
+    let ticker_inbox = inbox.clone();
+    let tick = cfg.tick;
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(tick).await;
+            ticker_inbox.push(Event::Tick);
+        }
+    })
+    .detach();
+
+    let last_snapshot_index = node.raft_log().snapshot_metadata().index;
+    let mut d = Driver {
+        node,
+        wal: Rc::new(wal),
+        inbox,
+        replies,
+        metrics,
+        cfg,
+        last_backend_commit: Instant::now(),
+        persisted_at: VecDeque::new(),
+        last_snapshot_index,
+        snapshot_in_flight: false,
+    };
+    d.step_node();
+    loop {
+        let events = d.inbox.wait().await;
+        for ev in events {
+            d.handle(ev);
+        }
+        d.step_node();
+        d.maybe_commit_backend();
+        d.maybe_snapshot();
+    }
+}
+
+impl<S: DurableStateMachine + 'static> Driver<S> {
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Requests(executor, batch) => {
+                for env in batch {
+                    let to = ReplyTo {
+                        executor,
+                        token: env.token,
+                    };
+                    self.node.submit(env.request, to);
+                }
+            }
+            Event::Tick => self.node.tick(),
+            Event::Persisted(number, at) => {
+                if let Some(at) = at {
+                    self.persisted_at.push_back(at);
+                }
+                self.node.on_persisted(number);
+            }
+            Event::SnapshotSaved(index, position) => self.finish_snapshot(index, position),
+        }
+    }
+
+    /// Lets the node process, then carries out its output.
+    fn step_node(&mut self) {
+        self.node.process();
+        let Output {
+            replies,
+            persist,
+            messages,
+        } = self.node.take_output();
+        for p in persist {
+            self.persist(p);
+        }
+        // A single member has no peers to send to; the cluster transport will carry these.
+        drop(messages);
+        for (to, reply) in replies {
+            self.replies[to.executor as usize].push((to.token, reply));
+        }
+        let m = &self.metrics;
+        use std::sync::atomic::Ordering::Relaxed;
+        m.raft_term.store(self.node.term(), Relaxed);
+        m.has_leader.store((self.node.leader_id() != 0) as u64, Relaxed);
+        m.raft_applied_index
+            .store(self.node.state_machine().applied_index(), Relaxed);
+        m.raft_commit_index
+            .store(self.node.raft_log().hard_state().commit, Relaxed);
+        m.revision
+            .store(self.node.state_machine().revision(), Relaxed);
+    }
+
+    fn persist(&mut self, p: Persist) {
+        let last_entry = p.entries.last().map(|e| e.index);
+        let records = wal_records::encode_persist(&p);
+        let wal = self.wal.clone();
+        let inbox = self.inbox.clone();
+        let metrics = self.metrics.clone();
+        let number = p.number;
+        glommio::spawn_local(async move {
+            let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+            let started = Instant::now();
+            match wal.append_batch(&refs).await {
+                Ok(pos) => {
+                    metrics.wal_fsync.observe(started.elapsed());
+                    inbox.push(Event::Persisted(number, last_entry.map(|i| (i, pos))));
+                }
+                Err(e) => fatal(&format!("WAL append failed: {e}")),
+            }
+        })
+        .detach();
+    }
+
+    fn maybe_commit_backend(&mut self) {
+        let sm = self.node.state_machine();
+        let due = sm.uncommitted_writes() >= self.cfg.backend_commit_writes
+            || (sm.uncommitted_writes() > 0
+                && self.last_backend_commit.elapsed() >= self.cfg.backend_commit_interval);
+        if due {
+            self.commit_backend();
+        }
+    }
+
+    fn commit_backend(&mut self) {
+        let started = Instant::now();
+        if let Err(e) = self.node.state_machine_mut().commit() {
+            fatal(&format!("backend commit failed: {e}"));
+        }
+        self.metrics.backend_commit.observe(started.elapsed());
+        self.last_backend_commit = Instant::now();
+        let (size, in_use) = self.node.state_machine().db_size();
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.db_size.store(size, Relaxed);
+        self.metrics.db_size_in_use.store(in_use, Relaxed);
+    }
+
+    /// Every --snapshot-count applied entries: commit the backend (it now holds everything
+    /// up to the applied index), write a snapshot marker, then forget the log before it.
+    fn maybe_snapshot(&mut self) {
+        let (applied, term) = self.node.applied_index_term();
+        if self.snapshot_in_flight || applied < self.last_snapshot_index + self.cfg.snapshot_count {
+            return;
+        }
+        self.commit_backend();
+        self.snapshot_in_flight = true;
+        let mut meta = SnapshotMetadata::default();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(self.node.raft_log().conf_state().clone());
+        let hs: HardState = self.node.raft_log().hard_state().clone();
+        let records = [
+            wal_records::encode_hard_state(&hs),
+            wal_records::encode_snapshot(&meta),
+        ];
+        let wal = self.wal.clone();
+        let inbox = self.inbox.clone();
+        glommio::spawn_local(async move {
+            let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+            match wal.append_batch(&refs).await {
+                Ok(pos) => inbox.push(Event::SnapshotSaved(applied, pos)),
+                Err(e) => fatal(&format!("WAL append of a snapshot marker failed: {e}")),
+            }
+        })
+        .detach();
+    }
+
+    fn finish_snapshot(&mut self, index: u64, _marker: wal::Position) {
+        self.snapshot_in_flight = false;
+        self.last_snapshot_index = index;
+        self.node.compact_log(index);
+        // Segments wholly before the last Ready holding only entries <= index are obsolete.
+        let mut release = None;
+        while let Some(&(last, pos)) = self.persisted_at.front() {
+            if last > index {
+                break;
+            }
+            release = Some(pos);
+            self.persisted_at.pop_front();
+        }
+        if let Some(pos) = release {
+            let wal = self.wal.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = wal.release_before(pos).await {
+                    tracing::warn!("releasing old WAL segments failed: {e}");
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// A failure that leaves the member unable to keep its promises: stop rather than serve.
+fn fatal(msg: &str) -> ! {
+    tracing::error!("{msg}; stopping");
+    eprintln!("corekv: {msg}; stopping");
+    std::process::exit(1);
+}
+
+/// Rebuilds the raft log from what the WAL recovered.
+pub fn recover_raft_log(records: &[wal::Record], bootstrap: raft::eraftpb::ConfState) -> RaftLog {
+    let mut log = RaftLog::new(bootstrap);
+    for rec in records {
+        match wal_records::decode(rec.record_type, &rec.payload) {
+            Ok(WalRecord::Entry(e)) => {
+                if e.index > log.snapshot_metadata().index {
+                    log.append(std::slice::from_ref(&e));
+                }
+            }
+            Ok(WalRecord::HardState(hs)) => log.set_hard_state(hs),
+            Ok(WalRecord::Snapshot(meta)) => log.apply_snapshot(meta),
+            Err(e) => fatal(&format!("WAL record at {:?} does not decode: {e}", rec.position)),
+        }
+    }
+    log
+}
