@@ -6,3 +6,6 @@ pub mod message;
 pub mod node;
 pub mod raft_log;
 pub mod wal_records;
+
+#[cfg(test)]
+mod node_tests;

@@ -1,0 +1,218 @@
+//! The consensus core driven by a simulated disk: no I/O, no clock, deterministic.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::message::{Reply, ReplyTo, Request, Response};
+use super::node::{Node, NodeConfig, Output, StateMachine};
+use super::raft_log::RaftLog;
+use crate::net::grpc::Status;
+use crate::proto::corekvpb::{raft_request, RaftRequest};
+use crate::proto::etcdserverpb as pb;
+
+/// A state machine that keeps the latest value per key and counts revisions.
+#[derive(Default)]
+struct ToyState {
+    kv: BTreeMap<Bytes, Bytes>,
+    revision: i64,
+    applied: u64,
+}
+
+impl StateMachine for ToyState {
+    fn apply(&mut self, _index: u64, req: RaftRequest) -> Reply {
+        match req.request {
+            Some(raft_request::Request::Put(p)) => {
+                self.revision += 1;
+                self.kv.insert(p.key, p.value);
+                Ok(Response::Put(pb::PutResponse::default()))
+            }
+            _ => Err(Status::unimplemented("toy")),
+        }
+    }
+    fn read(&mut self, req: Request) -> Reply {
+        let Request::Range(r) = req else {
+            return Err(Status::unimplemented("toy"));
+        };
+        let kvs = self
+            .kv
+            .get(&r.key)
+            .map(|v| crate::proto::mvccpb::KeyValue {
+                key: r.key.clone(),
+                value: v.clone(),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect::<Vec<_>>();
+        Ok(Response::Range(pb::RangeResponse {
+            count: kvs.len() as i64,
+            kvs,
+            ..Default::default()
+        }))
+    }
+    fn set_applied_index(&mut self, index: u64) {
+        self.applied = index;
+    }
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+    fn db_size(&self) -> (i64, i64) {
+        (0, 0)
+    }
+    fn revision(&self) -> i64 {
+        self.revision + 1
+    }
+}
+
+fn single_node() -> Node<ToyState> {
+    let cfg = NodeConfig {
+        id: 1,
+        cluster_id: 7,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        request_timeout_ticks: 70,
+        members: vec![],
+        version: "3.4.0".into(),
+    };
+    let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1], vec![])));
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = Node::new(cfg, log, ToyState::default(), &logger).unwrap();
+    node.campaign().unwrap();
+    node
+}
+
+/// Processes the node, making every persist durable at once, until it settles.
+fn settle(node: &mut Node<ToyState>) -> Vec<(ReplyTo, Reply)> {
+    let mut replies = Vec::new();
+    loop {
+        node.process();
+        let Output {
+            replies: r,
+            persist,
+            ..
+        } = node.take_output();
+        replies.extend(r);
+        let Some(last) = persist.last().map(|p| p.number) else {
+            break;
+        };
+        node.on_persisted(last);
+    }
+    replies
+}
+
+fn put(key: &str, value: &str) -> Request {
+    Request::Put(pb::PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        ..Default::default()
+    })
+}
+
+fn to(token: u64) -> ReplyTo {
+    ReplyTo { executor: 0, token }
+}
+
+#[test]
+fn single_member_commits_a_batch_of_writes_in_one_entry() {
+    let mut node = single_node();
+    settle(&mut node);
+    assert!(node.is_leader());
+    let before = node.raft_log().hard_state().commit;
+    for i in 0..10 {
+        node.submit(put(&format!("k{i}"), "v"), to(i));
+    }
+    let replies = settle(&mut node);
+    assert_eq!(replies.len(), 10);
+    let mut tokens: Vec<u64> = replies.iter().map(|(t, _)| t.token).collect();
+    tokens.sort();
+    assert_eq!(tokens, (0..10).collect::<Vec<_>>());
+    for (_, r) in &replies {
+        let Ok(Response::Put(p)) = r else {
+            panic!("{r:?}")
+        };
+        let h = p.header.as_ref().unwrap();
+        assert_eq!((h.cluster_id, h.member_id), (7, 1));
+    }
+    assert_eq!(node.raft_log().hard_state().commit, before + 1);
+    assert_eq!(node.state_machine().kv.len(), 10);
+}
+
+#[test]
+fn writes_wait_for_the_disk_before_they_are_acknowledged() {
+    let mut node = single_node();
+    settle(&mut node);
+    node.submit(put("a", "1"), to(1));
+    node.process();
+    let out = node.take_output();
+    assert!(out.replies.is_empty(), "acknowledged before the WAL fsync");
+    assert_eq!(out.persist.len(), 1);
+    assert_eq!(node.state_machine().kv.len(), 0);
+    node.on_persisted(out.persist[0].number);
+    let replies = settle(&mut node);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(node.state_machine().kv.len(), 1);
+}
+
+#[test]
+fn a_linearizable_read_sees_writes_acknowledged_before_it() {
+    let mut node = single_node();
+    settle(&mut node);
+    node.submit(put("a", "1"), to(1));
+    settle(&mut node);
+    node.submit(
+        Request::Range(pb::RangeRequest {
+            key: Bytes::from_static(b"a"),
+            ..Default::default()
+        }),
+        to(2),
+    );
+    let replies = settle(&mut node);
+    assert_eq!(replies.len(), 1);
+    let Ok(Response::Range(r)) = &replies[0].1 else {
+        panic!()
+    };
+    assert_eq!(r.kvs[0].value, Bytes::from_static(b"1"));
+}
+
+#[test]
+fn requests_time_out_when_raft_cannot_serve_them() {
+    // A member of a 3-voter cluster whose peers never answer has no leader.
+    let cfg = NodeConfig {
+        id: 1,
+        cluster_id: 7,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        request_timeout_ticks: 5,
+        members: vec![],
+        version: "3.4.0".into(),
+    };
+    let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![])));
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = Node::new(cfg, log, ToyState::default(), &logger).unwrap();
+    node.submit(put("a", "1"), to(1));
+    settle(&mut node);
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        node.tick();
+        replies.extend(settle(&mut node));
+    }
+    assert_eq!(replies.len(), 1);
+    let Err(s) = &replies[0].1 else { panic!() };
+    assert_eq!(s.message, "etcdserver: no leader");
+}
+
+#[test]
+fn status_reports_raft_progress() {
+    let mut node = single_node();
+    settle(&mut node);
+    node.submit(put("a", "1"), to(1));
+    settle(&mut node);
+    node.submit(Request::Status(pb::StatusRequest {}), to(2));
+    let replies = settle(&mut node);
+    let Ok(Response::Status(s)) = &replies[0].1 else {
+        panic!()
+    };
+    assert_eq!(s.leader, 1);
+    assert_eq!(s.raft_index, s.raft_applied_index);
+    assert!(s.raft_term >= 1);
+}
