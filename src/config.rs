@@ -135,9 +135,9 @@ pub fn parse_urls(flag: &str, value: &str) -> Result<(Vec<String>, Vec<SocketAdd
             .map_err(|e| bad(&e.to_string()))?
             .next()
             .ok_or_else(|| bad("the host does not resolve"))?;
-        if !hostport
+        if hostport
             .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
         {
             return Err(bad("a port is required"));
         }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod lease;
 pub mod net;
 pub mod proto;
 pub mod server;

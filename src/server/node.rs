@@ -31,6 +31,11 @@ pub trait StateMachine {
     fn db_size(&self) -> (i64, i64);
     /// The store's current revision, for response headers.
     fn revision(&self) -> i64;
+    /// Advances the state machine's clock (raft ticks). What it returns is proposed with no
+    /// client waiting: the leader's lease revokes and checkpoints.
+    fn tick(&mut self, _now: u64, _is_leader: bool) -> Vec<RaftRequest> {
+        Vec::new()
+    }
 }
 
 /// Settings of this member's consensus core.
@@ -65,7 +70,8 @@ pub struct Output {
 }
 
 struct PendingBatch {
-    replies: Vec<ReplyTo>,
+    /// One per request in the batch; None for the core's own proposals.
+    replies: Vec<Option<ReplyTo>>,
     deadline: u64,
 }
 
@@ -82,7 +88,7 @@ pub struct Node<S: StateMachine> {
     next_batch_id: u64,
     next_read_ctx: u64,
     /// Writes collected since the last proposal; proposed together as one entry.
-    proposing: Vec<(RaftRequest, ReplyTo)>,
+    proposing: Vec<(RaftRequest, Option<ReplyTo>)>,
     proposing_since: u64,
     /// Proposed batches waiting to be applied, by batch id.
     pending: HashMap<u64, PendingBatch>,
@@ -182,10 +188,7 @@ impl<S: StateMachine> Node<S> {
     pub fn submit(&mut self, req: Request, to: ReplyTo) {
         match req.kind() {
             Kind::Write(w) => {
-                if self.proposing.is_empty() {
-                    self.proposing_since = self.ticks;
-                }
-                self.proposing.push((w, to));
+                self.propose_later(w, Some(to));
             }
             Kind::LinearizableRead(r) => {
                 if self.reads.is_empty() {
@@ -200,9 +203,20 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    fn propose_later(&mut self, req: RaftRequest, to: Option<ReplyTo>) {
+        if self.proposing.is_empty() {
+            self.proposing_since = self.ticks;
+        }
+        self.proposing.push((req, to));
+    }
+
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.raw.tick();
+        let is_leader = self.is_leader();
+        for req in self.sm.tick(self.ticks, is_leader) {
+            self.propose_later(req, None);
+        }
         self.expire_requests();
     }
 
@@ -265,12 +279,7 @@ impl<S: StateMachine> Node<S> {
                     },
                 );
             }
-            Err(_) => {
-                let status = Status::unavailable(NO_LEADER);
-                for to in replies {
-                    self.out.replies.push((to, Err(status.clone())));
-                }
-            }
+            Err(_) => self.fail(replies, Status::unavailable(NO_LEADER)),
         }
     }
 
@@ -403,9 +412,9 @@ impl<S: StateMachine> Node<S> {
         let term = self.term();
         for (i, req) in batch.requests.into_iter().enumerate() {
             let reply = self.sm.apply(entry.index, req);
-            if let Some(p) = &waiting {
+            if let Some(to) = waiting.as_ref().and_then(|p| p.replies[i]) {
                 let reply = self.fill_header(reply, term);
-                self.out.replies.push((p.replies[i], reply));
+                self.out.replies.push((to, reply));
             }
         }
     }
@@ -419,10 +428,7 @@ impl<S: StateMachine> Node<S> {
             }
             self.proposed_at.pop_front();
             if let Some(p) = self.pending.remove(&batch_id) {
-                let status = Status::unavailable(LEADER_CHANGED);
-                for to in p.replies {
-                    self.out.replies.push((to, Err(status.clone())));
-                }
+                self.fail(p.replies, Status::unavailable(LEADER_CHANGED));
             }
         }
     }
@@ -488,12 +494,12 @@ impl<S: StateMachine> Node<S> {
     fn expire_requests(&mut self) {
         let now = self.ticks;
         let timeout = self.cfg.request_timeout_ticks;
-        let mut expired = Vec::new();
+        let mut expired: Vec<Option<ReplyTo>> = Vec::new();
         if !self.proposing.is_empty() && now >= self.proposing_since + timeout {
             expired.extend(self.proposing.drain(..).map(|(_, to)| to));
         }
         if !self.reads.is_empty() && now >= self.reads_since + timeout {
-            expired.extend(self.reads.drain(..).map(|(_, to)| to));
+            expired.extend(self.reads.drain(..).map(|(_, to)| Some(to)));
         }
         self.pending.retain(|_, p| {
             if now >= p.deadline {
@@ -505,7 +511,7 @@ impl<S: StateMachine> Node<S> {
         });
         self.read_rounds.retain(|_, r| {
             if now >= r.deadline {
-                expired.extend(r.reads.drain(..).map(|(_, to)| to));
+                expired.extend(r.reads.drain(..).map(|(_, to)| Some(to)));
                 false
             } else {
                 true
@@ -516,7 +522,11 @@ impl<S: StateMachine> Node<S> {
         } else {
             Status::new(Code::Unavailable, TIMED_OUT)
         };
-        for to in expired {
+        self.fail(expired, status);
+    }
+
+    fn fail(&mut self, to: Vec<Option<ReplyTo>>, status: Status) {
+        for to in to.into_iter().flatten() {
             self.out.replies.push((to, Err(status.clone())));
         }
     }
