@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs corekv's whole test suite on a fresh machine: installs what the tests need (real etcd
+# and etcdctl for the comparison tests, protoc for the Rust etcd-client crate), then tests
+# every crate of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}" >&2
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  fi
+fi
+
+# Release mode: the property and crash tests run many cases, and the integration tests
+# start the real server binaries (cargo builds them for the tests).
+cargo test --workspace --release "$@"
