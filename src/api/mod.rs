@@ -2,6 +2,8 @@
 //! checked, and how the core's answer is encoded. One module per service holds the checks.
 
 pub mod kv;
+pub mod lease;
+pub mod watch;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -107,8 +109,10 @@ impl Unary {
 /// One network executor's view of the services.
 pub struct Api {
     pub core: Rc<CoreClient>,
+    pub watch_streams: Rc<watch::WatchStreams>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    pub member_id: u64,
 }
 
 fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
@@ -151,12 +155,15 @@ impl Api {
     pub async fn streaming(
         &self,
         method: Streaming,
-        _incoming: crate::net::conn::Incoming,
-        _outgoing: &mut crate::net::conn::Outgoing,
+        incoming: crate::net::conn::Incoming,
+        outgoing: &mut crate::net::conn::Outgoing,
     ) -> Result<(), Status> {
-        Err(Status::unimplemented(format!(
-            "{method:?} is not served yet"
-        )))
+        match method {
+            Streaming::Watch => {
+                watch::serve(&self.core, &self.watch_streams, incoming, outgoing).await
+            }
+            Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
+        }
     }
 
     fn decode_request(&self, method: Unary, body: &[u8]) -> Result<Request, Status> {
@@ -182,7 +189,9 @@ impl Api {
                 Request::Txn(kv::check_txn(decode(body)?, self.limits.max_txn_ops)?)
             }
             Unary::Compact => Request::Compact(decode(body)?),
-            Unary::LeaseGrant => Request::LeaseGrant(decode(body)?),
+            Unary::LeaseGrant => {
+                Request::LeaseGrant(lease::check_grant(decode(body)?, self.member_id)?)
+            }
             Unary::LeaseRevoke => Request::LeaseRevoke(decode(body)?),
             Unary::LeaseTimeToLive => Request::LeaseTimeToLive(decode(body)?),
             Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use raft::eraftpb::{HardState, SnapshotMetadata};
 
-use super::link::{BatchQueue, Envelope};
-use super::message::{Reply, ReplyTo};
+use super::link::{BatchQueue, Envelope, ReplyBatch, ToNet};
+use super::message::ReplyTo;
 use super::node::{Node, Output, Persist, StateMachine};
 use super::raft_log::RaftLog;
 use super::wal_records::{self, WalRecord};
@@ -77,14 +77,14 @@ pub struct DriverConfig {
 /// One link to a network executor: requests in, replies out.
 pub struct Link {
     pub from_net: ConnectedReceiver<Vec<Envelope>>,
-    pub to_net: ConnectedSender<Vec<(u64, Reply)>>,
+    pub to_net: ConnectedSender<ReplyBatch>,
 }
 
 struct Driver<S: DurableStateMachine> {
     node: Node<S>,
     wal: Rc<wal::Wal>,
     inbox: Rc<Inbox>,
-    replies: Vec<Rc<BatchQueue<(u64, Reply)>>>,
+    replies: Vec<Rc<BatchQueue<ToNet>>>,
     metrics: Arc<Metrics>,
     cfg: DriverConfig,
     last_backend_commit: Instant,
@@ -183,6 +183,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         self.node.process();
         let Output {
             replies,
+            watch,
             persist,
             messages,
         } = self.node.take_output();
@@ -192,7 +193,10 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         // A single member has no peers to send to; the cluster transport will carry these.
         drop(messages);
         for (to, reply) in replies {
-            self.replies[to.executor as usize].push((to.token, reply));
+            self.replies[to.executor as usize].push(ToNet::Reply(to.token, reply));
+        }
+        for (executor, delivery) in watch {
+            self.replies[executor as usize].push(ToNet::Watch(delivery));
         }
         let m = &self.metrics;
         use std::sync::atomic::Ordering::Relaxed;

@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use slab::Slab;
 
-use super::message::{Reply, Request};
+use super::message::{Reply, Request, WatchDelivery};
 use crate::net::grpc::Status;
 
 /// A request on its way to the core, tagged with the slot its reply goes to.
@@ -26,8 +26,18 @@ pub struct Envelope {
 
 const STOPPED: &str = "etcdserver: server stopped";
 
-/// What the core sends back to one network executor.
-pub type ReplyBatch = Vec<(u64, Reply)>;
+/// What the core sends to a network executor.
+pub enum ToNet {
+    /// The answer for the request in slot `token`.
+    Reply(u64, Reply),
+    Watch(WatchDelivery),
+}
+
+/// Requests sent without a reply slot (watch commands) carry this token.
+pub const NO_REPLY: u64 = u64::MAX;
+
+/// What the core sends to one network executor in one message.
+pub type ReplyBatch = Vec<ToNet>;
 
 enum Slot {
     Waiting(Option<Waker>),
@@ -111,11 +121,19 @@ struct Shared {
     closed: bool,
 }
 
+/// Receives the core's responses for this executor's watch streams.
+pub trait WatchSink {
+    fn deliver(&self, delivery: WatchDelivery);
+    /// The core is gone: end every stream.
+    fn close_all(&self);
+}
+
 /// The network executor's handle on the consensus core.
 pub struct CoreClient {
     executor: u16,
     queue: BatchQueue<Envelope>,
     shared: RefCell<Shared>,
+    watch_sink: RefCell<Option<Rc<dyn WatchSink>>>,
 }
 
 impl CoreClient {
@@ -124,11 +142,26 @@ impl CoreClient {
             executor,
             queue: BatchQueue::new(),
             shared: RefCell::new(Shared::default()),
+            watch_sink: RefCell::new(None),
         })
     }
 
     pub fn executor(&self) -> u16 {
         self.executor
+    }
+
+    pub fn set_watch_sink(&self, sink: Rc<dyn WatchSink>) {
+        *self.watch_sink.borrow_mut() = Some(sink);
+    }
+
+    /// Sends a request that gets no reply by token (a watch command).
+    pub fn send(&self, request: Request) {
+        if !self.shared.borrow().closed {
+            self.queue.push(Envelope {
+                token: NO_REPLY,
+                request,
+            });
+        }
     }
 
     /// Sends a request to the core and waits for its reply.
@@ -161,9 +194,19 @@ impl CoreClient {
 
     /// Hands replies from the core to the waiting callers. Runs as a task.
     pub async fn run_receiver(self: Rc<Self>, from_core: ConnectedReceiver<ReplyBatch>) {
+        let sink = self.watch_sink.borrow().clone();
         while let Some(batch) = from_core.recv().await {
             let mut sh = self.shared.borrow_mut();
-            for (token, reply) in batch {
+            for item in batch {
+                let (token, reply) = match item {
+                    ToNet::Reply(token, reply) => (token, reply),
+                    ToNet::Watch(d) => {
+                        if let Some(sink) = &sink {
+                            sink.deliver(d);
+                        }
+                        continue;
+                    }
+                };
                 let idx = token as usize;
                 match sh.slots.get_mut(idx) {
                     Some(slot @ Slot::Waiting(_)) => {
@@ -177,6 +220,9 @@ impl CoreClient {
                     _ => debug_assert!(false, "reply for unknown token {token}"),
                 }
             }
+        }
+        if let Some(sink) = &sink {
+            sink.close_all();
         }
         self.fail_all(Status::unavailable(STOPPED));
     }

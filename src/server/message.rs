@@ -26,6 +26,49 @@ pub enum Request {
     LeaseLeases(pb::LeaseLeasesRequest),
     Status(pb::StatusRequest),
     MemberList(pb::MemberListRequest),
+    /// A command from a watch stream; its answers come back as [`WatchDelivery`]s.
+    Watch {
+        stream: u64,
+        command: WatchCommand,
+    },
+}
+
+/// What a watch stream asks of the core's watch hub. Nothing is answered by token: every
+/// answer, events included, travels as a [`WatchDelivery`] in one ordered channel.
+#[derive(Debug)]
+pub enum WatchCommand {
+    Create(pb::WatchCreateRequest),
+    Cancel(i64),
+    Progress,
+    /// The stream wants this watcher's events from `from_rev` on, from history: it dropped
+    /// live events while its client was slow, or it consumed a catch-up chunk.
+    Resync {
+        watch_id: i64,
+        from_rev: i64,
+    },
+    /// The client went away.
+    Close,
+}
+
+/// How a watch stream treats a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// created / canceled / progress: always sent.
+    Control,
+    /// Events as they are applied; a stream whose client lags may drop them and resync.
+    Live,
+    /// Events from history; `next_rev` is where the following chunk starts.
+    CatchUp { next_rev: i64 },
+    /// The last history chunk: live events follow.
+    CaughtUp,
+}
+
+/// One response for one watch stream.
+#[derive(Debug)]
+pub struct WatchDelivery {
+    pub stream: u64,
+    pub kind: DeliveryKind,
+    pub response: pb::WatchResponse,
 }
 
 /// The answer to a [`Request`].
@@ -55,6 +98,8 @@ pub enum Kind {
     LinearizableRead(Request),
     /// Served from local state at once.
     LocalRead(Request),
+    /// For the watch hub.
+    Watch { stream: u64, command: WatchCommand },
 }
 
 impl Request {
@@ -72,6 +117,7 @@ impl Request {
             r @ (Request::Status(_) | Request::MemberList(_) | Request::LeaseKeepAlive(_)) => {
                 Kind::LocalRead(r)
             }
+            Request::Watch { stream, command } => Kind::Watch { stream, command },
             r => Kind::LinearizableRead(r),
         }
     }
@@ -91,6 +137,7 @@ impl Request {
             Request::LeaseLeases(_) => "LeaseLeases",
             Request::Status(_) => "Status",
             Request::MemberList(_) => "MemberList",
+            Request::Watch { .. } => "Watch",
         }
     }
 }

@@ -11,7 +11,7 @@ use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 
-use super::message::{Kind, Reply, ReplyTo, Request, Response};
+use super::message::{Kind, Reply, ReplyTo, Request, Response, WatchCommand, WatchDelivery};
 use super::raft_log::RaftLog;
 use crate::net::grpc::{Code, Status};
 use crate::proto::corekvpb::{RaftBatch, RaftRequest};
@@ -34,6 +34,12 @@ pub trait StateMachine {
     /// Advances the state machine's clock (raft ticks). What it returns is proposed with no
     /// client waiting: the leader's lease revokes and checkpoints.
     fn tick(&mut self, _now: u64, _is_leader: bool) -> Vec<RaftRequest> {
+        Vec::new()
+    }
+    /// A command from a watch stream on network executor `executor`.
+    fn watch(&mut self, _executor: u16, _stream: u64, _command: WatchCommand) {}
+    /// Responses for watch streams produced since the last call, by executor.
+    fn take_watch_deliveries(&mut self) -> Vec<(u16, WatchDelivery)> {
         Vec::new()
     }
 }
@@ -64,6 +70,8 @@ pub struct Persist {
 #[derive(Default)]
 pub struct Output {
     pub replies: Vec<(ReplyTo, Reply)>,
+    /// Watch responses, by network executor.
+    pub watch: Vec<(u16, WatchDelivery)>,
     pub persist: Vec<Persist>,
     /// Raft messages to send to peers now.
     pub messages: Vec<Message>,
@@ -200,6 +208,7 @@ impl<S: StateMachine> Node<S> {
                 let reply = self.read_now(r);
                 self.out.replies.push((to, reply));
             }
+            Kind::Watch { stream, command } => self.sm.watch(to.executor, stream, command),
         }
     }
 
@@ -245,6 +254,7 @@ impl<S: StateMachine> Node<S> {
             self.handle_ready();
         }
         self.serve_ready_reads();
+        self.out.watch.extend(self.sm.take_watch_deliveries());
     }
 
     pub fn take_output(&mut self) -> Output {

@@ -1,0 +1,279 @@
+//! The Watch service on a network executor: one task per gRPC stream turns WatchRequests
+//! into commands for the core's watch hub and writes the hub's responses back in order.
+//!
+//! A client that reads slower than events arrive must not hold up writes or other
+//! watchers, nor grow a buffer without bound. Each stream queues at most
+//! [`QUEUE_LIMIT`] bytes; past that it drops a watcher's live events and remembers the
+//! first revision it dropped. Once the client has drained the queue, the stream asks the
+//! hub to replay that watcher's events from history, one chunk at a time, until it has
+//! caught up — the watcher loses nothing and sees every revision once, in order.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::net::conn::{Incoming, Outgoing};
+use crate::net::grpc::{encode_message, Code, Status};
+use crate::proto::etcdserverpb as pb;
+use crate::server::link::{CoreClient, WatchSink};
+use crate::server::message::{DeliveryKind, Request, WatchCommand, WatchDelivery};
+
+/// Bytes of responses a stream holds for its client before it drops live events.
+pub const QUEUE_LIMIT: usize = 4 << 20;
+/// A stream asks for the next history chunk once its queue is below this.
+const RESUME_BELOW: usize = 1 << 20;
+
+/// Where a watcher's events come from right now, as the stream sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Live,
+    /// Live events were dropped from this revision on; ask for history once drained.
+    Dropped {
+        from_rev: i64,
+    },
+    /// History is being replayed; `next_rev` is asked for once drained, unless asked already.
+    CatchingUp {
+        next_rev: i64,
+        asked: bool,
+    },
+}
+
+#[derive(Default)]
+struct StreamState {
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    flows: HashMap<i64, Flow>,
+    /// A flow changed: the sender should see whether a resync is due.
+    check: bool,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl StreamState {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn set_flow(&mut self, watch_id: i64, flow: Flow) {
+        self.flows.insert(watch_id, flow);
+        if flow != Flow::Live {
+            self.check = true;
+            self.wake();
+        }
+    }
+}
+
+/// One watch stream's buffer, shared by the receiver (fed by the core) and the sender task.
+#[derive(Default)]
+struct WatchStream {
+    state: RefCell<StreamState>,
+}
+
+impl WatchStream {
+    fn push(&self, bytes: Bytes) {
+        let mut st = self.state.borrow_mut();
+        st.queued_bytes += bytes.len();
+        st.queue.push_back(bytes);
+        st.wake();
+    }
+
+    fn deliver(&self, d: WatchDelivery) {
+        let watch_id = d.response.watch_id;
+        let flow = self.state.borrow().flows.get(&watch_id).copied();
+        match d.kind {
+            DeliveryKind::Control => {
+                let mut st = self.state.borrow_mut();
+                if d.response.canceled {
+                    st.flows.remove(&watch_id);
+                } else if d.response.created {
+                    st.flows.insert(watch_id, Flow::Live);
+                }
+                drop(st);
+                self.push(encode_message(&d.response));
+            }
+            DeliveryKind::Live => {
+                if flow != Some(Flow::Live) {
+                    return; // history replay will cover it
+                }
+                let over = self.state.borrow().queued_bytes >= QUEUE_LIMIT;
+                if over {
+                    let from_rev = d
+                        .response
+                        .events
+                        .first()
+                        .and_then(|e| e.kv.as_ref())
+                        .map_or(0, |kv| kv.mod_revision);
+                    self.state
+                        .borrow_mut()
+                        .set_flow(watch_id, Flow::Dropped { from_rev });
+                } else {
+                    self.push(encode_message(&d.response));
+                }
+            }
+            DeliveryKind::CatchUp { next_rev } => {
+                if flow.is_none() {
+                    return;
+                }
+                self.state.borrow_mut().set_flow(
+                    watch_id,
+                    Flow::CatchingUp {
+                        next_rev,
+                        asked: false,
+                    },
+                );
+                if !d.response.events.is_empty() {
+                    self.push(encode_message(&d.response));
+                }
+            }
+            DeliveryKind::CaughtUp => {
+                if flow.is_none() {
+                    return;
+                }
+                self.state.borrow_mut().set_flow(watch_id, Flow::Live);
+                if !d.response.events.is_empty() {
+                    self.push(encode_message(&d.response));
+                }
+            }
+        }
+    }
+
+    /// Watchers ready to be replayed from history now that the queue has room.
+    fn resyncs_due(&self) -> Vec<(i64, i64)> {
+        let mut st = self.state.borrow_mut();
+        if st.queued_bytes >= RESUME_BELOW {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for (id, flow) in st.flows.iter_mut() {
+            match *flow {
+                Flow::Dropped { from_rev } => {
+                    due.push((*id, from_rev));
+                    *flow = Flow::CatchingUp {
+                        next_rev: from_rev,
+                        asked: true,
+                    };
+                }
+                Flow::CatchingUp {
+                    next_rev,
+                    asked: false,
+                } => {
+                    due.push((*id, next_rev));
+                    *flow = Flow::CatchingUp {
+                        next_rev,
+                        asked: true,
+                    };
+                }
+                _ => {}
+            }
+        }
+        due
+    }
+}
+
+/// This executor's watch streams, by stream id.
+#[derive(Default)]
+pub struct WatchStreams {
+    streams: RefCell<HashMap<u64, Rc<WatchStream>>>,
+    next_id: std::cell::Cell<u64>,
+}
+
+impl WatchSink for WatchStreams {
+    fn deliver(&self, d: WatchDelivery) {
+        let stream = self.streams.borrow().get(&d.stream).cloned();
+        if let Some(s) = stream {
+            s.deliver(d);
+        }
+    }
+
+    fn close_all(&self) {
+        for s in self.streams.borrow().values() {
+            let mut st = s.state.borrow_mut();
+            st.closed = true;
+            st.wake();
+        }
+    }
+}
+
+impl WatchStreams {
+    fn open(&self) -> (u64, Rc<WatchStream>) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let s = Rc::new(WatchStream::default());
+        self.streams.borrow_mut().insert(id, s.clone());
+        (id, s)
+    }
+
+    fn close(&self, id: u64) {
+        self.streams.borrow_mut().remove(&id);
+    }
+}
+
+/// Serves one Watch stream until the client ends it or goes away.
+pub async fn serve(
+    core: &Rc<CoreClient>,
+    streams: &WatchStreams,
+    mut incoming: Incoming,
+    outgoing: &mut Outgoing,
+) -> Result<(), Status> {
+    let (id, stream) = streams.open();
+    let command = |command| Request::Watch {
+        stream: id,
+        command,
+    };
+    let receive = async {
+        while let Some(msg) = incoming.next().await {
+            let req = pb::WatchRequest::decode(msg?).map_err(|e| {
+                Status::new(
+                    Code::Internal,
+                    format!("grpc: error unmarshalling request: {e}"),
+                )
+            })?;
+            use pb::watch_request::RequestUnion as U;
+            match req.request_union {
+                Some(U::CreateRequest(c)) => core.send(command(WatchCommand::Create(c))),
+                Some(U::CancelRequest(c)) => core.send(command(WatchCommand::Cancel(c.watch_id))),
+                Some(U::ProgressRequest(_)) => core.send(command(WatchCommand::Progress)),
+                None => {}
+            }
+        }
+        Ok(())
+    };
+    let send = async {
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                let mut st = stream.state.borrow_mut();
+                if let Some(b) = st.queue.pop_front() {
+                    st.queued_bytes -= b.len();
+                    Poll::Ready(Some(Some(b)))
+                } else if st.closed {
+                    Poll::Ready(None)
+                } else if std::mem::take(&mut st.check) {
+                    Poll::Ready(Some(None))
+                } else {
+                    st.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            match next {
+                None => return Err(Status::unavailable("etcdserver: server stopped")),
+                Some(Some(bytes)) => outgoing.send(bytes).await?,
+                Some(None) => {}
+            }
+            for (watch_id, from_rev) in stream.resyncs_due() {
+                core.send(command(WatchCommand::Resync { watch_id, from_rev }));
+            }
+        }
+    };
+    // The stream ends when the client half-closes or either side fails.
+    let result = futures_lite::future::or(receive, send).await;
+    core.send(command(WatchCommand::Close));
+    streams.close(id);
+    result
+}
