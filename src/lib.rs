@@ -6,3 +6,4 @@ pub mod lease;
 pub mod net;
 pub mod proto;
 pub mod server;
+pub mod watch;

@@ -83,7 +83,36 @@ impl WatchStream {
         st.wake();
     }
 
-    fn deliver(&self, d: WatchDelivery) {
+    /// Queues a response, split into fragments when the watcher asked for that and it is
+    /// larger than the request limit (as etcd's sendFragments splits).
+    fn push_response(&self, resp: &pb::WatchResponse, fragment: bool, max_bytes: usize) {
+        if !fragment || resp.events.len() < 2 || resp.encoded_len() < max_bytes {
+            self.push(encode_message(resp));
+            return;
+        }
+        let mut cur = pb::WatchResponse {
+            events: Vec::new(),
+            fragment: true,
+            ..resp.clone()
+        };
+        let mut size = cur.encoded_len();
+        for (i, ev) in resp.events.iter().enumerate() {
+            let add = ev.encoded_len() + 4;
+            if !cur.events.is_empty() && size + add >= max_bytes {
+                self.push(encode_message(&cur));
+                cur.events.clear();
+                size = cur.encoded_len();
+            }
+            cur.events.push(ev.clone());
+            size += add;
+            if i + 1 == resp.events.len() {
+                cur.fragment = false;
+                self.push(encode_message(&cur));
+            }
+        }
+    }
+
+    fn deliver(&self, d: WatchDelivery, max_bytes: usize) {
         let watch_id = d.response.watch_id;
         let flow = self.state.borrow().flows.get(&watch_id).copied();
         match d.kind {
@@ -95,7 +124,7 @@ impl WatchStream {
                     st.flows.insert(watch_id, Flow::Live);
                 }
                 drop(st);
-                self.push(encode_message(&d.response));
+                self.push_response(&d.response, d.fragment, max_bytes);
             }
             DeliveryKind::Live => {
                 if flow != Some(Flow::Live) {
@@ -113,7 +142,7 @@ impl WatchStream {
                         .borrow_mut()
                         .set_flow(watch_id, Flow::Dropped { from_rev });
                 } else {
-                    self.push(encode_message(&d.response));
+                    self.push_response(&d.response, d.fragment, max_bytes);
                 }
             }
             DeliveryKind::CatchUp { next_rev } => {
@@ -128,7 +157,7 @@ impl WatchStream {
                     },
                 );
                 if !d.response.events.is_empty() {
-                    self.push(encode_message(&d.response));
+                    self.push_response(&d.response, d.fragment, max_bytes);
                 }
             }
             DeliveryKind::CaughtUp => {
@@ -137,7 +166,7 @@ impl WatchStream {
                 }
                 self.state.borrow_mut().set_flow(watch_id, Flow::Live);
                 if !d.response.events.is_empty() {
-                    self.push(encode_message(&d.response));
+                    self.push_response(&d.response, d.fragment, max_bytes);
                 }
             }
         }
@@ -177,17 +206,18 @@ impl WatchStream {
 }
 
 /// This executor's watch streams, by stream id.
-#[derive(Default)]
 pub struct WatchStreams {
     streams: RefCell<HashMap<u64, Rc<WatchStream>>>,
     next_id: std::cell::Cell<u64>,
+    /// Responses larger than this are split for watchers that asked (--max-request-bytes).
+    max_response_bytes: usize,
 }
 
 impl WatchSink for WatchStreams {
     fn deliver(&self, d: WatchDelivery) {
         let stream = self.streams.borrow().get(&d.stream).cloned();
         if let Some(s) = stream {
-            s.deliver(d);
+            s.deliver(d, self.max_response_bytes);
         }
     }
 
@@ -201,6 +231,14 @@ impl WatchSink for WatchStreams {
 }
 
 impl WatchStreams {
+    pub fn new(max_response_bytes: usize) -> WatchStreams {
+        WatchStreams {
+            streams: RefCell::new(HashMap::new()),
+            next_id: std::cell::Cell::new(0),
+            max_response_bytes,
+        }
+    }
+
     fn open(&self) -> (u64, Rc<WatchStream>) {
         let id = self.next_id.get();
         self.next_id.set(id + 1);

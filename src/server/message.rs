@@ -68,6 +68,8 @@ pub enum DeliveryKind {
 pub struct WatchDelivery {
     pub stream: u64,
     pub kind: DeliveryKind,
+    /// The watcher asked for large responses to be split (the stream splits them).
+    pub fragment: bool,
     pub response: pb::WatchResponse,
 }
 
