@@ -6,4 +6,5 @@ pub mod lease;
 pub mod net;
 pub mod proto;
 pub mod server;
+pub mod storage;
 pub mod watch;
