@@ -3,6 +3,7 @@
 pub mod api;
 pub mod config;
 pub mod lease;
+pub mod mvcc;
 pub mod net;
 pub mod proto;
 pub mod server;
