@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod launch;
 pub mod lease;
 pub mod mvcc;
 pub mod net;

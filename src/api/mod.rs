@@ -188,7 +188,7 @@ impl Api {
                 write_size_ok()?;
                 Request::Txn(kv::check_txn(decode(body)?, self.limits.max_txn_ops)?)
             }
-            Unary::Compact => Request::Compact(decode(body)?),
+            Unary::Compact => Request::Compact(kv::check_compaction(decode(body)?)?),
             Unary::LeaseGrant => {
                 Request::LeaseGrant(lease::check_grant(decode(body)?, self.member_id)?)
             }

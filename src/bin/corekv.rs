@@ -1,1 +1,44 @@
-fn main() {}
+//! The corekv server: `corekv` with no flags serves clients on 127.0.0.1:2379.
+
+use clap::Parser;
+use corekv::config::{Config, Flags};
+
+fn main() {
+    let flags = match Flags::try_parse() {
+        Ok(f) => f,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            // One line, like etcd's flag errors, instead of clap's usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "corekv: {} (see corekv --help)",
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+    };
+    // glommio logs at error level when a device has no polled I/O support: not ours to report.
+    let directives = format!("{},glommio::reactor=off", flags.log_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio::reactor=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match Config::from_flags(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corekv: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = corekv::launch::run(cfg) {
+        eprintln!("corekv: {e}");
+        std::process::exit(1);
+    }
+}

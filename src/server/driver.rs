@@ -22,7 +22,8 @@ use crate::net::metrics::Metrics;
 enum Event {
     Requests(u16, Vec<Envelope>),
     Tick,
-    /// Every Ready up to this number is durable; its last record sits at this WAL position.
+    /// Every Ready up to this number is durable; if it held entries, the last entry's index
+    /// and the WAL position where the Ready's records start.
     Persisted(u64, Option<(u64, wal::Position)>),
     /// A snapshot marker for this index is durable at this WAL position.
     SnapshotSaved(u64, wal::Position),
@@ -88,8 +89,8 @@ struct Driver<S: DurableStateMachine> {
     metrics: Arc<Metrics>,
     cfg: DriverConfig,
     last_backend_commit: Instant,
-    /// (last entry index, WAL position) of persisted Readys, oldest first, to know which
-    /// segments a snapshot makes obsolete.
+    /// (last entry index, first record's WAL position) of persisted Readys, oldest first,
+    /// to know which segments a snapshot makes obsolete.
     persisted_at: VecDeque<(u64, wal::Position)>,
     last_snapshot_index: u64,
     snapshot_in_flight: bool,
@@ -201,7 +202,8 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         let m = &self.metrics;
         use std::sync::atomic::Ordering::Relaxed;
         m.raft_term.store(self.node.term(), Relaxed);
-        m.has_leader.store((self.node.leader_id() != 0) as u64, Relaxed);
+        m.has_leader
+            .store((self.node.leader_id() != 0) as u64, Relaxed);
         m.raft_applied_index
             .store(self.node.state_machine().applied_index(), Relaxed);
         m.raft_commit_index
@@ -221,9 +223,10 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
             let started = Instant::now();
             match wal.append_batch(&refs).await {
-                Ok(pos) => {
+                Ok(positions) => {
                     metrics.wal_fsync.observe(started.elapsed());
-                    inbox.push(Event::Persisted(number, last_entry.map(|i| (i, pos))));
+                    let at = last_entry.zip(positions.first().copied());
+                    inbox.push(Event::Persisted(number, at));
                 }
                 Err(e) => fatal(&format!("WAL append failed: {e}")),
             }
@@ -263,9 +266,11 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         }
         self.commit_backend();
         self.snapshot_in_flight = true;
-        let mut meta = SnapshotMetadata::default();
-        meta.index = applied;
-        meta.term = term;
+        let mut meta = SnapshotMetadata {
+            index: applied,
+            term,
+            ..Default::default()
+        };
         meta.set_conf_state(self.node.raft_log().conf_state().clone());
         let hs: HardState = self.node.raft_log().hard_state().clone();
         let records = [
@@ -277,35 +282,39 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         glommio::spawn_local(async move {
             let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
             match wal.append_batch(&refs).await {
-                Ok(pos) => inbox.push(Event::SnapshotSaved(applied, pos)),
+                Ok(positions) => {
+                    let marker = *positions.last().expect("two records were appended");
+                    inbox.push(Event::SnapshotSaved(applied, marker));
+                }
                 Err(e) => fatal(&format!("WAL append of a snapshot marker failed: {e}")),
             }
         })
         .detach();
     }
 
-    fn finish_snapshot(&mut self, index: u64, _marker: wal::Position) {
+    fn finish_snapshot(&mut self, index: u64, marker: wal::Position) {
         self.snapshot_in_flight = false;
         self.last_snapshot_index = index;
         self.node.compact_log(index);
-        // Segments wholly before the last Ready holding only entries <= index are obsolete.
-        let mut release = None;
-        while let Some(&(last, pos)) = self.persisted_at.front() {
+        // Everything before the marker is covered by it, except entries after `index`:
+        // keep from the first Ready that holds one.
+        while let Some(&(last, _)) = self.persisted_at.front() {
             if last > index {
                 break;
             }
-            release = Some(pos);
             self.persisted_at.pop_front();
         }
-        if let Some(pos) = release {
-            let wal = self.wal.clone();
-            glommio::spawn_local(async move {
-                if let Err(e) = wal.release_before(pos).await {
-                    tracing::warn!("releasing old WAL segments failed: {e}");
-                }
-            })
-            .detach();
-        }
+        let keep_from = self
+            .persisted_at
+            .front()
+            .map_or(marker, |&(_, first)| first.min(marker));
+        let wal = self.wal.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = wal.release_before(keep_from).await {
+                tracing::warn!("releasing old WAL segments failed: {e}");
+            }
+        })
+        .detach();
     }
 }
 
@@ -328,7 +337,10 @@ pub fn recover_raft_log(records: &[wal::Record], bootstrap: raft::eraftpb::ConfS
             }
             Ok(WalRecord::HardState(hs)) => log.set_hard_state(hs),
             Ok(WalRecord::Snapshot(meta)) => log.apply_snapshot(meta),
-            Err(e) => fatal(&format!("WAL record at {:?} does not decode: {e}", rec.position)),
+            Err(e) => fatal(&format!(
+                "WAL record at {:?} does not decode: {e}",
+                rec.position
+            )),
         }
     }
     log

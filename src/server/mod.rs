@@ -1,6 +1,8 @@
 //! The consensus core: raft-rs driven without I/O (`node`), and the driver that gives it a
 //! disk, a clock and a network (`driver`).
 
+pub mod apply;
+pub mod driver;
 pub mod link;
 pub mod message;
 pub mod node;

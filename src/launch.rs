@@ -1,0 +1,286 @@
+//! Starts a member: probes its ports, opens its data, and wires the consensus executor to one
+//! network executor per core.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::shared_channel;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::api::watch::WatchStreams;
+use crate::api::{Api, Limits};
+use crate::config::Config;
+use crate::net::conn::{self, ConnContext};
+use crate::net::http1::VersionInfo;
+use crate::net::metrics::Metrics;
+use crate::proto::etcdserverpb as pb;
+use crate::server::apply::Applier;
+use crate::server::driver::{self, DriverConfig, Link};
+use crate::server::link::{CoreClient, Envelope, ReplyBatch};
+use crate::server::node::{Node, NodeConfig};
+use crate::server::wal_records;
+
+/// The etcd API level corekv implements, reported where etcd reports its version.
+pub const ETCD_API_VERSION: &str = "3.4.0";
+/// Capacity of each cross-executor channel, in batches.
+const LINK_CAPACITY: usize = 1024;
+
+/// A failure to start, reported as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listen on {addr}: {err}")]
+    Listen {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
+    #[error("{0}")]
+    Data(String),
+    #[error("starting executors: {0}")]
+    Executor(String),
+}
+
+/// Fails when something already listens on `addr`. glommio sets SO_REUSEPORT on every
+/// listener, so without this a second server would bind the same port silently.
+fn probe_port(addr: SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|err| StartError::Listen { addr, err })
+}
+
+/// Runs the member until the process is killed. Returns only on a start-up failure.
+pub fn run(cfg: Config) -> Result<(), StartError> {
+    for addr in cfg.client_addrs.iter().chain(&cfg.peer_addrs) {
+        probe_port(*addr)?;
+    }
+    std::fs::create_dir_all(cfg.data_dir.join("member"))
+        .map_err(|e| StartError::Data(format!("creating {}: {e}", cfg.data_dir.display())))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let cores = cfg.cores;
+    let mut core_ends = Vec::new();
+    let mut net_ends = Vec::new();
+    for _ in 0..cores {
+        let (req_tx, req_rx) = shared_channel::new_bounded::<Vec<Envelope>>(LINK_CAPACITY);
+        let (rep_tx, rep_rx) = shared_channel::new_bounded::<ReplyBatch>(LINK_CAPACITY);
+        core_ends.push((req_rx, rep_tx));
+        net_ends.push((req_tx, rep_rx));
+    }
+
+    // The consensus executor opens the data first; the network starts once it is ready.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let core_cfg = cfg.clone();
+    let core_metrics = metrics.clone();
+    let consensus = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("consensus")
+        .spawn(move || async move {
+            let opened = open_member(&core_cfg).await;
+            let (node, wal) = match opened {
+                Ok(v) => {
+                    let _ = ready_tx.send(Ok(()));
+                    v
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut connects = Vec::new();
+            for (req_rx, rep_tx) in core_ends {
+                connects.push(glommio::spawn_local(async move {
+                    let (from_net, to_net) =
+                        futures_lite::future::zip(req_rx.connect(), rep_tx.connect()).await;
+                    Link { from_net, to_net }
+                }));
+            }
+            let mut links = Vec::new();
+            for c in connects {
+                links.push(c.await);
+            }
+            let dcfg = DriverConfig {
+                tick: Duration::from_millis(core_cfg.flags.heartbeat_interval),
+                snapshot_count: core_cfg.flags.snapshot_count,
+                backend_commit_interval: Duration::from_millis(100),
+                backend_commit_writes: 10_000,
+            };
+            driver::run(node, wal, links, dcfg, core_metrics).await;
+        })
+        .map_err(|e| StartError::Executor(e.to_string()))?;
+
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = consensus.join();
+            return Err(StartError::Data(e));
+        }
+        Err(_) => return Err(StartError::Data("the consensus executor stopped".into())),
+    }
+
+    let limits = Limits {
+        max_request_bytes: cfg.flags.max_request_bytes,
+        max_txn_ops: cfg.flags.max_txn_ops,
+    };
+    let version = VersionInfo {
+        server: ETCD_API_VERSION.into(),
+        cluster: ETCD_API_VERSION.into(),
+        corekv: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut handles = Vec::new();
+    for (i, (req_tx, rep_rx)) in net_ends.into_iter().enumerate() {
+        let client_addrs = cfg.client_addrs.clone();
+        let peer_addrs = if i == 0 {
+            cfg.peer_addrs.clone()
+        } else {
+            vec![]
+        };
+        let metrics = metrics.clone();
+        let version = version.clone();
+        let member_id = cfg.member_id;
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("net-{i}"))
+            .spawn(move || async move {
+                let (to_core, from_core) =
+                    futures_lite::future::zip(req_tx.connect(), rep_rx.connect()).await;
+                let core = CoreClient::new(i as u16);
+                let watch_streams = Rc::new(WatchStreams::new(limits.max_request_bytes));
+                core.set_watch_sink(watch_streams.clone());
+                glommio::spawn_local(core.clone().run_sender(to_core)).detach();
+                glommio::spawn_local(core.clone().run_receiver(from_core)).detach();
+                let ctx = Rc::new(ConnContext {
+                    api: Api {
+                        core,
+                        watch_streams,
+                        limits,
+                        metrics,
+                        member_id,
+                    },
+                    version,
+                });
+                let mut accepts = Vec::new();
+                for addr in client_addrs {
+                    let listener = match TcpListener::bind(addr) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("corekv: listen on {addr}: {e}");
+                            std::process::exit(1);
+                        }
+                    };
+                    let ctx = ctx.clone();
+                    accepts.push(glommio::spawn_local(accept_loop(listener, ctx)));
+                }
+                for addr in peer_addrs {
+                    // Peers of a single member never call; the port is held like etcd holds it.
+                    if let Ok(listener) = TcpListener::bind(addr) {
+                        accepts.push(glommio::spawn_local(async move {
+                            while let Ok(s) = listener.accept().await {
+                                drop(s);
+                            }
+                        }));
+                    }
+                }
+                for a in accepts {
+                    a.await;
+                }
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        handles.push(h);
+    }
+    tracing::info!(
+        name = %cfg.flags.name,
+        data_dir = %cfg.data_dir.display(),
+        client_urls = %cfg.client_urls.join(","),
+        member_id = format!("{:x}", cfg.member_id),
+        "corekv is serving"
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = consensus.join();
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<ConnContext>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(conn::serve(stream, ctx.clone())).detach();
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the open connections.
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn members(cfg: &Config) -> Vec<pb::Member> {
+    cfg.initial_cluster
+        .iter()
+        .map(|m| pb::Member {
+            id: m.id,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: if m.id == cfg.member_id {
+                cfg.client_urls.clone()
+            } else {
+                vec![]
+            },
+            is_learner: false,
+        })
+        .collect()
+}
+
+/// Opens the WAL and the backend, replays the log, and builds the consensus core.
+async fn open_member(cfg: &Config) -> Result<(Node<Applier>, wal::Wal), String> {
+    let member_dir = cfg.data_dir.join("member");
+    let wal_dir = member_dir.join("wal");
+    let (wal, recovery) = wal::Wal::open(&wal_dir, wal::WalOptions::default())
+        .await
+        .map_err(|e| format!("opening the WAL in {}: {e}", wal_dir.display()))?;
+    if let Some(t) = &recovery.truncated {
+        tracing::warn!("WAL recovery truncated a torn tail: {t:?}");
+    }
+    let voters: Vec<u64> = cfg.initial_cluster.iter().map(|m| m.id).collect();
+    let bootstrap = raft::eraftpb::ConfState::from((voters.clone(), vec![]));
+    let fresh = recovery.records.is_empty();
+    if fresh {
+        // The first record pins the initial membership, whatever later flags say.
+        let mut meta = raft::eraftpb::SnapshotMetadata::default();
+        meta.set_conf_state(bootstrap.clone());
+        let (t, b) = wal_records::encode_snapshot(&meta);
+        wal.append(t, &b)
+            .await
+            .map_err(|e| format!("writing the first WAL record: {e}"))?;
+    }
+    let log = driver::recover_raft_log(&recovery.records, bootstrap);
+    let db_path = member_dir.join("db");
+    let sm = Applier::open(&db_path, cfg)
+        .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
+    let snap_index = log.snapshot_metadata().index;
+    let applied = crate::server::node::StateMachine::applied_index(&sm);
+    if applied < snap_index {
+        return Err(format!(
+            "the backend is at raft index {applied} but the WAL starts after a snapshot at {snap_index}: entries in between are lost"
+        ));
+    }
+    let node_cfg = NodeConfig {
+        id: cfg.member_id,
+        cluster_id: cfg.cluster_id,
+        election_tick: cfg.election_ticks(),
+        heartbeat_tick: 1,
+        request_timeout_ticks: (7000 / cfg.flags.heartbeat_interval).max(1),
+        members: members(cfg),
+        version: ETCD_API_VERSION.into(),
+    };
+    let voters_now = log.conf_state().voters.clone();
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = Node::new(node_cfg, log, sm, &logger).map_err(|e| format!("raft: {e}"))?;
+    if voters_now == [cfg.member_id] {
+        // A lone voter need not wait out an election timeout.
+        node.campaign().map_err(|e| format!("raft: {e}"))?;
+    }
+    Ok((node, wal))
+}

@@ -1,0 +1,496 @@
+//! The applied state of a member: MVCC store, lease table and watch hub over the B+tree
+//! backend. The consensus core applies committed writes here, in log order, and serves
+//! reads from here.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::message::{Reply, Request, Response, WatchCommand, WatchDelivery};
+use super::node::StateMachine;
+use crate::config::Config;
+use crate::lease::{LeaseError, Lessor};
+use crate::mvcc::{self, KvBackend, KvError, KvStore, LeaseCheck, WriteEffects};
+use crate::net::grpc::{Code, Status};
+use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+use crate::storage::{self, Bucket, Db, DbOptions, StorageError};
+use crate::watch::{HeaderInfo, History, WatchHub};
+
+/// Meta-bucket key of the last applied raft index (etcd's name).
+const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
+
+/// The MVCC store's view of the B+tree: the open write transaction.
+pub struct TxnBackend {
+    txn: Option<storage::WriteTxn>,
+}
+
+impl TxnBackend {
+    fn txn(&self) -> &storage::WriteTxn {
+        self.txn
+            .as_ref()
+            .expect("a write transaction is always open between commits")
+    }
+    fn txn_mut(&mut self) -> &mut storage::WriteTxn {
+        self.txn
+            .as_mut()
+            .expect("a write transaction is always open between commits")
+    }
+}
+
+fn bucket(b: mvcc::Bucket) -> Bucket {
+    match b {
+        mvcc::Bucket::Key => Bucket::Key,
+        mvcc::Bucket::Meta => Bucket::Meta,
+    }
+}
+
+impl KvBackend for TxnBackend {
+    type Error = StorageError;
+
+    fn get(&self, b: mvcc::Bucket, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.txn().get(bucket(b), key)?.map(<[u8]>::to_vec))
+    }
+
+    fn put(&mut self, b: mvcc::Bucket, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.txn_mut().put(bucket(b), key, value)
+    }
+
+    fn delete(&mut self, b: mvcc::Bucket, key: &[u8]) -> Result<bool, StorageError> {
+        self.txn_mut().delete(bucket(b), key)
+    }
+
+    fn range<'a>(
+        &'a self,
+        b: mvcc::Bucket,
+        start: Bound<&'a [u8]>,
+        end: Bound<&'a [u8]>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + 'a {
+        self.txn()
+            .range(bucket(b), start, end, reverse)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+}
+
+struct Leases<'a>(&'a Lessor);
+
+impl LeaseCheck for Leases<'_> {
+    fn exists(&self, lease_id: i64) -> bool {
+        self.0.exists(lease_id)
+    }
+}
+
+pub struct Applier {
+    db: Db,
+    kv: KvStore<TxnBackend>,
+    lessor: Lessor,
+    hub: WatchHub,
+    applied: u64,
+    uncommitted_writes: u64,
+    quota_bytes: u64,
+}
+
+fn kv_status(e: KvError) -> Status {
+    Status::new(Code::from_u32(e.grpc_code()), e.message())
+}
+
+fn lease_status(e: LeaseError) -> Status {
+    let code = match e {
+        LeaseError::NotFound => Code::NotFound,
+        LeaseError::Exists | LeaseError::NotLeader => Code::FailedPrecondition,
+        LeaseError::TtlTooLarge => Code::OutOfRange,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn storage_error(e: StorageError) -> String {
+    e.to_string()
+}
+
+impl Applier {
+    /// Opens (or creates) the backend at `path` and rebuilds the in-memory indexes.
+    pub fn open(path: &Path, cfg: &Config) -> Result<Applier, String> {
+        let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
+        let txn = db.begin_write().map_err(storage_error)?;
+        let applied = match txn
+            .get(Bucket::Meta, CONSISTENT_INDEX_KEY)
+            .map_err(storage_error)?
+        {
+            Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            Some(b) => {
+                return Err(format!(
+                    "the applied index in the backend has {} bytes, not 8",
+                    b.len()
+                ))
+            }
+            None => 0,
+        };
+        let ticks_per_sec = (1000 / cfg.flags.heartbeat_interval.max(1)).max(1);
+        // etcd: the minimum TTL is 1.5 election timeouts, rounded up to whole seconds.
+        let min_ttl = (3 * cfg.flags.election_timeout).div_ceil(2000) as i64;
+        let mut lessor = Lessor::new(min_ttl, ticks_per_sec);
+        for item in txn.range(Bucket::Lease, Bound::Unbounded, Bound::Unbounded, false) {
+            let (_, v) = item.map_err(storage_error)?;
+            let rec = LeaseRecord::decode(v)
+                .map_err(|e| format!("a lease record does not decode: {e}"))?;
+            lessor.restore(rec.id, rec.ttl, rec.remaining_ttl);
+        }
+        let kv = KvStore::open(TxnBackend { txn: Some(txn) }).map_err(|e| e.to_string())?;
+        for (key, lease) in kv.leased_keys() {
+            lessor.attach(lease, key.clone());
+        }
+        let mut hub = WatchHub::new(10 * 60 * ticks_per_sec);
+        hub.header = HeaderInfo {
+            cluster_id: cfg.cluster_id,
+            member_id: cfg.member_id,
+            raft_term: 0,
+        };
+        Ok(Applier {
+            db,
+            kv,
+            lessor,
+            hub,
+            applied,
+            uncommitted_writes: 0,
+            quota_bytes: cfg.quota_bytes(),
+        })
+    }
+
+    fn txn_mut(&mut self) -> &mut storage::WriteTxn {
+        self.kv.backend_mut().txn_mut()
+    }
+
+    fn save_lease(&mut self, id: i64) -> Result<(), Status> {
+        let Some(l) = self.lessor.get(id) else {
+            return Ok(());
+        };
+        let rec = LeaseRecord {
+            id,
+            ttl: l.ttl,
+            remaining_ttl: l.remaining_ttl,
+        };
+        self.txn_mut()
+            .put(Bucket::Lease, &id.to_be_bytes(), &rec.encode_to_vec())
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// The watch hub and the lease table follow what a write did.
+    fn after_write(&mut self, effects: &WriteEffects) {
+        for c in &effects.lease_changes {
+            if c.old_lease != 0 {
+                self.lessor.detach(c.old_lease, &c.key);
+            }
+            if c.new_lease != 0 {
+                self.lessor.attach(c.new_lease, c.key.clone());
+            }
+        }
+        if !effects.events.is_empty() {
+            self.uncommitted_writes += 1;
+            self.hub.notify(&effects.events);
+        }
+    }
+
+    fn over_quota(&self) -> bool {
+        self.db.size() > self.quota_bytes
+    }
+
+    fn apply_request(&mut self, req: raft_request::Request) -> Reply {
+        use raft_request::Request as R;
+        const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+        match req {
+            R::Put(p) => {
+                if self.over_quota() {
+                    return Err(Status::new(Code::ResourceExhausted, NO_SPACE));
+                }
+                let (resp, fx) = self.kv.put(&p, &Leases(&self.lessor)).map_err(kv_status)?;
+                self.after_write(&fx);
+                Ok(Response::Put(resp))
+            }
+            R::DeleteRange(d) => {
+                let (resp, fx) = self.kv.delete_range(&d).map_err(kv_status)?;
+                self.after_write(&fx);
+                Ok(Response::DeleteRange(resp))
+            }
+            R::Txn(t) => {
+                if self.over_quota() && !mvcc::is_txn_readonly(&t) {
+                    return Err(Status::new(Code::ResourceExhausted, NO_SPACE));
+                }
+                let (resp, fx) = self.kv.txn(&t, &Leases(&self.lessor)).map_err(kv_status)?;
+                self.after_write(&fx);
+                Ok(Response::Txn(resp))
+            }
+            R::Compaction(c) => {
+                let resp = self.kv.compact(&c).map_err(kv_status)?;
+                self.uncommitted_writes += 1;
+                Ok(Response::Compact(resp))
+            }
+            R::LeaseGrant(g) => {
+                if self.over_quota() {
+                    return Err(Status::new(Code::ResourceExhausted, NO_SPACE));
+                }
+                let ttl = self.lessor.grant(g.id, g.ttl).map_err(lease_status)?;
+                self.save_lease(g.id)?;
+                self.uncommitted_writes += 1;
+                Ok(Response::LeaseGrant(pb::LeaseGrantResponse {
+                    header: None,
+                    id: g.id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            R::LeaseRevoke(r) => {
+                let keys = self.lessor.revoke(r.id).map_err(lease_status)?;
+                self.txn_mut()
+                    .delete(Bucket::Lease, &r.id.to_be_bytes())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let fx = self.kv.delete_keys(&keys).map_err(kv_status)?;
+                self.after_write(&fx);
+                self.uncommitted_writes += 1;
+                Ok(Response::LeaseRevoke(pb::LeaseRevokeResponse {
+                    header: None,
+                }))
+            }
+            R::LeaseCheckpoint(c) => {
+                for cp in &c.checkpoints {
+                    self.lessor.checkpoint(cp.id, cp.remaining_ttl);
+                    self.save_lease(cp.id)?;
+                }
+                self.uncommitted_writes += 1;
+                // Nobody waits for a checkpoint; answer with the closest response type.
+                Ok(Response::LeaseRevoke(pb::LeaseRevokeResponse {
+                    header: None,
+                }))
+            }
+        }
+    }
+
+    fn time_to_live(&self, r: &pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse {
+        match self.lessor.get(r.id) {
+            // etcd answers an unknown lease with TTL -1, not an error.
+            None => pb::LeaseTimeToLiveResponse {
+                id: r.id,
+                ttl: -1,
+                ..Default::default()
+            },
+            Some(l) => pb::LeaseTimeToLiveResponse {
+                header: None,
+                id: r.id,
+                ttl: self.lessor.remaining_secs(r.id).unwrap_or(-1),
+                granted_ttl: l.ttl,
+                keys: if r.keys {
+                    l.keys.iter().cloned().collect()
+                } else {
+                    vec![]
+                },
+            },
+        }
+    }
+}
+
+impl StateMachine for Applier {
+    fn apply(&mut self, _index: u64, req: RaftRequest) -> Reply {
+        let Some(r) = req.request else {
+            return Err(Status::invalid_argument("empty raft request"));
+        };
+        let reply = self.apply_request(r);
+        self.hub.flush(self.kv.current_revision());
+        reply
+    }
+
+    fn read(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Range(r) => self.kv.range(&r).map(Response::Range).map_err(kv_status),
+            Request::Txn(t) => self.kv.txn_read(&t).map(Response::Txn).map_err(kv_status),
+            Request::LeaseTimeToLive(r) => Ok(Response::LeaseTimeToLive(self.time_to_live(&r))),
+            Request::LeaseLeases(_) => Ok(Response::LeaseLeases(pb::LeaseLeasesResponse {
+                header: None,
+                leases: self
+                    .lessor
+                    .ids()
+                    .into_iter()
+                    .map(|id| pb::LeaseStatus { id })
+                    .collect(),
+            })),
+            Request::LeaseKeepAlive(k) => {
+                let ttl = match self.lessor.renew(k.id) {
+                    Ok(ttl) => ttl,
+                    // etcd answers an unknown or expired lease with TTL 0.
+                    Err(LeaseError::NotFound) => 0,
+                    Err(e) => return Err(lease_status(e)),
+                };
+                Ok(Response::LeaseKeepAlive(pb::LeaseKeepAliveResponse {
+                    header: None,
+                    id: k.id,
+                    ttl,
+                }))
+            }
+            other => Err(Status::internal(format!(
+                "{} is not a read",
+                other.method()
+            ))),
+        }
+    }
+
+    fn set_applied_index(&mut self, index: u64) {
+        assert!(
+            index >= self.applied,
+            "applied index went back from {} to {index}",
+            self.applied
+        );
+        self.applied = index;
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    fn db_size(&self) -> (i64, i64) {
+        (self.db.size() as i64, self.db.size_in_use() as i64)
+    }
+
+    fn revision(&self) -> i64 {
+        self.kv.current_revision()
+    }
+
+    fn tick(&mut self, now: u64, is_leader: bool) -> Vec<RaftRequest> {
+        self.hub.tick(now, self.kv.current_revision());
+        let p = self.lessor.tick(now, is_leader);
+        let mut out = Vec::new();
+        for id in p.revoke {
+            out.push(RaftRequest {
+                request: Some(raft_request::Request::LeaseRevoke(pb::LeaseRevokeRequest {
+                    id,
+                })),
+            });
+        }
+        for batch in p.checkpoints {
+            let checkpoints = batch
+                .into_iter()
+                .map(|(id, remaining_ttl)| pb::LeaseCheckpoint { id, remaining_ttl })
+                .collect();
+            out.push(RaftRequest {
+                request: Some(raft_request::Request::LeaseCheckpoint(
+                    pb::LeaseCheckpointRequest { checkpoints },
+                )),
+            });
+        }
+        out
+    }
+
+    fn watch(&mut self, executor: u16, stream: u64, command: WatchCommand) {
+        let history = KvHistory(&self.kv);
+        self.hub.command(executor, stream, command, &history);
+    }
+
+    fn take_watch_deliveries(&mut self) -> Vec<(u16, WatchDelivery)> {
+        self.hub.take_deliveries()
+    }
+}
+
+impl super::driver::DurableStateMachine for Applier {
+    fn commit(&mut self) -> std::io::Result<()> {
+        let io = |e: StorageError| std::io::Error::other(e.to_string());
+        let applied = self.applied;
+        let backend = self.kv.backend_mut();
+        let mut txn = backend.txn.take().expect("a write transaction is open");
+        txn.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &applied.to_be_bytes())
+            .map_err(io)?;
+        txn.commit().map_err(io)?;
+        backend.txn = Some(self.db.begin_write().map_err(io)?);
+        self.uncommitted_writes = 0;
+        Ok(())
+    }
+
+    fn uncommitted_writes(&self) -> u64 {
+        self.uncommitted_writes
+    }
+}
+
+/// Watch history read from the MVCC store's key bucket.
+struct KvHistory<'a>(&'a KvStore<TxnBackend>);
+
+impl History for KvHistory<'_> {
+    fn current_revision(&self) -> i64 {
+        self.0.current_revision()
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.0.compact_revision()
+    }
+
+    fn events(&self, key: &[u8], range_end: &[u8], from_rev: i64, to_rev: i64) -> Vec<Event> {
+        let start = mvcc::encode_rev(
+            mvcc::Revision {
+                main: from_rev,
+                sub: 0,
+            },
+            false,
+        );
+        let end = mvcc::encode_rev(
+            mvcc::Revision {
+                main: to_rev + 1,
+                sub: 0,
+            },
+            false,
+        );
+        let in_range = |k: &[u8]| match range_end {
+            [] => k == key,
+            [0] => k >= key,
+            end => k >= key && k < end,
+        };
+        let mut out = Vec::new();
+        let iter = self.0.backend().range(
+            mvcc::Bucket::Key,
+            Bound::Included(&start.0[..start.1]),
+            Bound::Excluded(&end.0[..end.1]),
+            false,
+        );
+        for item in iter {
+            let Ok((k, v)) = item else { break };
+            let Some((rev, tombstone)) = mvcc::decode_rev(&k) else {
+                continue;
+            };
+            let Ok(kv) = KeyValue::decode(Bytes::from(v)) else {
+                continue;
+            };
+            if !in_range(&kv.key) {
+                continue;
+            }
+            let prev = self.prev_kv(&kv.key, rev.main - 1);
+            let (r#type, kv) = if tombstone {
+                let kv = KeyValue {
+                    key: kv.key,
+                    mod_revision: rev.main,
+                    ..Default::default()
+                };
+                (EventType::Delete, kv)
+            } else {
+                (EventType::Put, kv)
+            };
+            out.push(Event {
+                r#type: r#type as i32,
+                kv: Some(kv),
+                prev_kv: prev,
+            });
+        }
+        out
+    }
+}
+
+impl KvHistory<'_> {
+    fn prev_kv(&self, key: &Bytes, at: i64) -> Option<KeyValue> {
+        if at <= 0 || at < self.0.compact_revision() {
+            return None;
+        }
+        let req = pb::RangeRequest {
+            key: key.clone(),
+            revision: at,
+            ..Default::default()
+        };
+        self.0.range(&req).ok()?.kvs.into_iter().next()
+    }
+}
