@@ -102,6 +102,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             let dcfg = DriverConfig {
                 tick: Duration::from_millis(core_cfg.flags.heartbeat_interval),
                 snapshot_count: core_cfg.flags.snapshot_count,
+                snapshot_log_bytes: 256 << 20,
                 backend_commit_interval: Duration::from_millis(100),
                 backend_commit_writes: 10_000,
             };

@@ -69,8 +69,11 @@ pub trait DurableStateMachine: StateMachine {
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub tick: Duration,
-    /// Raft snapshot (and WAL release) every this many applied entries.
+    /// Raft snapshot (and WAL release) every this many applied writes...
     pub snapshot_count: u64,
+    /// ...or once the raft log held in memory since the last snapshot is this large
+    /// (entries carry batches of writes, so a count alone does not bound memory).
+    pub snapshot_log_bytes: usize,
     pub backend_commit_interval: Duration,
     pub backend_commit_writes: u64,
 }
@@ -93,6 +96,8 @@ struct Driver<S: DurableStateMachine> {
     /// to know which segments a snapshot makes obsolete.
     persisted_at: VecDeque<(u64, wal::Position)>,
     last_snapshot_index: u64,
+    /// Writes applied since the last snapshot.
+    writes_since_snapshot: u64,
     snapshot_in_flight: bool,
 }
 
@@ -142,6 +147,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
         last_backend_commit: Instant::now(),
         persisted_at: VecDeque::new(),
         last_snapshot_index,
+        writes_since_snapshot: 0,
         snapshot_in_flight: false,
     };
     d.step_node();
@@ -245,6 +251,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     }
 
     fn commit_backend(&mut self) {
+        self.writes_since_snapshot += self.node.state_machine().uncommitted_writes();
         let started = Instant::now();
         if let Err(e) = self.node.state_machine_mut().commit() {
             fatal(&format!("backend commit failed: {e}"));
@@ -261,10 +268,13 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     /// up to the applied index), write a snapshot marker, then forget the log before it.
     fn maybe_snapshot(&mut self) {
         let (applied, term) = self.node.applied_index_term();
-        if self.snapshot_in_flight || applied < self.last_snapshot_index + self.cfg.snapshot_count {
+        let due = self.writes_since_snapshot >= self.cfg.snapshot_count
+            || self.node.raft_log().entry_bytes() >= self.cfg.snapshot_log_bytes;
+        if self.snapshot_in_flight || !due || applied <= self.last_snapshot_index {
             return;
         }
         self.commit_backend();
+        self.writes_since_snapshot = 0;
         self.snapshot_in_flight = true;
         let mut meta = SnapshotMetadata {
             index: applied,

@@ -19,6 +19,8 @@ pub struct RaftLog {
     /// The last entry covered by the snapshot: entries[0] has index snapshot.index + 1.
     snapshot: SnapshotMetadata,
     entries: Vec<Entry>,
+    /// Approximate bytes held by `entries`.
+    bytes: usize,
     /// Snapshot data prepared by the driver for followers (None: temporarily unavailable).
     snapshot_data: Option<(SnapshotMetadata, bytes::Bytes)>,
 }
@@ -75,7 +77,9 @@ impl RaftLog {
             first.index
         );
         let keep = (first.index - self.first()) as usize;
+        self.bytes -= self.entries[keep..].iter().map(entry_bytes).sum::<usize>();
         self.entries.truncate(keep);
+        self.bytes += ents.iter().map(entry_bytes).sum::<usize>();
         self.entries.extend_from_slice(ents);
     }
 
@@ -86,9 +90,9 @@ impl RaftLog {
         }
         if meta.index >= self.last() || self.term_at(meta.index) != Some(meta.term) {
             self.entries.clear();
+            self.bytes = 0;
         } else {
-            let drop = (meta.index - self.snapshot.index) as usize;
-            self.entries.drain(..drop);
+            self.drop_front((meta.index - self.snapshot.index) as usize);
         }
         self.conf_state = meta.get_conf_state().clone();
         if self.hard_state.commit < meta.index {
@@ -107,8 +111,7 @@ impl RaftLog {
         }
         assert!(index <= self.last(), "compact beyond the last entry");
         let term = self.term_at(index).expect("entry in range has a term");
-        let drop = (index - self.snapshot.index) as usize;
-        self.entries.drain(..drop);
+        self.drop_front((index - self.snapshot.index) as usize);
         self.snapshot.index = index;
         self.snapshot.term = term;
         self.snapshot.set_conf_state(conf_state);
@@ -128,9 +131,23 @@ impl RaftLog {
         self.snapshot_data = Some((meta, data));
     }
 
+    fn drop_front(&mut self, n: usize) {
+        self.bytes -= self.entries[..n].iter().map(entry_bytes).sum::<usize>();
+        self.entries.drain(..n);
+    }
+
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
+
+    /// Approximate memory held by the entries since the snapshot.
+    pub fn entry_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+fn entry_bytes(e: &Entry) -> usize {
+    e.data.len() + e.context.len() + 48
 }
 
 impl Storage for RaftLog {
