@@ -110,6 +110,8 @@ pub struct Node<S: StateMachine> {
     reads_ready: VecDeque<(u64, Vec<(Request, ReplyTo)>)>,
     /// Messages that may leave only after the Ready with this number is durable.
     held_messages: VecDeque<(u64, Vec<Message>)>,
+    /// What the state machine was last told about leadership.
+    sm_knows_leader: bool,
     out: Output,
 }
 
@@ -151,6 +153,7 @@ impl<S: StateMachine> Node<S> {
             read_rounds: HashMap::new(),
             reads_ready: VecDeque::new(),
             held_messages: VecDeque::new(),
+            sm_knows_leader: false,
             out: Output::default(),
         })
     }
@@ -222,11 +225,18 @@ impl<S: StateMachine> Node<S> {
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.raw.tick();
+        self.tick_state_machine();
+        self.expire_requests();
+    }
+
+    /// Tells the state machine the time and whether this member leads; proposes what it
+    /// asks for (lease revokes and checkpoints).
+    fn tick_state_machine(&mut self) {
         let is_leader = self.is_leader();
+        self.sm_knows_leader = is_leader;
         for req in self.sm.tick(self.ticks, is_leader) {
             self.propose_later(req, None);
         }
-        self.expire_requests();
     }
 
     pub fn step(&mut self, msg: Message) {
@@ -252,6 +262,14 @@ impl<S: StateMachine> Node<S> {
         self.flush_reads();
         while self.raw.has_ready() {
             self.handle_ready();
+        }
+        if self.sm_knows_leader != self.is_leader() {
+            // A new leader takes over lease expiry at once, not at the next tick.
+            self.tick_state_machine();
+            self.flush_proposals();
+            while self.raw.has_ready() {
+                self.handle_ready();
+            }
         }
         self.serve_ready_reads();
         self.out.watch.extend(self.sm.take_watch_deliveries());
