@@ -1,0 +1,207 @@
+//! corekv through an independent client, the Rust `etcd-client` crate (tonic), and watch
+//! event streams compared with real etcd's for the same writes.
+
+mod support;
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseGrantOptions,
+    PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchStream,
+};
+use support::{Kind, Server};
+
+async fn connect(s: &Server) -> Client {
+    Client::connect([s.endpoint()], None)
+        .await
+        .expect("connecting with etcd-client")
+}
+
+/// One event, with what clients can observe of it.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    put: bool,
+    key: String,
+    value: String,
+    create: i64,
+    modr: i64,
+    version: i64,
+    lease: i64,
+    prev: Option<(String, i64)>,
+}
+
+/// Reads events from a watch stream until `n` have arrived (the writes are known).
+async fn collect(stream: &mut WatchStream, n: usize) -> Vec<Seen> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let resp = stream
+            .message()
+            .await
+            .expect("watch stream error")
+            .expect("watch stream ended early");
+        assert!(!resp.canceled(), "watch canceled: {}", resp.cancel_reason());
+        for ev in resp.events() {
+            let kv = ev.kv().unwrap();
+            out.push(Seen {
+                put: ev.event_type() == EventType::Put,
+                key: kv.key_str().unwrap().to_owned(),
+                value: kv.value_str().unwrap().to_owned(),
+                create: kv.create_revision(),
+                modr: kv.mod_revision(),
+                version: kv.version(),
+                lease: kv.lease(),
+                prev: ev
+                    .prev_kv()
+                    .map(|p| (p.value_str().unwrap().to_owned(), p.mod_revision())),
+            });
+        }
+    }
+    out
+}
+
+/// The writes every server gets, in order: 11 events in all.
+async fn write_script(c: &mut Client) {
+    c.put("a", "1", None).await.unwrap();
+    c.put("b", "2", None).await.unwrap();
+    c.put("a", "3", None).await.unwrap();
+    c.delete("b", None).await.unwrap();
+    let txn = Txn::new()
+        .when([Compare::version("a", CompareOp::Equal, 2)])
+        .and_then([TxnOp::put("c", "4", None), TxnOp::put("d", "5", None)]);
+    assert!(c.txn(txn).await.unwrap().succeeded());
+    c.lease_grant(60, Some(LeaseGrantOptions::new().with_id(77)))
+        .await
+        .unwrap();
+    c.put("e", "6", Some(PutOptions::new().with_lease(77)))
+        .await
+        .unwrap();
+    c.put("f", "7", Some(PutOptions::new().with_lease(77)))
+        .await
+        .unwrap();
+    c.lease_revoke(77).await.unwrap();
+    c.delete("c", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+}
+
+/// The events each watcher saw, for one server.
+async fn watch_script(s: &Server) -> Vec<Vec<Seen>> {
+    let mut c = connect(s).await;
+    let mut all = c
+        .watch("", Some(WatchOptions::new().with_all_keys().with_prev_key()))
+        .await
+        .unwrap();
+    let mut no_put = c
+        .watch(
+            "a",
+            Some(WatchOptions::new().with_range("e").with_filters([WatchFilterType::NoPut])),
+        )
+        .await
+        .unwrap();
+    // Wait for both "created" answers before writing, so both start at the same revision.
+    assert!(all.message().await.unwrap().unwrap().created());
+    assert!(no_put.message().await.unwrap().unwrap().created());
+    write_script(&mut c).await;
+    let live = collect(&mut all, 11).await;
+    let deletes = collect(&mut no_put, 2).await;
+    // The same history, replayed from the backend by a watcher created afterwards.
+    let mut replay = c
+        .watch(
+            "",
+            Some(
+                WatchOptions::new()
+                    .with_all_keys()
+                    .with_prev_key()
+                    .with_start_revision(2),
+            ),
+        )
+        .await
+        .unwrap();
+    let history = collect(&mut replay, 11).await;
+    vec![live, deletes, history]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_match_etcd_live_and_from_history() {
+    let etcd = Server::start(Kind::Etcd);
+    let corekv = Server::start(Kind::Corekv);
+    let expected = watch_script(&etcd).await;
+    let got = watch_script(&corekv).await;
+    assert_eq!(got[0], expected[0], "live events differ");
+    assert_eq!(got[1], expected[1], "filtered events differ");
+    assert_eq!(got[2], expected[2], "replayed events differ");
+    assert_eq!(got[0], got[2], "history replay differs from the live stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_compacted_revision_is_canceled_like_etcd() {
+    let mut answers = Vec::new();
+    for kind in [Kind::Etcd, Kind::Corekv] {
+        let s = Server::start(kind);
+        let mut c = connect(&s).await;
+        for i in 0..5 {
+            c.put("k", format!("{i}"), None).await.unwrap();
+        }
+        c.compact(4, None).await.unwrap();
+        let mut w = c
+            .watch("k", Some(WatchOptions::new().with_start_revision(2)))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some(r) = w.message().await.unwrap() {
+            seen.push((r.created(), r.canceled(), r.compact_revision(), r.events().len()));
+            if r.canceled() {
+                break;
+            }
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(answers[0].last().unwrap().2, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_txn_and_lease_keepalive_through_etcd_client() {
+    let s = Server::start(Kind::Corekv);
+    let mut c = connect(&s).await;
+    let put = c
+        .put("k", "v", Some(PutOptions::new().with_prev_key()))
+        .await
+        .unwrap();
+    assert_eq!(put.header().unwrap().revision(), 2);
+    assert!(put.prev_key().is_none());
+    for i in 0..10 {
+        c.put(format!("p/{i}"), "x", None).await.unwrap();
+    }
+    let r = c
+        .get("p/", Some(GetOptions::new().with_prefix().with_limit(3)))
+        .await
+        .unwrap();
+    assert_eq!((r.kvs().len(), r.count(), r.more()), (3, 10, true));
+    let txn = Txn::new()
+        .when([Compare::value("k", CompareOp::Equal, "v")])
+        .and_then([TxnOp::put("k", "w", None), TxnOp::get("k", None)])
+        .or_else([TxnOp::delete("k", None)]);
+    let t = c.txn(txn).await.unwrap();
+    assert!(t.succeeded());
+    assert_eq!(t.header().unwrap().revision(), 13);
+
+    let lease = c.lease_grant(10, None).await.unwrap();
+    assert_eq!(lease.ttl(), 10);
+    let (mut keeper, mut responses) = c.lease_keep_alive(lease.id()).await.unwrap();
+    for _ in 0..3 {
+        keeper.keep_alive().await.unwrap();
+        let r = responses.message().await.unwrap().unwrap();
+        assert_eq!((r.id(), r.ttl()), (lease.id(), 10));
+    }
+    let ttl = c.lease_time_to_live(lease.id(), None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 10);
+    assert!(ttl.ttl() > 0 && ttl.ttl() <= 10);
+    c.lease_revoke(lease.id()).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let r = responses.message().await.unwrap().unwrap();
+    assert_eq!(r.ttl(), 0, "a revoked lease answers TTL 0");
+
+    let status = c.status().await.unwrap();
+    assert_eq!(status.raft_index(), status.raft_applied_index());
+    let members = c.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 1);
+}
