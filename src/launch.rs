@@ -44,10 +44,30 @@ pub enum StartError {
 
 /// Fails when something already listens on `addr`. glommio sets SO_REUSEPORT on every
 /// listener, so without this a second server would bind the same port silently.
+///
+/// A plain bind also fails while connections of a previous run of this server linger on the
+/// port (killed with -9, say); those accept no connection, so a refused connect tells them
+/// apart from a live listener.
 fn probe_port(addr: SocketAddr) -> Result<(), StartError> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|err| StartError::Listen { addr, err })
+    use socket2::{Domain, Socket, Type};
+    let err = |err| StartError::Listen { addr, err };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    match socket.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let probe = if addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            } else {
+                addr
+            };
+            match std::net::TcpStream::connect_timeout(&probe, Duration::from_secs(1)) {
+                Err(c) if c.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                _ => Err(err(e)),
+            }
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Runs the member until the process is killed. Returns only on a start-up failure.
