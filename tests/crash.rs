@@ -57,7 +57,10 @@ async fn every_acknowledged_write_survives_kill_9() {
     let mut revisions = std::collections::HashSet::new();
     for (key, value, rev) in &acked {
         let r = c.get(key.as_str(), None).await.unwrap();
-        let kv = r.kvs().first().unwrap_or_else(|| panic!("acknowledged {key} is gone"));
+        let kv = r
+            .kvs()
+            .first()
+            .unwrap_or_else(|| panic!("acknowledged {key} is gone"));
         assert_eq!(kv.value_str().unwrap(), value, "{key}");
         assert_eq!(kv.mod_revision(), *rev, "{key}");
         assert!(revisions.insert(*rev), "revision {rev} acknowledged twice");

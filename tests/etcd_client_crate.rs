@@ -86,13 +86,20 @@ async fn write_script(c: &mut Client) {
 async fn watch_script(s: &Server) -> Vec<Vec<Seen>> {
     let mut c = connect(s).await;
     let mut all = c
-        .watch("", Some(WatchOptions::new().with_all_keys().with_prev_key()))
+        .watch(
+            "",
+            Some(WatchOptions::new().with_all_keys().with_prev_key()),
+        )
         .await
         .unwrap();
     let mut no_put = c
         .watch(
             "a",
-            Some(WatchOptions::new().with_range("e").with_filters([WatchFilterType::NoPut])),
+            Some(
+                WatchOptions::new()
+                    .with_range("e")
+                    .with_filters([WatchFilterType::NoPut]),
+            ),
         )
         .await
         .unwrap();
@@ -128,7 +135,10 @@ async fn watch_streams_match_etcd_live_and_from_history() {
     assert_eq!(got[0], expected[0], "live events differ");
     assert_eq!(got[1], expected[1], "filtered events differ");
     assert_eq!(got[2], expected[2], "replayed events differ");
-    assert_eq!(got[0], got[2], "history replay differs from the live stream");
+    assert_eq!(
+        got[0], got[2],
+        "history replay differs from the live stream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +157,12 @@ async fn watch_from_a_compacted_revision_is_canceled_like_etcd() {
             .unwrap();
         let mut seen = Vec::new();
         while let Some(r) = w.message().await.unwrap() {
-            seen.push((r.created(), r.canceled(), r.compact_revision(), r.events().len()));
+            seen.push((
+                r.created(),
+                r.canceled(),
+                r.compact_revision(),
+                r.events().len(),
+            ));
             if r.canceled() {
                 break;
             }

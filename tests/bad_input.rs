@@ -1,0 +1,195 @@
+//! Bad input gets a clear answer and costs nothing else: bad flags, a taken port, garbage on
+//! the client port, malformed gRPC, oversized requests, unknown methods.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use etcd_client::Client;
+use support::{corekv_bin, free_port, http_get, Kind, Server};
+
+fn run_corekv(args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(corekv_bin())
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_fail_with_one_line() {
+    for (args, needle) in [
+        (&["--no-such-flag"][..], "--no-such-flag"),
+        (
+            &["--listen-client-urls", "localhost:2379"],
+            "--listen-client-urls",
+        ),
+        (
+            &["--listen-client-urls", "http://127.0.0.1:99999"],
+            "--listen-client-urls",
+        ),
+        (
+            &["--initial-cluster-state", "maybe"],
+            "--initial-cluster-state",
+        ),
+        (&["--max-txn-ops", "lots"], "--max-txn-ops"),
+    ] {
+        let (code, err) = run_corekv(args);
+        assert_ne!(code, 0, "{args:?} was accepted");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_refused_with_one_line() {
+    let first = Server::start(Kind::Corekv);
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let (code, err) = run_corekv(&[
+        "--listen-client-urls",
+        &first.url(),
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The first server is unharmed.
+    assert!(first.etcdctl(&["put", "k", "v"]).status.success());
+}
+
+#[test]
+fn garbage_on_the_client_port_closes_that_connection_only() {
+    let s = Server::start(Kind::Corekv);
+    for garbage in [
+        &b"\x00\x01\x02garbage\xff"[..],
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+        b"\x16\x03\x01\x02\x00",
+    ] {
+        let mut c = TcpStream::connect(("127.0.0.1", s.client_port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(garbage).unwrap();
+        let mut buf = Vec::new();
+        // The server closes the connection (possibly after an HTTP/2 GOAWAY).
+        let _ = c.read_to_end(&mut buf);
+    }
+    assert!(s.etcdctl(&["put", "k", "v"]).status.success());
+    assert!(String::from_utf8_lossy(&s.etcdctl(&["get", "k"]).stdout).contains('v'));
+}
+
+#[test]
+fn http1_endpoints_answer() {
+    let s = Server::start(Kind::Corekv);
+    assert_eq!(
+        http_get(s.client_port, "/health").unwrap(),
+        r#"{"health":"true"}"#
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&http_get(s.client_port, "/version").unwrap()).unwrap();
+    assert!(v["etcdserver"].as_str().unwrap().starts_with("3.4"));
+    assert!(s.etcdctl(&["put", "k", "v"]).status.success());
+    let m = http_get(s.client_port, "/metrics").unwrap();
+    assert!(
+        m.contains("corekv_grpc_requests_total{method=\"Put\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("corekv_wal_fsync_duration_seconds_count"));
+    assert!(m.contains("corekv_raft_applied_index"));
+    assert!(http_get(s.client_port, "/nope").is_none());
+}
+
+/// One raw gRPC call over HTTP/2: (grpc-status, grpc-message).
+async fn raw_call(port: u16, path: &str, body: Bytes) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = h2.send_request(req, false).unwrap();
+    send.send_data(body, true).unwrap();
+    let resp = resp.await.unwrap();
+    let head = resp.headers().clone();
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let _ = chunk;
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or(head);
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+fn frame(payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(0);
+    b.put_u32(payload.len() as u32);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_fails_that_stream_only() {
+    let s = Server::start(Kind::Corekv);
+    let port = s.client_port;
+    // A protobuf that does not parse (a field with a truncated length).
+    let (status, msg) = raw_call(port, "/etcdserverpb.KV/Put", frame(&[0x0a, 0xff, 0x01])).await;
+    assert_eq!(status, "13", "{msg}");
+    // A frame whose length prefix promises more than arrives.
+    let mut short = frame(b"\x0a\x01k").to_vec();
+    short[4] = 50;
+    let (status, _) = raw_call(port, "/etcdserverpb.KV/Put", Bytes::from(short)).await;
+    assert_eq!(status, "13");
+    // A frame over the gRPC receive limit is refused before it is buffered.
+    let mut huge = BytesMut::new();
+    huge.put_u8(0);
+    huge.put_u32(u32::MAX);
+    let (status, msg) = raw_call(port, "/etcdserverpb.KV/Put", huge.freeze()).await;
+    assert_eq!(status, "8", "{msg}");
+    let (status, msg) = raw_call(port, "/etcdserverpb.KV/NoSuchMethod", frame(b"")).await;
+    assert_eq!(status, "12", "{msg}");
+    let (status, _) = raw_call(port, "/grpc.health.v1.Health/Check", frame(b"")).await;
+    assert_eq!(status, "0");
+    // Everyone else is still served.
+    let mut c = Client::connect([s.endpoint()], None).await.unwrap();
+    c.put("still", "here", None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_get_etcds_errors() {
+    let s = Server::start_with(Kind::Corekv, &["--max-request-bytes", "100000"]);
+    let mut c = Client::connect([s.endpoint()], None).await.unwrap();
+    let err = c.put("big", vec![b'x'; 200_000], None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("etcdserver: request is too large"),
+        "{err}"
+    );
+    let err = c
+        .put("bigger", vec![b'x'; 700_000], None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than max"), "{err}");
+    c.put("small", vec![b'x'; 50_000], None).await.unwrap();
+    let r = c.get("small", None).await.unwrap();
+    assert_eq!(r.kvs()[0].value().len(), 50_000);
+}
