@@ -142,13 +142,42 @@ impl Wal {
         }
         let rec = recover(&images)?;
 
-        let removed = images.len() - rec.remove_from;
-        for im in &images[rec.remove_from..] {
+        // Segments after the tail hold no valid frame. One that is exactly
+        // the segment that would be prepared next (right id and size, all
+        // zeros) is kept as the prepared segment; the others are removed.
+        let mut keep_next = None;
+        if let (Some(Tail::Open { index, .. }), [next]) = (&rec.tail, &images[rec.remove_from..]) {
+            let pristine = next.bytes.len() as u64 == next.id.size
+                && next.bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0);
+            if pristine && next.id == images[*index].id.next(opts.segment_size) {
+                keep_next = Some(next);
+            }
+        }
+        let doomed: Vec<&Image> = images[rec.remove_from..]
+            .iter()
+            .filter(|im| !matches!(keep_next, Some(k) if k.path == im.path))
+            .collect();
+        for im in &doomed {
             remove_file(&im.path).await?;
         }
-        if removed > 0 {
+        if !doomed.is_empty() {
             sync_dir(&dir).await?;
         }
+        let prepared_next = match keep_next {
+            Some(next) => {
+                let tail = next.bytes[..SEGMENT_HEADER_LEN].to_vec();
+                let w = SegmentWriter::open(
+                    &next.path,
+                    next.id,
+                    opts.io_mode,
+                    SEGMENT_HEADER_LEN,
+                    tail,
+                )
+                .await?;
+                Some(w)
+            }
+            None => None,
+        };
 
         let log_id = log_id(&images).unwrap_or_else(new_log_id);
         let mode = opts.io_mode;
@@ -175,7 +204,11 @@ impl Wal {
                 zero_to,
             }) => {
                 let im = &images[index];
-                let tail = im.bytes[end - end % BLOCK..end].to_vec();
+                // The last frame's padding may lie past the end of a cut
+                // file: it is zeros.
+                let from = end - end % BLOCK;
+                let mut tail = im.bytes[from.min(im.bytes.len())..end.min(im.bytes.len())].to_vec();
+                tail.resize(end - from, 0);
                 let mut w = SegmentWriter::open(&im.path, im.id, mode, end, tail).await?;
                 if zero_to > end {
                     w.zero_until(zero_to).await?;
@@ -205,7 +238,10 @@ impl Wal {
             }),
             opts,
         });
-        let prepared = prepare(&shared, active.id());
+        let prepared = match prepared_next {
+            Some(w) => glommio::spawn_local(async move { Ok(w) }),
+            None => prepare(&shared, active.id()),
+        };
         let writer = glommio::spawn_local(run_writer(shared.clone(), active, Some(prepared)));
         let wal = Wal {
             shared,

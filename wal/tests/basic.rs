@@ -181,3 +181,37 @@ fn limits_and_options() {
         assert_eq!(got.len(), 2);
     });
 }
+
+#[test]
+fn reopen_keeps_the_prepared_segment() {
+    use std::os::unix::fs::MetadataExt;
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        w.append(1, b"x").await.unwrap();
+        w.close().await.unwrap();
+        let files = segment_files(dir.path());
+        assert_eq!(files.len(), 2, "the segment being written and the next one");
+        let inode = std::fs::metadata(&files[1]).unwrap().ino();
+        let (w, rec) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        assert_eq!(rec.records.len(), 1);
+        w.close().await.unwrap();
+        assert_eq!(segment_files(dir.path()), files);
+        assert_eq!(std::fs::metadata(&files[1]).unwrap().ino(), inode);
+        // With another segment size the prepared one does not fit: replaced.
+        let (w, _) = Wal::open(dir.path(), opts(32 << 10)).await.unwrap();
+        w.close().await.unwrap();
+        let again = segment_files(dir.path());
+        assert_eq!(again.len(), 2);
+        assert_eq!(std::fs::metadata(&again[1]).unwrap().len(), 32 << 10);
+        // Leftovers of an interrupted preparation are removed.
+        std::fs::write(
+            dir.path().join("0000000000000009-0000000000000000.wal.tmp"),
+            b"x",
+        )
+        .unwrap();
+        let (w, _) = Wal::open(dir.path(), opts(32 << 10)).await.unwrap();
+        w.close().await.unwrap();
+        assert_eq!(segment_files(dir.path()), again);
+    });
+}
