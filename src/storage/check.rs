@@ -82,7 +82,7 @@ pub(crate) fn read_meta(file: &File, len: u64) -> Result<Vec<(Meta, u64)>, Stora
                 format!("meta page records an invalid page size {ps}"),
             ));
         }
-        let need = meta.hwm.checked_mul(ps as u64).unwrap_or(u64::MAX);
+        let need = meta.hwm.saturating_mul(ps as u64);
         if meta.hwm < 2 || len < need {
             short.get_or_insert(StorageError::Truncated(format!(
                 "file is {len} bytes but the committed state (txn {}) needs {need}",
