@@ -21,8 +21,8 @@ pub(crate) fn defrag_tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Read both meta slots and pick the valid one with the highest txn id.
-pub(crate) fn read_meta(file: &File, len: u64) -> Result<(Meta, usize), StorageError> {
+/// Read both meta slots: the valid ones, newest first, with their slot.
+pub(crate) fn read_meta(file: &File, len: u64) -> Result<Vec<(Meta, u64)>, StorageError> {
     if len < 16 {
         return Err(StorageError::NotADatabase(format!(
             "file is {len} bytes, too short to hold a header"
@@ -59,10 +59,7 @@ pub(crate) fn read_meta(file: &File, len: u64) -> Result<(Meta, usize), StorageE
             "no corekv magic in either meta page (another file format?)".into(),
         ));
     }
-    let Some((meta, _slot)) = cands
-        .into_iter()
-        .max_by_key(|(m, slot)| (m.txn, *slot == 0))
-    else {
+    if cands.is_empty() {
         if (len as usize) < 2 * MIN_PAGE {
             return Err(StorageError::Truncated(format!(
                 "file is {len} bytes, shorter than two meta pages"
@@ -73,25 +70,32 @@ pub(crate) fn read_meta(file: &File, len: u64) -> Result<(Meta, usize), StorageE
             0,
             format!("both meta pages invalid ({})", reasons.join("; ")),
         ));
-    };
-    let ps = meta.page_size as usize;
-    if !ps.is_power_of_two() || !(MIN_PAGE..=MAX_PAGE).contains(&ps) {
-        return Err(corrupt(
-            0,
-            format!("meta page records an invalid page size {ps}"),
-        ));
     }
-    let need = meta
-        .hwm
-        .checked_mul(ps as u64)
-        .ok_or_else(|| corrupt(0, "meta high-water mark overflows"))?;
-    if meta.hwm < 2 || len < need {
-        return Err(StorageError::Truncated(format!(
-            "file is {len} bytes but the last commit (txn {}) needs {need}",
-            meta.txn
-        )));
+    cands.sort_by_key(|(m, slot)| (std::cmp::Reverse(m.txn), *slot));
+    let mut out = Vec::new();
+    let mut short = None;
+    for (meta, slot) in cands {
+        let ps = meta.page_size as usize;
+        if !ps.is_power_of_two() || !(MIN_PAGE..=MAX_PAGE).contains(&ps) {
+            return Err(corrupt(
+                0,
+                format!("meta page records an invalid page size {ps}"),
+            ));
+        }
+        let need = meta.hwm.saturating_mul(ps as u64);
+        if meta.hwm < 2 || len < need {
+            short.get_or_insert(StorageError::Truncated(format!(
+                "file is {len} bytes but the committed state (txn {}) needs {need}",
+                meta.txn
+            )));
+            continue;
+        }
+        out.push((meta, slot as u64));
     }
-    Ok((meta, ps))
+    match short {
+        Some(e) if out.is_empty() => Err(e),
+        _ => Ok(out),
+    }
 }
 
 /// A page with its checksum and self-id verified.
@@ -115,12 +119,12 @@ fn verified_run(v: &Version, id: u64, len: Option<usize>) -> Result<(&[u8], u64)
     if page::ptype(p) != T_OVERFLOW {
         return Err(corrupt(id, "expected an overflow page"));
     }
-    let vlen = page::rd32(p, 20) as usize;
+    let vlen = page::ovf_len(p);
     if len.is_some_and(|l| l != vlen) {
         return Err(corrupt(id, "overflow length does not match its reference"));
     }
     let n = page::overflow_pages(vlen, v.ps);
-    if page::rd32(p, 16) as u64 != n {
+    if page::ovf_pages(p) != n {
         return Err(corrupt(id, "overflow page count is inconsistent"));
     }
     let val = tree::map_overflow(&v.map, id, vlen, v.meta.hwm, v.ps)?;
@@ -132,9 +136,13 @@ fn verified_run(v: &Version, id: u64, len: Option<usize>) -> Result<(&[u8], u64)
     Ok((val, n))
 }
 
-/// The check that always runs at open: bucket roots and the freelist chain.
-/// Returns the free set and the chain's pages.
-pub(crate) fn open_check(v: &Version) -> Result<(RunSet, Vec<u64>), StorageError> {
+/// The check that always runs at open: bucket roots, the freelist chain, and
+/// (if `verify_commit`) every page the last commit wrote, with its checksum and
+/// txn id. Returns the free set and the chain's pages.
+pub(crate) fn open_check(
+    v: &Version,
+    verify_commit: bool,
+) -> Result<(RunSet, Vec<u64>), StorageError> {
     for b in Bucket::ALL {
         let root = v.meta.roots[b as usize];
         if root != 0 {
@@ -150,6 +158,7 @@ pub(crate) fn open_check(v: &Version) -> Result<(RunSet, Vec<u64>), StorageError
         }
     }
     let mut free = RunSet::default();
+    let mut written = Vec::new();
     let mut chain = Vec::new();
     let mut id = v.meta.freelist;
     while id != 0 {
@@ -160,9 +169,25 @@ pub(crate) fn open_check(v: &Version) -> Result<(RunSet, Vec<u64>), StorageError
         if page::ptype(p) != T_FREELIST {
             return Err(corrupt(id, "expected a freelist page"));
         }
+        if verify_commit && page::txn(p) != v.meta.txn {
+            return Err(corrupt(
+                id,
+                format!(
+                    "freelist page is from txn {}, not the last commit {}",
+                    page::txn(p),
+                    v.meta.txn
+                ),
+            ));
+        }
         let (next, runs) =
             freelist::decode_page(p).ok_or_else(|| corrupt(id, "bad freelist page"))?;
         for (s, l) in runs {
+            let l = if l & freelist::WRITTEN != 0 {
+                written.push((s, (l & !freelist::WRITTEN) as u64));
+                continue;
+            } else {
+                l as u64
+            };
             if s < 2 || s.checked_add(l).is_none_or(|e| e > v.meta.hwm) {
                 return Err(corrupt(id, format!("free run {s}+{l} outside the file")));
             }
@@ -186,6 +211,36 @@ pub(crate) fn open_check(v: &Version) -> Result<(RunSet, Vec<u64>), StorageError
     for &c in &chain {
         if free.contains(c) {
             return Err(corrupt(c, "freelist page is itself listed free"));
+        }
+    }
+    if verify_commit {
+        // The roots are trusted only if every page of the last commit is whole.
+        for (s, l) in written {
+            let end = s
+                .checked_add(l)
+                .filter(|&e| s >= 2 && e <= v.meta.hwm)
+                .ok_or_else(|| corrupt(s, "written run outside the file"))?;
+            let mut id = s;
+            while id < end {
+                let p = v.page(id)?;
+                let n = if page::ptype(p) == T_OVERFLOW {
+                    verified_run(v, id, None)?.1
+                } else {
+                    verified_page(v, id)?;
+                    1
+                };
+                if page::txn(p) != v.meta.txn {
+                    return Err(corrupt(
+                        id,
+                        format!(
+                            "page is from txn {}, not the last commit {}",
+                            page::txn(p),
+                            v.meta.txn
+                        ),
+                    ));
+                }
+                id += n;
+            }
         }
     }
     Ok((free, chain))
@@ -285,7 +340,7 @@ impl Checker<'_> {
 /// Verify every page checksum and the structure of every bucket, and that each
 /// page below the high-water mark is used exactly once or free.
 pub(crate) fn full_check(v: &Version) -> Result<(), StorageError> {
-    let (free, chain) = open_check(v)?;
+    let (free, chain) = open_check(v, false)?;
     let mut c = Checker {
         v,
         used: vec![false; v.meta.hwm as usize],
@@ -384,7 +439,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub(crate) fn new(v: Arc<Version>) -> Result<Snapshot, StorageError> {
-        let (free, _) = open_check(&v)?;
+        let (free, _) = open_check(&v, false)?;
         let len = v.meta.hwm * v.ps as u64;
         Ok(Snapshot {
             v,
@@ -478,6 +533,7 @@ pub struct DefragReport {
 /// Bottom-up bulk loader writing pages sequentially into a new file.
 struct Builder {
     file: File,
+    txn: u64,
     ps: usize,
     fill: usize,
     next: u64,
@@ -495,9 +551,10 @@ struct Level {
 }
 
 impl Builder {
-    fn new(file: File, ps: usize) -> Builder {
+    fn new(file: File, ps: usize, txn: u64) -> Builder {
         Builder {
             file,
+            txn,
             ps,
             fill: (ps - HDR) * 9 / 10,
             next: 2,
@@ -571,6 +628,7 @@ impl Builder {
         let mut pg = std::mem::take(&mut self.levels[l].page);
         let id = self.next;
         page::wr64(&mut pg, 8, id);
+        page::set_txn(&mut pg, self.txn);
         page::seal(&mut pg);
         self.emit(&pg)?;
         let ty = page::ptype(&pg);
@@ -591,16 +649,9 @@ impl Builder {
         if page::LEAF_EHDR + key.len() + value.len() <= super::write::max_entry(ps) {
             page::encode_leaf_entry(&mut e, key, Val::Inline(value));
         } else {
-            let n = page::overflow_pages(value.len(), ps);
-            let mut run = vec![0u8; n as usize * ps];
             let id = self.next;
-            run[4] = T_OVERFLOW;
-            page::wr64(&mut run, 8, id);
-            page::wr32(&mut run, 16, n as u32);
-            page::wr32(&mut run, 20, value.len() as u32);
-            run[HDR..HDR + value.len()].copy_from_slice(value);
-            let c = page::checksum(&run[..page::overflow_span(value.len())]);
-            page::wr32(&mut run, 0, c);
+            let mut run = page::new_overflow(id, value, ps);
+            page::seal_overflow(&mut run, self.txn);
             self.emit(&run)?;
             page::encode_leaf_entry(
                 &mut e,
@@ -635,6 +686,7 @@ impl Builder {
                 let mut pg = std::mem::take(&mut self.levels[l].page);
                 let id = self.next;
                 page::wr64(&mut pg, 8, id);
+                page::set_txn(&mut pg, self.txn);
                 page::seal(&mut pg);
                 self.emit(&pg)?;
                 break id;
@@ -672,7 +724,7 @@ fn build_compact(v: &Version, path: &Path) -> Result<(), StorageError> {
         .create(true)
         .truncate(true)
         .open(path)?;
-    let mut b = Builder::new(f, v.ps);
+    let mut b = Builder::new(f, v.ps, v.meta.txn);
     let mut meta = Meta {
         page_size: v.ps as u32,
         txn: v.meta.txn,

@@ -83,54 +83,58 @@ impl RunSet {
     }
 }
 
+/// Marks an entry of a freelist page as a run of pages *written* by the commit
+/// (listed so that open can verify the last commit) rather than a free run.
+pub const WRITTEN: u32 = 1 << 31;
+/// Longest run one entry describes.
+pub const MAX_RUN: u64 = (WRITTEN - 1) as u64;
+
 /// Runs per freelist page: each run is start u64 + length u32.
 pub fn runs_per_page(page_size: usize) -> usize {
     (page_size - HDR) / 12
 }
 
 /// Encode a freelist chain page with the given runs and next pointer.
-pub fn encode_page(p: &mut [u8], id: u64, next: u64, runs: &[(u64, u64)]) {
+/// Entries are (start, len | WRITTEN?) as stored.
+pub fn encode_page(p: &mut [u8], id: u64, next: u64, runs: &[(u64, u32)]) {
     p.fill(0);
     p[4] = T_FREELIST;
     page::set_nslots(p, runs.len());
     page::wr64(p, 8, id);
-    page::wr64(p, 16, next);
+    page::wr64(p, 24, next);
     for (i, &(s, l)) in runs.iter().enumerate() {
         page::wr64(p, HDR + 12 * i, s);
-        page::wr32(p, HDR + 12 * i + 8, l as u32);
+        page::wr32(p, HDR + 12 * i + 8, l);
     }
 }
 
-/// Decode a freelist page (checksum already verified): (next, runs).
-pub fn decode_page(p: &[u8]) -> Option<(u64, Vec<(u64, u64)>)> {
+/// Decode a freelist page (checksum already verified): (next, entries as stored).
+pub fn decode_page(p: &[u8]) -> Option<(u64, Vec<(u64, u32)>)> {
     let n = page::nslots(p);
     if p[4] != T_FREELIST || HDR + 12 * n > p.len() {
         return None;
     }
-    let next = page::rd64(p, 16);
+    let next = page::rd64(p, 24);
     let runs = (0..n)
-        .map(|i| {
-            (
-                page::rd64(p, HDR + 12 * i),
-                page::rd32(p, HDR + 12 * i + 8) as u64,
-            )
-        })
+        .map(|i| (page::rd64(p, HDR + 12 * i), page::rd32(p, HDR + 12 * i + 8)))
         .collect();
     Some((next, runs))
 }
 
-/// Split runs so that none is longer than a u32 can describe.
-pub fn chunked_runs(set: &RunSet) -> Vec<(u64, u64)> {
-    let mut out = Vec::with_capacity(set.run_count());
-    for (mut s, mut l) in set.iter() {
+/// Encode runs as freelist entries (split so none is longer than [`MAX_RUN`]).
+pub fn push_entries(
+    out: &mut Vec<(u64, u32)>,
+    runs: impl Iterator<Item = (u64, u64)>,
+    written: bool,
+) {
+    for (mut s, mut l) in runs {
         while l > 0 {
-            let c = l.min(u32::MAX as u64);
-            out.push((s, c));
+            let c = l.min(MAX_RUN);
+            out.push((s, c as u32 | if written { WRITTEN } else { 0 }));
             s += c;
             l -= c;
         }
     }
-    out
 }
 
 #[cfg(test)]

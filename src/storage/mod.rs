@@ -230,6 +230,12 @@ pub(crate) struct WriterState {
     pending: Vec<(u64, Vec<(u64, u64)>)>,
     /// Pages of the current freelist chain (freed by the next commit).
     chain: Vec<u64>,
+    /// Meta slot (0 or 1) the next commit writes: the one not holding the current state.
+    next_slot: u64,
+    /// Id of the next commit. Ids are never reused, even for commits that
+    /// crashed (open skips one), so a leftover page of a failed commit can
+    /// never pass for a page of a later one.
+    next_txn: u64,
     /// Older versions that may still be held by readers.
     versions: Vec<Arc<Version>>,
     /// Recycled page buffers.
@@ -323,11 +329,34 @@ impl Db {
             layer.sync()?;
             len = 2 * ps as u64;
         }
-        let (meta, ps) = check::read_meta(layer.file(), len)?;
+        let cands = check::read_meta(layer.file(), len)?;
         let map = Arc::new(map_file(layer.file(), len, &opts)?);
-        let version = Arc::new(Version { meta, map, ps });
-        // Cheap check (always): roots and the freelist chain.
-        let (free, chain) = check::open_check(&version)?;
+        // Newest meta first; it wins if its commit verifies (every page it wrote
+        // is there with its checksum and txn id), else the previous one.
+        // This is also the cheap check that always runs: meta, roots, freelist.
+        let mut first_err = None;
+        let mut chosen = None;
+        for (meta, slot) in cands {
+            let ps = meta.page_size as usize;
+            let version = Arc::new(Version {
+                meta,
+                map: map.clone(),
+                ps,
+            });
+            match check::open_check(&version, true) {
+                Ok((free, chain)) => {
+                    chosen = Some((version, slot, free, chain));
+                    break;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let Some((version, slot, free, chain)) = chosen else {
+            return Err(first_err.unwrap_or_else(|| page::corrupt(0, "no valid meta page")));
+        };
+        let ps = version.ps;
         if opts.full_check_on_open {
             check::full_check(&version)?;
         }
@@ -340,6 +369,8 @@ impl Db {
             free,
             pending: Vec::new(),
             chain,
+            next_slot: slot ^ 1,
+            next_txn: version.meta.txn + 2,
             versions: Vec::new(),
             pool: Vec::new(),
         };

@@ -6,7 +6,7 @@
 use super::StorageError;
 
 /// Common page header size in bytes.
-pub const HDR: usize = 24;
+pub const HDR: usize = 32;
 
 pub const T_META: u8 = 1;
 pub const T_BRANCH: u8 = 2;
@@ -67,13 +67,53 @@ pub fn pgid(p: &[u8]) -> u64 {
 pub fn nslots(p: &[u8]) -> usize {
     rd16(p, 6) as usize
 }
+/// Transaction that wrote the page (lets open verify the last commit: a page
+/// left over from an earlier life of the same page number has an older id).
+#[inline]
+pub fn txn(p: &[u8]) -> u64 {
+    rd64(p, 16)
+}
+#[inline]
+pub fn set_txn(p: &mut [u8], t: u64) {
+    wr64(p, 16, t)
+}
 #[inline]
 pub fn data_start(p: &[u8]) -> usize {
-    rd16(p, 16) as usize
+    rd16(p, 24) as usize
 }
 #[inline]
 pub fn frag(p: &[u8]) -> usize {
-    rd16(p, 18) as usize
+    rd16(p, 26) as usize
+}
+/// Overflow run header: number of pages in the run.
+#[inline]
+pub fn ovf_pages(p: &[u8]) -> u64 {
+    rd32(p, 24) as u64
+}
+/// Overflow run header: value length.
+#[inline]
+pub fn ovf_len(p: &[u8]) -> usize {
+    rd32(p, 28) as usize
+}
+
+/// A new overflow run holding `value`, to be placed at page `id`.
+pub fn new_overflow(id: u64, value: &[u8], ps: usize) -> Box<[u8]> {
+    let n = overflow_pages(value.len(), ps);
+    let mut run = vec![0u8; n as usize * ps].into_boxed_slice();
+    run[4] = T_OVERFLOW;
+    wr64(&mut run, 8, id);
+    wr32(&mut run, 24, n as u32);
+    wr32(&mut run, 28, value.len() as u32);
+    run[HDR..HDR + value.len()].copy_from_slice(value);
+    run
+}
+
+/// Stamp the writing txn into an overflow run and checksum it.
+pub fn seal_overflow(run: &mut [u8], t: u64) {
+    set_txn(run, t);
+    let span = overflow_span(ovf_len(run));
+    let c = checksum(&run[..span]);
+    wr32(run, 0, c);
 }
 #[inline]
 pub fn set_nslots(p: &mut [u8], n: usize) {
@@ -82,11 +122,11 @@ pub fn set_nslots(p: &mut [u8], n: usize) {
 #[inline]
 pub fn set_data_start(p: &mut [u8], v: usize) {
     // A page of 65536 bytes is not allowed, so this always fits.
-    wr16(p, 16, v as u16)
+    wr16(p, 24, v as u16)
 }
 #[inline]
 pub fn set_frag(p: &mut [u8], v: usize) {
-    wr16(p, 18, v as u16)
+    wr16(p, 26, v as u16)
 }
 
 /// Initialise an empty slotted page (branch or leaf).

@@ -56,7 +56,7 @@ pub fn map_overflow(
 
 #[inline]
 pub fn check_overflow_header(run: &[u8], id: u64, len: usize) -> Result<(), StorageError> {
-    if page::ptype(run) != page::T_OVERFLOW || page::rd32(run, 20) as usize != len {
+    if page::ptype(run) != page::T_OVERFLOW || page::ovf_len(run) != len {
         return Err(corrupt(
             id,
             "overflow page header does not match its reference",

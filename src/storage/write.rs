@@ -5,9 +5,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::freelist::{self, RunSet};
-use super::page::{
-    self, corrupt, Meta, Val, BRANCH_EHDR, HDR, LEAF_EHDR, T_BRANCH, T_LEAF, T_OVERFLOW,
-};
+use super::page::{self, corrupt, Meta, Val, BRANCH_EHDR, HDR, LEAF_EHDR, T_BRANCH, T_LEAF};
 use super::tree::{self, PageSource, MAX_DEPTH};
 use super::{map_file, Bucket, IdMap, Inner, StorageError, Version, WriterState};
 
@@ -113,7 +111,7 @@ impl WriteTxn {
 
     /// Transaction id this batch will commit as.
     pub fn txn_id(&self) -> u64 {
-        self.d.base.meta.txn + 1
+        self.ws.as_ref().map_or(0, |ws| ws.next_txn)
     }
 
     // ---------------- reads (see the batch's own writes) ----------------
@@ -307,15 +305,8 @@ impl WriteTxn {
         if inline {
             page::encode_leaf_entry(&mut e, key, Val::Inline(value));
         } else {
-            let n = page::overflow_pages(value.len(), ps);
-            let id = self.alloc(n);
-            let mut run = vec![0u8; n as usize * ps].into_boxed_slice();
-            run[4] = T_OVERFLOW;
-            page::wr64(&mut run, 8, id);
-            page::wr32(&mut run, 16, n as u32);
-            page::wr32(&mut run, 20, value.len() as u32);
-            run[HDR..HDR + value.len()].copy_from_slice(value);
-            self.d.ovf.insert(id, run);
+            let id = self.alloc(page::overflow_pages(value.len(), ps));
+            self.d.ovf.insert(id, page::new_overflow(id, value, ps));
             page::encode_leaf_entry(
                 &mut e,
                 key,
@@ -630,14 +621,24 @@ impl WriteTxn {
 
     fn commit_inner(&mut self) -> Result<(), StorageError> {
         let ps = self.ps;
-        let txn = self.force_txn.unwrap_or(self.d.base.meta.txn + 1);
+        let txn = self.force_txn.unwrap_or(self.ws().next_txn);
         let old_chain = std::mem::take(&mut self.ws().chain);
         self.freed.extend(old_chain.iter().map(|&id| (id, 1)));
+
+        // Pages this commit writes (tree pages and overflow runs), as runs: the
+        // freelist chain lists them so that open can verify the last commit.
+        let mut written = RunSet::default();
+        for &id in self.d.pages.keys() {
+            written.insert(id, 1);
+        }
+        for (&id, run) in self.d.ovf.iter() {
+            written.insert(id, page::ovf_pages(run));
+        }
 
         // The freelist chain: free + pending pages, minus the chain's own pages.
         let per = freelist::runs_per_page(ps);
         let mut chain: Vec<u64> = Vec::new();
-        let runs = loop {
+        let (entries, free_total) = loop {
             let ws = self.ws.as_ref().expect("writer");
             let mut persist = ws.free.clone();
             for (_, runs) in &ws.pending {
@@ -648,30 +649,31 @@ impl WriteTxn {
             for &(s, l) in &self.freed {
                 persist.insert(s, l);
             }
-            let runs = freelist::chunked_runs(&persist);
-            let need = runs.len().div_ceil(per);
+            let mut entries = Vec::with_capacity(persist.run_count() + written.run_count());
+            freelist::push_entries(&mut entries, persist.iter(), false);
+            freelist::push_entries(&mut entries, written.iter(), true);
+            let need = entries.len().div_ceil(per).max(1);
             if need <= chain.len() {
-                break (runs, persist.total());
+                break (entries, persist.total());
             }
             while chain.len() < need {
                 let id = self.alloc(1);
                 chain.push(id);
             }
         };
-        let (runs, free_total) = runs;
         for (j, &id) in chain.iter().enumerate() {
             let next = chain.get(j + 1).copied().unwrap_or(0);
-            let lo = (j * per).min(runs.len());
-            let hi = ((j + 1) * per).min(runs.len());
+            let lo = (j * per).min(entries.len());
+            let hi = ((j + 1) * per).min(entries.len());
             let mut buf = self.new_buf();
-            freelist::encode_page(&mut buf, id, next, &runs[lo..hi]);
+            freelist::encode_page(&mut buf, id, next, &entries[lo..hi]);
             self.d.pages.insert(id, buf);
         }
         let meta = Meta {
             page_size: ps as u32,
             txn,
             hwm: self.meta.hwm,
-            freelist: chain.first().copied().unwrap_or(0),
+            freelist: chain[0],
             free_pages: free_total,
             roots: self.meta.roots,
             counts: self.meta.counts,
@@ -692,7 +694,8 @@ impl WriteTxn {
             ws.file_len = n;
         }
 
-        // 1. dirty pages, sorted, contiguous ones coalesced.
+        // Dirty pages, sorted, contiguous ones coalesced; then the meta page
+        // into the slot not holding the current state; then one fdatasync.
         let mut ids: Vec<u64> = self.d.pages.keys().copied().collect();
         ids.sort_unstable();
         let mut stage: Vec<u8> = Vec::with_capacity((ids.len() * ps).min(4 << 20));
@@ -700,6 +703,7 @@ impl WriteTxn {
         let mut stage_next = u64::MAX;
         for id in ids {
             let p = self.d.pages.get_mut(&id).expect("dirty");
+            page::set_txn(p, txn);
             page::seal(p);
             if id != stage_next || stage.len() >= 4 << 20 {
                 if !stage.is_empty() {
@@ -715,26 +719,22 @@ impl WriteTxn {
             file.write_at(&stage, stage_start * ps as u64)?;
         }
         for (&id, run) in self.d.ovf.iter_mut() {
-            let len = page::rd32(run, 20) as usize;
-            let span = page::overflow_span(len);
-            let c = page::checksum(&run[..span]);
-            page::wr32(run, 0, c);
+            page::seal_overflow(run, txn);
             file.write_at(run, id * ps as u64)?;
         }
-        file.sync()?;
-        // 2. the meta page into slot txn % 2.
         let mut mbuf = vec![0u8; ps];
         meta.encode(&mut mbuf);
-        file.write_at(&mbuf, (txn % 2) * ps as u64)?;
+        file.write_at(&mbuf, ws.next_slot * ps as u64)?;
         file.sync()?;
 
         // Publish.
-        let ws = self.ws.as_mut().expect("writer");
         let map = if grew {
             Arc::new(map_file(file.file(), ws.file_len, &self.inner.opts)?)
         } else {
             self.d.base.map.clone()
         };
+        ws.next_slot ^= 1;
+        ws.next_txn = txn + 1;
         let v = Arc::new(Version { meta, map, ps });
         let old = self.inner.publish(v);
         self.inner
