@@ -1,5 +1,6 @@
 //! Tests of the MVCC layer (all test names contain `mvcc`).
 
+mod golden;
 mod model;
 mod unit;
 
