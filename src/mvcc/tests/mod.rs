@@ -1,5 +1,7 @@
 //! Tests of the MVCC layer (all test names contain `mvcc`).
 
+mod golden;
+mod model;
 mod unit;
 
 use std::collections::HashSet;
