@@ -65,7 +65,7 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128, env = "ETCD_MAX_TXN_OPS")]
     pub max_txn_ops: usize,
-    /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
+    /// Refuse writes once the backend file exceeds this many bytes (0 means 2 GiB).
     #[arg(long, default_value_t = 0, env = "ETCD_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: u64,
     /// Number of committed entries between raft snapshots (which release old WAL segments).
