@@ -256,6 +256,7 @@ pub(crate) struct Inner {
     writer: Mutex<Slot>,
     writer_cv: Condvar,
     file_len: AtomicU64,
+    recovery: Option<String>,
 }
 
 /// A handle to an open database. Cheap to clone; `Send + Sync`.
@@ -356,6 +357,14 @@ impl Db {
         let Some((version, slot, free, chain)) = chosen else {
             return Err(first_err.unwrap_or_else(|| page::corrupt(0, "no valid meta page")));
         };
+        let recovery = first_err.map(|e| {
+            let note = format!(
+                "the last commit was incomplete ({e}); opened the previous one, txn {}",
+                version.meta.txn
+            );
+            tracing::warn!("{note}");
+            note
+        });
         let ps = version.ps;
         if opts.full_check_on_open {
             check::full_check(&version)?;
@@ -383,8 +392,17 @@ impl Db {
                 writer: Mutex::new(Slot::Idle(Box::new(ws))),
                 writer_cv: Condvar::new(),
                 file_len: AtomicU64::new(len),
+                recovery,
             }),
         })
+    }
+
+    /// Set when open found the newest commit incomplete (a crash during its
+    /// commit, or damage to a page it wrote) and opened the one before it.
+    /// corekv replays the WAL from the applied index in the meta bucket, so
+    /// nothing acknowledged is lost; the note is for logs and alerts.
+    pub fn recovery_note(&self) -> Option<&str> {
+        self.inner.recovery.as_deref()
     }
 
     /// Page size of this file.

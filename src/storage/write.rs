@@ -691,6 +691,11 @@ impl WriteTxn {
             }
             let n = n.div_ceil(ps as u64) * ps as u64;
             file.set_len(n)?;
+            // Make the new length durable before any meta can point into it,
+            // so that at open a file shorter than its newest meta needs is
+            // known to be truncated rather than a torn commit. Growth is rare
+            // (chunks double up to 1 GiB), so this extra sync is too.
+            file.sync()?;
             ws.file_len = n;
         }
 
