@@ -923,3 +923,42 @@ fn storage_readers_are_not_disturbed_and_pages_are_reused() {
     assert_eq!(dump_read(&db.begin_read()), m);
     db.check().unwrap();
 }
+
+#[test]
+fn storage_handles_are_send_sync_static() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_send<T: Send + 'static>() {}
+    assert_send_sync::<Db>();
+    assert_send_sync::<ReadTxn>();
+    assert_send::<WriteTxn>();
+    assert_send::<Snapshot>();
+}
+
+#[test]
+fn storage_large_values_and_limits() {
+    let dir = tmpdir();
+    let db = Db::open(&dir.path().join("db"), DbOptions::default()).unwrap();
+    let big = val(3, 1536 * 1024);
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Key, b"big", &big).unwrap();
+    w.put(Bucket::Key, b"small", b"s").unwrap();
+    assert_eq!(w.get(Bucket::Key, b"big").unwrap(), Some(&big[..]));
+    let long_key = vec![b'k'; db.max_key_len() + 1];
+    assert!(matches!(
+        w.put(Bucket::Key, &long_key, b"v"),
+        Err(StorageError::KeyTooLarge { .. })
+    ));
+    w.put(Bucket::Key, &long_key[1..], b"v").unwrap();
+    w.commit().unwrap();
+    let r = db.begin_read();
+    assert_eq!(r.get(Bucket::Key, b"big").unwrap(), Some(&big[..]));
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Key, b"big", b"now small").unwrap();
+    w.commit().unwrap();
+    assert_eq!(r.get(Bucket::Key, b"big").unwrap(), Some(&big[..]));
+    assert_eq!(
+        db.begin_read().get(Bucket::Key, b"big").unwrap(),
+        Some(&b"now small"[..])
+    );
+    db.check().unwrap();
+}

@@ -136,10 +136,8 @@ impl WriteTxn {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
     ) -> Result<u64, StorageError> {
-        if matches!((start, end), (Bound::Unbounded, Bound::Unbounded)) {
-            return Ok(self.meta.counts[b as usize]);
-        }
-        tree::Range::new(&self.d, self.meta.roots[b as usize], start, end, false).count()
+        let (root, n) = (self.meta.roots[b as usize], self.meta.counts[b as usize]);
+        tree::count(&self.d, root, n, start, end)
     }
 
     // ---------------- page allocation ----------------
