@@ -962,3 +962,29 @@ fn storage_large_values_and_limits() {
     );
     db.check().unwrap();
 }
+
+#[test]
+fn storage_writes_over_garbage_pages_fail_cleanly() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    filled_db(&path, 300, 2);
+    let db = Db::open(&path, small_opts()).unwrap();
+    let v = db.inner.current();
+    let root = v.meta.roots[0];
+    let leaf = page::branch_child(v.page(root).unwrap(), 0).unwrap();
+    drop(v);
+    drop(db);
+    let mut b = std::fs::read(&path).unwrap();
+    let p = &mut b[leaf as usize * 1024..(leaf as usize + 1) * 1024];
+    let n = page::nslots(p);
+    page::wr16(p, page::HDR + 2 * (n - 1), 1023);
+    page::wr16(p, 26, 60000);
+    page::seal(p);
+    std::fs::write(&path, &b).unwrap();
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut w = db.begin_write().unwrap();
+    // Every write into that leaf reports corruption instead of panicking.
+    assert!(w.put(Bucket::Key, b"key00000", b"x").is_err());
+    let _ = w.delete(Bucket::Key, b"key00001");
+    assert!(matches!(db.check(), Err(StorageError::Corruption { page, .. }) if page == leaf));
+}

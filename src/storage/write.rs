@@ -212,6 +212,7 @@ impl WriteTxn {
                 return Err(corrupt(id, format!("expected a tree page, found type {t}")));
             }
             page::check_node(src, id, t)?;
+            page::check_entries(src, id)?;
             buf.copy_from_slice(src);
         }
         let nid = self.alloc(1);
@@ -536,6 +537,7 @@ impl WriteTxn {
             }
             page::check_node(lp, lchild, ty)?;
             page::check_node(rp, rchild, ty)?;
+            page::check_entries(rp, rchild)?;
             let extra = if ty == T_BRANCH { sepv.len() } else { 0 };
             if page::used_bytes(lp) + page::used_bytes(rp) + extra > ps - HDR {
                 self.scratch2 = sepv;
