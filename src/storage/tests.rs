@@ -988,3 +988,59 @@ fn storage_writes_over_garbage_pages_fail_cleanly() {
     let _ = w.delete(Bucket::Key, b"key00001");
     assert!(matches!(db.check(), Err(StorageError::Corruption { page, .. }) if page == leaf));
 }
+
+#[test]
+fn storage_concurrent_readers_see_whole_commits() {
+    let dir = tmpdir();
+    let db = Db::open(&dir.path().join("db"), small_opts()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = db.begin_read();
+                    let a = r.get(Bucket::Meta, b"a").unwrap().map(|v| v.to_vec());
+                    let z = r.get(Bucket::Meta, b"z").unwrap().map(|v| v.to_vec());
+                    assert_eq!(a, z, "a commit seen in part");
+                    let n = r
+                        .count(Bucket::Key, Bound::Unbounded, Bound::Unbounded)
+                        .unwrap();
+                    let scanned = r
+                        .range(Bucket::Key, Bound::Unbounded, Bound::Unbounded, true)
+                        .count() as u64;
+                    assert_eq!(n, scanned);
+                    if let Some(a) = a {
+                        let c = u64::from_be_bytes(a.try_into().unwrap());
+                        assert!(c >= seen, "went back in time");
+                        seen = c;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for c in 0..150u64 {
+        let mut w = db.begin_write().unwrap();
+        w.put(Bucket::Meta, b"a", &c.to_be_bytes()).unwrap();
+        for i in 0..20 {
+            w.put(Bucket::Key, &(c * 20 + i).to_be_bytes(), &val(c, 100))
+                .unwrap();
+        }
+        if c % 3 == 0 {
+            for i in 0..10 {
+                w.delete(Bucket::Key, &((c / 2) * 20 + i).to_be_bytes())
+                    .unwrap();
+            }
+        }
+        w.put(Bucket::Meta, b"z", &c.to_be_bytes()).unwrap();
+        w.commit().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    db.check().unwrap();
+}
