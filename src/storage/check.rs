@@ -72,6 +72,17 @@ pub(crate) fn read_meta(file: &File, len: u64) -> Result<Vec<(Meta, u64)>, Stora
         ));
     }
     cands.sort_by_key(|(m, slot)| (std::cmp::Reverse(m.txn), *slot));
+    // The file is grown (and that synced) before any commit that needs the
+    // space, so a newest valid meta that needs more than the file holds means
+    // the file was truncated, not that a commit was torn: no falling back.
+    let newest = &cands[0].0;
+    let need = newest.hwm.saturating_mul(newest.page_size as u64);
+    if len < need {
+        return Err(StorageError::Truncated(format!(
+            "file is {len} bytes but the last commit (txn {}) needs {need}",
+            newest.txn
+        )));
+    }
     let mut out = Vec::new();
     let mut short = None;
     for (meta, slot) in cands {

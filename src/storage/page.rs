@@ -176,8 +176,26 @@ pub fn check_node(p: &[u8], id: u64, want: u8) -> Result<(), StorageError> {
             format!("expected page type {want}, found {}", ptype(p)),
         ));
     }
-    if HDR + 2 * n > ds || ds > p.len() || (n == 0 && want == T_BRANCH) {
+    if HDR + 2 * n > ds || ds > p.len() || frag(p) > p.len() - ds || (n == 0 && want == T_BRANCH) {
         return Err(corrupt(id, "bad slot array / data area bounds"));
+    }
+    Ok(())
+}
+
+/// Check that every entry of a slotted page lies inside the page, before the
+/// writer edits a copy of it with unchecked accessors.
+pub fn check_entries(p: &[u8], id: u64) -> Result<(), StorageError> {
+    let branch = ptype(p) == T_BRANCH;
+    for i in 0..nslots(p) {
+        let off = slot(p, i);
+        let size = if branch {
+            branch_entry(p, i)?.2
+        } else {
+            leaf_entry(p, i)?.2
+        };
+        if off < data_start(p) || off + size > p.len() {
+            return Err(corrupt(id, format!("entry {i} outside the data area")));
+        }
     }
     Ok(())
 }

@@ -538,3 +538,509 @@ mod crash {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// corruption and bad input
+
+fn filled_db(path: &Path, n: u32, commits: u32) -> Model {
+    let db = Db::open(path, small_opts()).unwrap();
+    let mut m = Model::new();
+    let mut rng = Rng(42);
+    for _ in 0..commits {
+        let mut w = db.begin_write().unwrap();
+        for _ in 0..n {
+            let k = format!("key{:05}", rng.below(5000)).into_bytes();
+            let len = if rng.below(20) == 0 { 2000 } else { 40 };
+            let v = val(rng.next(), len);
+            w.put(Bucket::Key, &k, &v).unwrap();
+            m.insert((0, k), v);
+        }
+        w.commit().unwrap();
+    }
+    m
+}
+
+fn flip(path: &Path, off: u64) {
+    let mut b = std::fs::read(path).unwrap();
+    b[off as usize] ^= 0x5a;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn storage_corruption_flipped_page_byte_is_detected() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    filled_db(&path, 500, 3);
+    {
+        // A last commit that does not touch the key bucket.
+        let db = Db::open(&path, small_opts()).unwrap();
+        let mut w = db.begin_write().unwrap();
+        w.put(Bucket::Meta, b"applied", b"1").unwrap();
+        w.commit().unwrap();
+    }
+    let ps = 1024u64;
+    // Find a leaf page reachable from the root and flip a byte in its data area.
+    let (leaf, hwm) = {
+        let db = Db::open(&path, small_opts()).unwrap();
+        let v = db.inner.current();
+        let mut id = v.meta.roots[0];
+        loop {
+            let p = v.page(id).unwrap();
+            if page::ptype(p) == page::T_LEAF {
+                break;
+            }
+            id = page::branch_child(p, 0).unwrap();
+        }
+        (id, v.meta.hwm)
+    };
+    assert!(leaf < hwm);
+    flip(&path, leaf * ps + ps - 3);
+    // Normal open does the cheap check only (the leaf was not written by the
+    // last commit); the full check names the page.
+    let res = Db::open(&path, small_opts()).and_then(|db| db.check().map(|_| db));
+    match res {
+        Err(StorageError::Corruption { page, .. }) => assert_eq!(page, leaf),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("corruption not detected"),
+    }
+    match Db::open(
+        &path,
+        DbOptions {
+            full_check_on_open: true,
+            ..small_opts()
+        },
+    ) {
+        Err(StorageError::Corruption { page, .. }) => assert_eq!(page, leaf),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("corruption not detected by full check at open"),
+    }
+    // Snapshot and defragment verify too.
+    if let Ok(db) = Db::open(&path, small_opts()) {
+        let mut s = db.snapshot().unwrap();
+        let err = std::io::copy(&mut s, &mut std::io::sink()).unwrap_err();
+        assert!(err.to_string().contains(&format!("page {leaf}")), "{err}");
+        assert!(matches!(
+            db.defragment(),
+            Err(StorageError::Corruption { .. })
+        ));
+    }
+}
+
+#[test]
+fn storage_corruption_in_last_commit_falls_back_to_previous_commit() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Lease, b"a", b"1").unwrap();
+    w.commit().unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Lease, b"a", b"2").unwrap();
+    w.commit().unwrap();
+    let root = db.inner.current().meta.roots[Bucket::Lease as usize];
+    drop(db);
+    flip(&path, root * 1024 + 1000);
+    let db = Db::open(&path, small_opts()).unwrap();
+    assert_eq!(
+        db.begin_read().get(Bucket::Lease, b"a").unwrap(),
+        Some(&b"1"[..])
+    );
+    let note = db.recovery_note().expect("recovery is reported");
+    assert!(note.contains(&format!("page {root}")), "{note}");
+    db.check().unwrap();
+}
+
+#[test]
+fn storage_corruption_meta_page_falls_back_or_errors() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Meta, b"a", b"1").unwrap();
+    w.commit().unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Meta, b"a", b"2").unwrap();
+    w.commit().unwrap();
+    let (slot_new, txn_new) = {
+        let ws = db.inner.take_writer().unwrap();
+        let s = ws.next_slot ^ 1;
+        let t = db.inner.current().meta.txn;
+        db.inner.put_writer(Some(ws));
+        (s, t)
+    };
+    drop(db);
+    let pristine = std::fs::read(&path).unwrap();
+    // Flip a byte in the newest meta page: the previous commit wins.
+    flip(&path, slot_new * 1024 + 30);
+    let db = Db::open(&path, small_opts()).unwrap();
+    assert!(db.inner.current().meta.txn < txn_new);
+    assert_eq!(
+        db.begin_read().get(Bucket::Meta, b"a").unwrap(),
+        Some(&b"1"[..])
+    );
+    drop(db);
+    // Both meta pages bad: a clear corruption error naming page 0.
+    std::fs::write(&path, &pristine).unwrap();
+    flip(&path, 30);
+    flip(&path, 1024 + 30);
+    match Db::open(&path, small_opts()) {
+        Err(StorageError::Corruption { page: 0, reason }) => {
+            assert!(reason.contains("meta"), "{reason}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened with both metas corrupt"),
+    }
+}
+
+#[test]
+fn storage_bad_input_is_a_clear_error() {
+    let dir = tmpdir();
+    // Another format.
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"SQLite format 3\0".repeat(1000)).unwrap();
+    assert!(matches!(
+        Db::open(&other, small_opts()),
+        Err(StorageError::NotADatabase(_))
+    ));
+    let tiny = dir.path().join("tiny");
+    std::fs::write(&tiny, b"hi").unwrap();
+    assert!(matches!(
+        Db::open(&tiny, small_opts()),
+        Err(StorageError::NotADatabase(_))
+    ));
+    // Truncated.
+    let path = dir.path().join("db");
+    filled_db(&path, 300, 2);
+    let full = std::fs::read(&path).unwrap();
+    let hwm = Db::open(&path, small_opts())
+        .unwrap()
+        .inner
+        .current()
+        .meta
+        .hwm as usize;
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, &full[..hwm * 1024 / 2]).unwrap();
+    match Db::open(&cut, small_opts()) {
+        Err(StorageError::Truncated(msg)) => assert!(msg.contains("bytes"), "{msg}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a truncated file"),
+    }
+    std::fs::write(&cut, &full[..1500]).unwrap();
+    assert!(Db::open(&cut, small_opts()).is_err());
+    // A page pointer outside the file: point a bucket root past the end.
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut meta = db.inner.current().meta.clone();
+    drop(db);
+    meta.roots[2] = meta.hwm + 1000;
+    meta.txn += 10;
+    let mut b = full.clone();
+    meta.encode(&mut b[..1024]);
+    meta.encode(&mut b[1024..2048]);
+    let bad = dir.path().join("badptr");
+    std::fs::write(&bad, &b).unwrap();
+    match Db::open(&bad, small_opts()) {
+        Err(StorageError::Corruption { page, reason }) => {
+            assert_eq!(page, meta.hwm + 1000);
+            assert!(reason.contains("outside"), "{reason}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened with a root outside the file"),
+    }
+    // Garbage inside a page whose checksum was fixed up: reads fail cleanly.
+    let db = Db::open(&path, small_opts()).unwrap();
+    let root = db.inner.current().meta.roots[0];
+    drop(db);
+    let mut b = full.clone();
+    let p = &mut b[root as usize * 1024..(root as usize + 1) * 1024];
+    for i in 0..page::nslots(p) {
+        page::wr16(p, page::HDR + 2 * i, 1020);
+    }
+    page::seal(p);
+    let g = dir.path().join("garbage");
+    std::fs::write(&g, &b).unwrap();
+    let db = Db::open(&g, small_opts()).unwrap();
+    let r = db.begin_read();
+    assert!(r.get(Bucket::Key, b"key00001").is_err());
+    assert!(r
+        .range(Bucket::Key, Bound::Unbounded, Bound::Unbounded, false)
+        .any(|x| x.is_err()));
+    assert!(db.check().is_err());
+}
+
+// ---------------------------------------------------------------------------
+// snapshot and defragment while writes go on
+
+#[test]
+fn storage_snapshot_streams_consistent_copy_while_writing() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let mut m = filled_db(&path, 400, 3);
+    let db = Db::open(&path, small_opts()).unwrap();
+    let at_snapshot = dump_read(&db.begin_read());
+    assert_eq!(at_snapshot, m);
+    let mut snap = db.snapshot().unwrap();
+    let total = snap.len();
+    let mut out = Vec::new();
+    let mut rng = Rng(7);
+    let mut buf = vec![0u8; 7000];
+    loop {
+        // Interleave commits that free and reuse pages with reading the stream.
+        let mut w = db.begin_write().unwrap();
+        random_ops(&mut w, &mut m, &mut rng, 50);
+        w.commit().unwrap();
+        let n = std::io::Read::read(&mut snap, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(out.len() as u64, total);
+    let copy = dir.path().join("copy");
+    std::fs::write(&copy, &out).unwrap();
+    let c = Db::open(
+        &copy,
+        DbOptions {
+            full_check_on_open: true,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(dump_read(&c.begin_read()), at_snapshot);
+    assert_eq!(dump_read(&db.begin_read()), m);
+    db.check().unwrap();
+}
+
+#[test]
+fn storage_defragment_shrinks_and_keeps_writes_flowing() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut m = Model::new();
+    let mut w = db.begin_write().unwrap();
+    for i in 0..20_000u32 {
+        let k = format!("k{i:06}").into_bytes();
+        let v = val(i as u64, if i % 100 == 0 { 3000 } else { 50 });
+        w.put(Bucket::Key, &k, &v).unwrap();
+        m.insert((0, k), v);
+    }
+    w.commit().unwrap();
+    let mut w = db.begin_write().unwrap();
+    for i in 0..20_000u32 {
+        if i % 10 != 0 {
+            let k = format!("k{i:06}").into_bytes();
+            w.delete(Bucket::Key, &k).unwrap();
+            m.remove(&(0, k));
+        }
+    }
+    w.commit().unwrap();
+    let reader = db.begin_read();
+    let before_state = dump_read(&reader);
+
+    // A writer thread commits batches while the defragment runs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wdb = db.clone();
+    let wstop = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut m2 = Model::new();
+        let mut rng = Rng(99);
+        let mut commits = 0;
+        while !wstop.load(Ordering::Relaxed) || commits < 5 {
+            let mut w = wdb.begin_write().unwrap();
+            for _ in 0..20 {
+                let k = format!("w{}", rng.below(300)).into_bytes();
+                let v = val(rng.next(), 30);
+                w.put(Bucket::Auth, &k, &v).unwrap();
+                m2.insert((Bucket::Auth as u8, k), v);
+            }
+            w.commit().unwrap();
+            commits += 1;
+        }
+        (m2, commits)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let rep = db.defragment().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (m2, commits) = writer.join().unwrap();
+    assert!(commits >= 5);
+    m.extend(m2);
+    assert!(rep.size_after < rep.size_before, "{rep:?}");
+    assert!(rep.in_use_after < rep.in_use_before, "{rep:?}");
+    assert_eq!(dump_read(&db.begin_read()), m);
+    // The old reader still reads the old (now unlinked) file.
+    assert_eq!(dump_read(&reader), before_state);
+    drop(reader);
+    db.check().unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Members, b"m1", b"x").unwrap();
+    w.commit().unwrap();
+    m.insert((Bucket::Members as u8, b"m1".to_vec()), b"x".to_vec());
+    drop(db);
+    let db = Db::open(
+        &path,
+        DbOptions {
+            full_check_on_open: true,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(dump_read(&db.begin_read()), m);
+    assert!(!check::defrag_tmp_path(&path).exists());
+}
+
+#[test]
+fn storage_readers_are_not_disturbed_and_pages_are_reused() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut m = Model::new();
+    let mut rng = Rng(5);
+    let mut w = db.begin_write().unwrap();
+    random_ops(&mut w, &mut m, &mut rng, 500);
+    w.commit().unwrap();
+    let r = db.begin_read();
+    let seen = dump_read(&r);
+    for _ in 0..20 {
+        let mut w = db.begin_write().unwrap();
+        random_ops(&mut w, &mut m, &mut rng, 200);
+        w.commit().unwrap();
+        assert_eq!(dump_read(&r), seen);
+    }
+    drop(r);
+    // With no reader holding old versions, churn reaches a steady size.
+    for _ in 0..30 {
+        let mut w = db.begin_write().unwrap();
+        random_ops(&mut w, &mut m, &mut rng, 200);
+        w.commit().unwrap();
+    }
+    let size = db.size();
+    for _ in 0..60 {
+        let mut w = db.begin_write().unwrap();
+        random_ops(&mut w, &mut m, &mut rng, 200);
+        w.commit().unwrap();
+    }
+    assert_eq!(db.size(), size, "file kept growing under churn");
+    assert!(db.size_in_use() <= db.size());
+    assert_eq!(dump_read(&db.begin_read()), m);
+    db.check().unwrap();
+}
+
+#[test]
+fn storage_handles_are_send_sync_static() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_send<T: Send + 'static>() {}
+    assert_send_sync::<Db>();
+    assert_send_sync::<ReadTxn>();
+    assert_send::<WriteTxn>();
+    assert_send::<Snapshot>();
+}
+
+#[test]
+fn storage_large_values_and_limits() {
+    let dir = tmpdir();
+    let db = Db::open(&dir.path().join("db"), DbOptions::default()).unwrap();
+    let big = val(3, 1536 * 1024);
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Key, b"big", &big).unwrap();
+    w.put(Bucket::Key, b"small", b"s").unwrap();
+    assert_eq!(w.get(Bucket::Key, b"big").unwrap(), Some(&big[..]));
+    let long_key = vec![b'k'; db.max_key_len() + 1];
+    assert!(matches!(
+        w.put(Bucket::Key, &long_key, b"v"),
+        Err(StorageError::KeyTooLarge { .. })
+    ));
+    w.put(Bucket::Key, &long_key[1..], b"v").unwrap();
+    w.commit().unwrap();
+    let r = db.begin_read();
+    assert_eq!(r.get(Bucket::Key, b"big").unwrap(), Some(&big[..]));
+    let mut w = db.begin_write().unwrap();
+    w.put(Bucket::Key, b"big", b"now small").unwrap();
+    w.commit().unwrap();
+    assert_eq!(r.get(Bucket::Key, b"big").unwrap(), Some(&big[..]));
+    assert_eq!(
+        db.begin_read().get(Bucket::Key, b"big").unwrap(),
+        Some(&b"now small"[..])
+    );
+    db.check().unwrap();
+}
+
+#[test]
+fn storage_writes_over_garbage_pages_fail_cleanly() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    filled_db(&path, 300, 2);
+    let db = Db::open(&path, small_opts()).unwrap();
+    let v = db.inner.current();
+    let root = v.meta.roots[0];
+    let leaf = page::branch_child(v.page(root).unwrap(), 0).unwrap();
+    drop(v);
+    drop(db);
+    let mut b = std::fs::read(&path).unwrap();
+    let p = &mut b[leaf as usize * 1024..(leaf as usize + 1) * 1024];
+    let n = page::nslots(p);
+    page::wr16(p, page::HDR + 2 * (n - 1), 1023);
+    page::wr16(p, 26, 60000);
+    page::seal(p);
+    std::fs::write(&path, &b).unwrap();
+    let db = Db::open(&path, small_opts()).unwrap();
+    let mut w = db.begin_write().unwrap();
+    // Every write into that leaf reports corruption instead of panicking.
+    assert!(w.put(Bucket::Key, b"key00000", b"x").is_err());
+    let _ = w.delete(Bucket::Key, b"key00001");
+    assert!(matches!(db.check(), Err(StorageError::Corruption { page, .. }) if page == leaf));
+}
+
+#[test]
+fn storage_concurrent_readers_see_whole_commits() {
+    let dir = tmpdir();
+    let db = Db::open(&dir.path().join("db"), small_opts()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = db.begin_read();
+                    let a = r.get(Bucket::Meta, b"a").unwrap().map(|v| v.to_vec());
+                    let z = r.get(Bucket::Meta, b"z").unwrap().map(|v| v.to_vec());
+                    assert_eq!(a, z, "a commit seen in part");
+                    let n = r
+                        .count(Bucket::Key, Bound::Unbounded, Bound::Unbounded)
+                        .unwrap();
+                    let scanned = r
+                        .range(Bucket::Key, Bound::Unbounded, Bound::Unbounded, true)
+                        .count() as u64;
+                    assert_eq!(n, scanned);
+                    if let Some(a) = a {
+                        let c = u64::from_be_bytes(a.try_into().unwrap());
+                        assert!(c >= seen, "went back in time");
+                        seen = c;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for c in 0..150u64 {
+        let mut w = db.begin_write().unwrap();
+        w.put(Bucket::Meta, b"a", &c.to_be_bytes()).unwrap();
+        for i in 0..20 {
+            w.put(Bucket::Key, &(c * 20 + i).to_be_bytes(), &val(c, 100))
+                .unwrap();
+        }
+        if c % 3 == 0 {
+            for i in 0..10 {
+                w.delete(Bucket::Key, &((c / 2) * 20 + i).to_be_bytes())
+                    .unwrap();
+            }
+        }
+        w.put(Bucket::Meta, b"z", &c.to_be_bytes()).unwrap();
+        w.commit().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    db.check().unwrap();
+}

@@ -360,3 +360,17 @@ impl<'a, S: PageSource + ?Sized> Iterator for Range<'a, S> {
         }
     }
 }
+
+/// Count keys in bounds; the whole bucket comes from the meta count for free.
+pub fn count<S: PageSource + ?Sized>(
+    s: &S,
+    root: u64,
+    total: u64,
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+) -> Result<u64, StorageError> {
+    if matches!((start, end), (Bound::Unbounded, Bound::Unbounded)) {
+        return Ok(total);
+    }
+    Range::new(s, root, start, end, false).count()
+}

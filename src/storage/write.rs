@@ -136,10 +136,8 @@ impl WriteTxn {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
     ) -> Result<u64, StorageError> {
-        if matches!((start, end), (Bound::Unbounded, Bound::Unbounded)) {
-            return Ok(self.meta.counts[b as usize]);
-        }
-        tree::Range::new(&self.d, self.meta.roots[b as usize], start, end, false).count()
+        let (root, n) = (self.meta.roots[b as usize], self.meta.counts[b as usize]);
+        tree::count(&self.d, root, n, start, end)
     }
 
     // ---------------- page allocation ----------------
@@ -214,6 +212,7 @@ impl WriteTxn {
                 return Err(corrupt(id, format!("expected a tree page, found type {t}")));
             }
             page::check_node(src, id, t)?;
+            page::check_entries(src, id)?;
             buf.copy_from_slice(src);
         }
         let nid = self.alloc(1);
@@ -538,6 +537,7 @@ impl WriteTxn {
             }
             page::check_node(lp, lchild, ty)?;
             page::check_node(rp, rchild, ty)?;
+            page::check_entries(rp, rchild)?;
             let extra = if ty == T_BRANCH { sepv.len() } else { 0 };
             if page::used_bytes(lp) + page::used_bytes(rp) + extra > ps - HDR {
                 self.scratch2 = sepv;
@@ -691,6 +691,11 @@ impl WriteTxn {
             }
             let n = n.div_ceil(ps as u64) * ps as u64;
             file.set_len(n)?;
+            // Make the new length durable before any meta can point into it,
+            // so that at open a file shorter than its newest meta needs is
+            // known to be truncated rather than a torn commit. Growth is rare
+            // (chunks double up to 1 GiB), so this extra sync is too.
+            file.sync()?;
             ws.file_len = n;
         }
 
