@@ -33,6 +33,11 @@ pub(crate) struct KeyIndex {
     modified: Revision,
     /// The lease of the key's latest put while the key is live; 0 otherwise.
     lease: i64,
+    /// create_revision of the live key (copy of the last generation's, kept inline so that
+    /// reads at the latest revision touch no other memory).
+    created: i64,
+    /// version of the live key; 0 if the key is deleted.
+    ver: i64,
     /// Never empty; the last one is the live generation.
     generations: Vec<Generation>,
 }
@@ -53,6 +58,8 @@ impl KeyIndex {
         KeyIndex {
             modified: Revision::default(),
             lease: 0,
+            created: 0,
+            ver: 0,
             generations: vec![Generation::default()],
         }
     }
@@ -73,6 +80,8 @@ impl KeyIndex {
         }
         g.revs.push(rev);
         g.ver += 1;
+        self.created = g.created;
+        self.ver = g.ver;
         self.modified = rev;
         self.lease = lease;
     }
@@ -91,6 +100,8 @@ impl KeyIndex {
         };
         self.modified = modified;
         self.lease = lease;
+        self.created = created;
+        self.ver = ver;
     }
 
     /// Records a deletion at `rev`; false (and nothing recorded) if the key is not live.
@@ -100,12 +111,15 @@ impl KeyIndex {
         }
         self.put(rev, 0);
         self.generations.push(Generation::default());
+        self.created = 0;
+        self.ver = 0;
         true
     }
 
     /// True if the key currently exists.
+    #[inline]
     pub(crate) fn is_live(&self) -> bool {
-        !self.generations.last().expect("generation").revs.is_empty()
+        self.ver > 0
     }
 
     /// True if the index holds no revision at all (only after compaction).
@@ -127,13 +141,11 @@ impl KeyIndex {
     #[inline]
     pub(crate) fn get(&self, at_rev: i64) -> Option<KeyAt> {
         if at_rev >= self.modified.main {
-            // Fast path: the latest state.
-            let g = self.generations.last().expect("generation");
-            let rev = *g.revs.last()?;
-            return Some(KeyAt {
-                rev,
-                created: g.created,
-                ver: g.ver,
+            // Fast path: the latest state, kept inline.
+            return self.is_live().then_some(KeyAt {
+                rev: self.modified,
+                created: self.created,
+                ver: self.ver,
             });
         }
         let g = self.find_generation(at_rev)?;
@@ -218,8 +230,12 @@ impl KeyIndex {
             }
         }
         assert_eq!(prev, self.modified);
-        if !self.is_live() {
-            assert_eq!(self.lease, 0);
+        let g = self.generations.last().unwrap();
+        assert_eq!(self.is_live(), !g.revs.is_empty());
+        if self.is_live() {
+            assert_eq!((self.created, self.ver), (g.created, g.ver));
+        } else {
+            assert_eq!((self.lease, self.created), (0, 0));
         }
     }
 }
@@ -228,6 +244,8 @@ impl KeyIndex {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TreeIndex {
     map: BTreeMap<Bytes, KeyIndex>,
+    /// Number of keys that currently exist.
+    live: usize,
 }
 
 impl TreeIndex {
@@ -252,18 +270,26 @@ impl TreeIndex {
     /// Records a put of `key` at `rev`.
     pub(crate) fn put(&mut self, key: &[u8], rev: Revision, lease: i64) {
         if let Some(ki) = self.map.get_mut(key) {
+            if !ki.is_live() {
+                self.live += 1;
+            }
             ki.put(rev, lease);
         } else {
             // Copy: the caller's bytes may be a slice of a large request buffer.
             let mut ki = KeyIndex::new();
             ki.put(rev, lease);
             self.map.insert(Bytes::copy_from_slice(key), ki);
+            self.live += 1;
         }
     }
 
     /// Records a deletion of `key` at `rev`; false if the key is not live.
     pub(crate) fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
-        self.map.get_mut(key).is_some_and(|ki| ki.tombstone(rev))
+        let done = self.map.get_mut(key).is_some_and(|ki| ki.tombstone(rev));
+        if done {
+            self.live -= 1;
+        }
+        done
     }
 
     /// Rebuilds one Key-bucket entry (in revision order) into the index, as etcd's restore:
@@ -277,16 +303,17 @@ impl TreeIndex {
         ver: i64,
         lease: i64,
     ) {
-        if let Some(ki) = self.map.get_mut(key.as_ref()) {
+        if self.map.contains_key(key.as_ref()) {
             if tombstone {
-                ki.tombstone(rev);
+                self.tombstone(key, rev);
             } else {
-                ki.put(rev, lease);
+                self.put(key, rev, lease);
             }
         } else if !tombstone {
             let mut ki = KeyIndex::new();
             ki.restore(created, rev, ver, lease);
             self.map.insert(Bytes::copy_from_slice(key), ki);
+            self.live += 1;
         }
     }
 
@@ -338,6 +365,11 @@ impl TreeIndex {
     /// Number of keys with an index (live or with history).
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Number of keys that currently exist.
+    pub(crate) fn live(&self) -> usize {
+        self.live
     }
 }
 

@@ -18,7 +18,10 @@
 //! store.txn(&TxnRequest, &leases)   -> (TxnResponse, WriteEffects)
 //! store.compact(&CompactionRequest) -> CompactionResponse    (always physical, synchronous)
 //! store.delete_keys(&[key])         -> WriteEffects          lease revoke: one revision
-//! store.current_revision() / compact_revision() (-1 = never) / leased_keys()
+//! store.events_between(from, to, prev_kv) -> Vec<Event>       history for catching-up watchers
+//! store.current_revision() / compact_revision() (-1 = never)
+//! store.leased_keys()  live (key, lease) pairs, to rebuild the lease table after open
+//! store.live_key_count() / indexed_key_count() / backend() / backend_mut()
 //! ```
 //!
 //! Responses carry a header with only `revision` set, exactly the revision etcd puts there
@@ -31,6 +34,15 @@
 //!
 //! [`WriteEffects`] lists the events of a write in order (prev_kv filled as etcd's watch
 //! would fill it) for the watch hub, and the lease changes for the lease table.
+//!
+//! # Key index
+//!
+//! A `BTreeMap<Bytes, KeyIndex>` (keys copied out of request buffers). Each `KeyIndex` holds
+//! the key's generations of revisions as etcd's keyIndex, plus its latest state inline
+//! (mod revision, create revision, version, lease), so reads at the current revision — and
+//! compares, and the `count` of a large range — touch only the map's nodes. Ranges collect
+//! (key, revision) entries from the index, filter and sort them there (all sort targets
+//! except VALUE), and read only the values they return from the backend.
 //!
 //! # On-disk encoding (compatible with etcd's bolt layout)
 //!

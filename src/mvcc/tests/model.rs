@@ -584,6 +584,8 @@ fn compaction_header(rev: i64) -> CompactionResponse {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut store = new_store();
     let mut model = Model::new();
+    // Every event of every write, to check the store's history reader at the end.
+    let mut log: Vec<Event> = Vec::new();
     for (i, op) in ops.into_iter().enumerate() {
         match &op {
             Op::Put(req) => {
@@ -591,6 +593,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let got = store.put(req, &model.leases);
+                if let Ok((_, fx)) = &got {
+                    log.extend(fx.events.iter().cloned());
+                }
                 let want = if req.lease != 0 && !model.leases.exists(req.lease) {
                     Err(KvError::LeaseNotFound)
                 } else {
@@ -604,6 +609,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let got = store.delete_range(req);
+                if let Ok((_, fx)) = &got {
+                    log.extend(fx.events.iter().cloned());
+                }
                 let mut w = model.begin();
                 let r = model.do_delete_range(&mut w, req);
                 let want = Ok((r, model.commit(w)));
@@ -621,6 +629,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let got = store.txn(req, &model.leases);
+                if let Ok((_, fx)) = &got {
+                    log.extend(fx.events.iter().cloned());
+                }
                 let want = model.txn(req);
                 prop_assert_eq!(got, want, "op {} {:?}", i, op);
             }
@@ -638,6 +649,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::DeleteKeys(keys) => {
                 let got = store.delete_keys(keys);
+                if let Ok(fx) = &got {
+                    log.extend(fx.events.iter().cloned());
+                }
                 let mut sorted = keys.clone();
                 sorted.sort();
                 sorted.dedup();
@@ -654,6 +668,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(store.current_revision(), model.cur());
         prop_assert_eq!(store.compact_revision(), model.compact);
+    }
+    // The history reader replays the writes' events (prev_kv too, where rev - 1 is readable).
+    let start = model.compact.max(0) + 2;
+    let want: Vec<Event> = log
+        .into_iter()
+        .filter(|e| e.kv.as_ref().unwrap().mod_revision >= start)
+        .collect();
+    prop_assert_eq!(store.events_between(start, i64::MAX, true), Ok(want));
+    if model.compact > 1 {
+        prop_assert_eq!(
+            store.events_between(model.compact - 1, i64::MAX, false),
+            Err(KvError::Compacted)
+        );
     }
     // Every readable revision matches the model, key by key.
     store.check_consistency();

@@ -1056,3 +1056,88 @@ fn mvcc_large_values_and_binary_keys() {
     assert_eq!(r.kvs[0].key, key);
     assert_eq!(r.kvs[0].value, value);
 }
+
+#[test]
+fn mvcc_events_between_replays_history_and_respects_compaction() {
+    let mut s = new_store();
+    put(&mut s, "a", "1"); // 2
+    s.delete_range(&del_req("a", "")).unwrap(); // 3
+    put(&mut s, "b", "1"); // 4
+    put(&mut s, "b", "2"); // 5
+    let evs = s.events_between(2, 100, true).unwrap();
+    let kinds: Vec<(i32, i64, bool)> = evs
+        .iter()
+        .map(|e| {
+            (
+                e.r#type,
+                e.kv.as_ref().unwrap().mod_revision,
+                e.prev_kv.is_some(),
+            )
+        })
+        .collect();
+    let (p, d) = (EventType::Put as i32, EventType::Delete as i32);
+    assert_eq!(
+        kinds,
+        [(p, 2, false), (d, 3, true), (p, 4, false), (p, 5, true)]
+    );
+    assert_eq!(s.events_between(3, 5, false).unwrap().len(), 2);
+    assert!(s.events_between(6, 9, false).unwrap().is_empty());
+    s.compact(&compact_req(3)).unwrap();
+    assert_eq!(
+        s.events_between(2, 100, false).unwrap_err(),
+        KvError::Compacted
+    );
+    // Starting at the compaction revision is allowed; the deletion at it is gone (as etcd).
+    let evs = s.events_between(3, 100, true).unwrap();
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[0].prev_kv, None);
+    assert_eq!(s.live_key_count(), 1);
+}
+
+/// Not a test: a quick throughput probe of the read and write paths on the in-memory
+/// backend. `cargo test --release --lib mvcc_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn mvcc_probe_throughput() {
+    use std::time::Instant;
+    let mut s = new_store();
+    let n = 200_000;
+    let t = Instant::now();
+    for i in 0..n {
+        put(
+            &mut s,
+            &format!("key/{i:08}"),
+            "value-of-some-length-0123456789",
+        );
+    }
+    let put_rate = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut found = 0;
+    for i in 0..n {
+        let r = s
+            .range(&range_req(&format!("key/{:08}", (i * 7919) % n), ""))
+            .unwrap();
+        found += r.kvs.len();
+    }
+    let get_rate = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(found, n);
+    let t = Instant::now();
+    let mut req = range_req("key/", "key0");
+    req.limit = 100;
+    for _ in 0..200 {
+        assert_eq!(s.range(&req).unwrap().kvs.len(), 100);
+    }
+    let prefix_ms = t.elapsed().as_secs_f64() * 1000.0 / 200.0;
+    let t = Instant::now();
+    let r = s.compact(&compact_req(s.current_revision())).unwrap();
+    assert!(r.header.is_some());
+    let compact_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let s2 = KvStore::open(s.backend().clone()).unwrap();
+    let open_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(s2.live_key_count(), n);
+    eprintln!(
+        "puts/s {put_rate:.0}, point gets/s {get_rate:.0}, prefix limit-100 over {n} keys \
+         {prefix_ms:.2} ms, compact {compact_ms:.0} ms, reopen {open_ms:.0} ms"
+    );
+}
