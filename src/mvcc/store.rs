@@ -458,6 +458,18 @@ impl<B: KvBackend> KvStore<B> {
         end_rev: i64,
         with_prev_kv: bool,
     ) -> Result<Vec<Event>, KvError> {
+        self.events_matching(start_rev, end_rev, with_prev_kv, |_| true)
+    }
+
+    /// [`KvStore::events_between`] for the keys `keep` accepts only (a watcher's range); the
+    /// others cost no decoding of their previous version.
+    pub fn events_matching(
+        &self,
+        start_rev: i64,
+        end_rev: i64,
+        with_prev_kv: bool,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Event>, KvError> {
         self.check_poison()?;
         if start_rev < self.compact_rev {
             return Err(KvError::Compacted);
@@ -485,6 +497,9 @@ impl<B: KvBackend> KvStore<B> {
             let mut kv = KeyValue::decode(Bytes::from(v)).map_err(|e| {
                 KvError::Internal(format!("mvcc: cannot decode key value at {rev:?}: {e}"))
             })?;
+            if !keep(&kv.key) {
+                continue;
+            }
             let kind = if tombstone {
                 kv.mod_revision = rev.main;
                 EventType::Delete

@@ -5,7 +5,6 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use bytes::Bytes;
 use prost::Message;
 
 use super::message::{Reply, Request, Response, WatchCommand, WatchDelivery};
@@ -16,7 +15,7 @@ use crate::mvcc::{self, KvBackend, KvError, KvStore, LeaseCheck, WriteEffects};
 use crate::net::grpc::{Code, Status};
 use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
 use crate::proto::etcdserverpb as pb;
-use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+use crate::proto::mvccpb::Event;
 use crate::storage::{self, Bucket, Db, DbOptions, StorageError};
 use crate::watch::{HeaderInfo, History, WatchHub};
 
@@ -423,74 +422,14 @@ impl History for KvHistory<'_> {
     }
 
     fn events(&self, key: &[u8], range_end: &[u8], from_rev: i64, to_rev: i64) -> Vec<Event> {
-        let start = mvcc::encode_rev(
-            mvcc::Revision {
-                main: from_rev,
-                sub: 0,
-            },
-            false,
-        );
-        let end = mvcc::encode_rev(
-            mvcc::Revision {
-                main: to_rev + 1,
-                sub: 0,
-            },
-            false,
-        );
         let in_range = |k: &[u8]| match range_end {
             [] => k == key,
             [0] => k >= key,
             end => k >= key && k < end,
         };
-        let mut out = Vec::new();
-        let iter = self.0.backend().range(
-            mvcc::Bucket::Key,
-            Bound::Included(&start.0[..start.1]),
-            Bound::Excluded(&end.0[..end.1]),
-            false,
-        );
-        for item in iter {
-            let Ok((k, v)) = item else { break };
-            let Some((rev, tombstone)) = mvcc::decode_rev(&k) else {
-                continue;
-            };
-            let Ok(kv) = KeyValue::decode(Bytes::from(v)) else {
-                continue;
-            };
-            if !in_range(&kv.key) {
-                continue;
-            }
-            let prev = self.prev_kv(&kv.key, rev.main - 1);
-            let (r#type, kv) = if tombstone {
-                let kv = KeyValue {
-                    key: kv.key,
-                    mod_revision: rev.main,
-                    ..Default::default()
-                };
-                (EventType::Delete, kv)
-            } else {
-                (EventType::Put, kv)
-            };
-            out.push(Event {
-                r#type: r#type as i32,
-                kv: Some(kv),
-                prev_kv: prev,
-            });
-        }
-        out
-    }
-}
-
-impl KvHistory<'_> {
-    fn prev_kv(&self, key: &Bytes, at: i64) -> Option<KeyValue> {
-        if at <= 0 || at < self.0.compact_revision() {
-            return None;
-        }
-        let req = pb::RangeRequest {
-            key: key.clone(),
-            revision: at,
-            ..Default::default()
-        };
-        self.0.range(&req).ok()?.kvs.into_iter().next()
+        // The hub checks compaction first; a failure here means the backend failed.
+        self.0
+            .events_matching(from_rev, to_rev + 1, true, in_range)
+            .unwrap_or_default()
     }
 }
