@@ -7,73 +7,18 @@ use std::path::Path;
 
 use prost::Message;
 
+use super::backend::{Committed, OverlayBackend, CONSISTENT_INDEX_KEY};
 use super::message::{Reply, Request, Response, WatchCommand, WatchDelivery};
 use super::node::StateMachine;
 use crate::config::Config;
 use crate::lease::{LeaseError, Lessor};
-use crate::mvcc::{self, KvBackend, KvError, KvStore, LeaseCheck, WriteEffects};
+use crate::mvcc::{self, KvError, KvStore, LeaseCheck, WriteEffects};
 use crate::net::grpc::{Code, Status};
 use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::Event;
-use crate::storage::{self, Bucket, Db, DbOptions, StorageError};
+use crate::storage::{Bucket, Db, DbOptions, StorageError};
 use crate::watch::{HeaderInfo, History, WatchHub};
-
-/// Meta-bucket key of the last applied raft index (etcd's name).
-const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
-
-/// The MVCC store's view of the B+tree: the open write transaction.
-pub struct TxnBackend {
-    txn: Option<storage::WriteTxn>,
-}
-
-impl TxnBackend {
-    fn txn(&self) -> &storage::WriteTxn {
-        self.txn
-            .as_ref()
-            .expect("a write transaction is always open between commits")
-    }
-    fn txn_mut(&mut self) -> &mut storage::WriteTxn {
-        self.txn
-            .as_mut()
-            .expect("a write transaction is always open between commits")
-    }
-}
-
-fn bucket(b: mvcc::Bucket) -> Bucket {
-    match b {
-        mvcc::Bucket::Key => Bucket::Key,
-        mvcc::Bucket::Meta => Bucket::Meta,
-    }
-}
-
-impl KvBackend for TxnBackend {
-    type Error = StorageError;
-
-    fn get(&self, b: mvcc::Bucket, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.txn().get(bucket(b), key)?.map(<[u8]>::to_vec))
-    }
-
-    fn put(&mut self, b: mvcc::Bucket, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.txn_mut().put(bucket(b), key, value)
-    }
-
-    fn delete(&mut self, b: mvcc::Bucket, key: &[u8]) -> Result<bool, StorageError> {
-        self.txn_mut().delete(bucket(b), key)
-    }
-
-    fn range<'a>(
-        &'a self,
-        b: mvcc::Bucket,
-        start: Bound<&'a [u8]>,
-        end: Bound<&'a [u8]>,
-        reverse: bool,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + 'a {
-        self.txn()
-            .range(bucket(b), start, end, reverse)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-    }
-}
 
 struct Leases<'a>(&'a Lessor);
 
@@ -84,8 +29,7 @@ impl LeaseCheck for Leases<'_> {
 }
 
 pub struct Applier {
-    db: Db,
-    kv: KvStore<TxnBackend>,
+    kv: KvStore<OverlayBackend>,
     lessor: Lessor,
     hub: WatchHub,
     applied: u64,
@@ -114,7 +58,10 @@ impl Applier {
     /// Opens (or creates) the backend at `path` and rebuilds the in-memory indexes.
     pub fn open(path: &Path, cfg: &Config) -> Result<Applier, String> {
         let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
-        let txn = db.begin_write().map_err(storage_error)?;
+        if let Some(note) = db.recovery_note() {
+            tracing::warn!("backend: {note}");
+        }
+        let txn = db.begin_read();
         let applied = match txn
             .get(Bucket::Meta, CONSISTENT_INDEX_KEY)
             .map_err(storage_error)?
@@ -138,7 +85,8 @@ impl Applier {
                 .map_err(|e| format!("a lease record does not decode: {e}"))?;
             lessor.restore(rec.id, rec.ttl, rec.remaining_ttl);
         }
-        let kv = KvStore::open(TxnBackend { txn: Some(txn) }).map_err(|e| e.to_string())?;
+        drop(txn);
+        let kv = KvStore::open(OverlayBackend::new(db)).map_err(|e| e.to_string())?;
         for (key, lease) in kv.leased_keys() {
             lessor.attach(lease, key.clone());
         }
@@ -149,7 +97,6 @@ impl Applier {
             raft_term: 0,
         };
         Ok(Applier {
-            db,
             kv,
             lessor,
             hub,
@@ -157,10 +104,6 @@ impl Applier {
             uncommitted_writes: 0,
             quota_bytes: cfg.quota_bytes(),
         })
-    }
-
-    fn txn_mut(&mut self) -> &mut storage::WriteTxn {
-        self.kv.backend_mut().txn_mut()
     }
 
     fn save_lease(&mut self, id: i64) -> Result<(), Status> {
@@ -172,9 +115,10 @@ impl Applier {
             ttl: l.ttl,
             remaining_ttl: l.remaining_ttl,
         };
-        self.txn_mut()
-            .put(Bucket::Lease, &id.to_be_bytes(), &rec.encode_to_vec())
-            .map_err(|e| Status::internal(e.to_string()))
+        self.kv
+            .backend_mut()
+            .put(Bucket::Lease, &id.to_be_bytes(), &rec.encode_to_vec());
+        Ok(())
     }
 
     /// The watch hub and the lease table follow what a write did.
@@ -193,8 +137,12 @@ impl Applier {
         }
     }
 
+    fn db(&self) -> &Db {
+        self.kv.backend().db()
+    }
+
     fn over_quota(&self) -> bool {
-        self.db.size() > self.quota_bytes
+        self.db().size() > self.quota_bytes
     }
 
     fn apply_request(&mut self, req: raft_request::Request) -> Reply {
@@ -243,7 +191,8 @@ impl Applier {
             }
             R::LeaseRevoke(r) => {
                 let keys = self.lessor.revoke(r.id).map_err(lease_status)?;
-                self.txn_mut()
+                self.kv
+                    .backend_mut()
                     .delete(Bucket::Lease, &r.id.to_be_bytes())
                     .map_err(|e| Status::internal(e.to_string()))?;
                 let fx = self.kv.delete_keys(&keys).map_err(kv_status)?;
@@ -348,7 +297,7 @@ impl StateMachine for Applier {
     }
 
     fn db_size(&self) -> (i64, i64) {
-        (self.db.size() as i64, self.db.size_in_use() as i64)
+        (self.db().size() as i64, self.db().size_in_use() as i64)
     }
 
     fn revision(&self) -> i64 {
@@ -391,17 +340,20 @@ impl StateMachine for Applier {
 }
 
 impl super::driver::DurableStateMachine for Applier {
-    fn commit(&mut self) -> std::io::Result<()> {
-        let io = |e: StorageError| std::io::Error::other(e.to_string());
+    fn start_commit(&mut self) -> bool {
         let applied = self.applied;
-        let backend = self.kv.backend_mut();
-        let mut txn = backend.txn.take().expect("a write transaction is open");
-        txn.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &applied.to_be_bytes())
-            .map_err(io)?;
-        txn.commit().map_err(io)?;
-        backend.txn = Some(self.db.begin_write().map_err(io)?);
+        if !self.kv.backend_mut().start_commit(applied) {
+            return false;
+        }
         self.uncommitted_writes = 0;
-        Ok(())
+        true
+    }
+
+    fn poll_commit(&mut self) -> Option<Result<Committed, String>> {
+        self.kv
+            .backend_mut()
+            .poll_commit()
+            .map(|r| r.map_err(|e| e.to_string()))
     }
 
     fn uncommitted_writes(&self) -> u64 {
@@ -410,7 +362,7 @@ impl super::driver::DurableStateMachine for Applier {
 }
 
 /// Watch history read from the MVCC store's key bucket.
-struct KvHistory<'a>(&'a KvStore<TxnBackend>);
+struct KvHistory<'a>(&'a KvStore<OverlayBackend>);
 
 impl History for KvHistory<'_> {
     fn current_revision(&self) -> i64 {

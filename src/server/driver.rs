@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use raft::eraftpb::{HardState, SnapshotMetadata};
 
+use super::backend::Committed;
 use super::link::{BatchQueue, Envelope, ReplyBatch, ToNet};
 use super::message::ReplyTo;
 use super::node::{Node, Output, Persist, StateMachine};
@@ -58,11 +59,14 @@ impl Inbox {
     }
 }
 
-/// A state machine whose applied state can be made durable (the backend commit).
+/// A state machine whose applied state is made durable by background commits.
 pub trait DurableStateMachine: StateMachine {
-    /// Commits everything applied so far, with the applied index, durably.
-    fn commit(&mut self) -> std::io::Result<()>;
-    /// Writes applied since the last commit.
+    /// Starts committing everything applied so far, with the applied index. False if a
+    /// commit is still in flight.
+    fn start_commit(&mut self) -> bool;
+    /// The commit in flight, if it finished.
+    fn poll_commit(&mut self) -> Option<Result<Committed, String>>;
+    /// Writes applied since the last commit started.
     fn uncommitted_writes(&self) -> u64;
 }
 
@@ -158,7 +162,6 @@ pub async fn run<S: DurableStateMachine + 'static>(
         }
         d.step_node();
         d.maybe_commit_backend();
-        d.maybe_snapshot();
     }
 }
 
@@ -241,43 +244,47 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     }
 
     fn maybe_commit_backend(&mut self) {
-        let sm = self.node.state_machine();
-        let due = sm.uncommitted_writes() >= self.cfg.backend_commit_writes
-            || (sm.uncommitted_writes() > 0
+        if let Some(result) = self.node.state_machine_mut().poll_commit() {
+            match result {
+                Ok(c) => self.backend_committed(c),
+                Err(e) => fatal(&format!("backend commit failed: {e}")),
+            }
+        }
+        let writes = self.node.state_machine().uncommitted_writes();
+        let due = writes >= self.cfg.backend_commit_writes
+            || (writes > 0
                 && self.last_backend_commit.elapsed() >= self.cfg.backend_commit_interval);
-        if due {
-            self.commit_backend();
+        if due && self.node.state_machine_mut().start_commit() {
+            self.last_backend_commit = Instant::now();
+            self.writes_since_snapshot += writes;
         }
     }
 
-    fn commit_backend(&mut self) {
-        self.writes_since_snapshot += self.node.state_machine().uncommitted_writes();
-        let started = Instant::now();
-        if let Err(e) = self.node.state_machine_mut().commit() {
-            fatal(&format!("backend commit failed: {e}"));
-        }
-        self.metrics.backend_commit.observe(started.elapsed());
-        self.last_backend_commit = Instant::now();
+    fn backend_committed(&mut self, c: Committed) {
+        self.metrics.backend_commit.observe(c.took);
         let (size, in_use) = self.node.state_machine().db_size();
         use std::sync::atomic::Ordering::Relaxed;
         self.metrics.db_size.store(size, Relaxed);
         self.metrics.db_size_in_use.store(in_use, Relaxed);
+        self.maybe_snapshot(c.applied);
     }
 
-    /// Every --snapshot-count applied entries: commit the backend (it now holds everything
-    /// up to the applied index), write a snapshot marker, then forget the log before it.
-    fn maybe_snapshot(&mut self) {
-        let (applied, term) = self.node.applied_index_term();
+    /// After --snapshot-count writes (or a large in-memory log), once the backend durably
+    /// holds everything up to `durable`: write a snapshot marker there, then forget the log
+    /// and the WAL segments before it.
+    fn maybe_snapshot(&mut self, durable: u64) {
         let due = self.writes_since_snapshot >= self.cfg.snapshot_count
             || self.node.raft_log().entry_bytes() >= self.cfg.snapshot_log_bytes;
-        if self.snapshot_in_flight || !due || applied <= self.last_snapshot_index {
+        if self.snapshot_in_flight || !due || durable <= self.last_snapshot_index {
             return;
         }
-        self.commit_backend();
+        let Ok(term) = raft::Storage::term(self.node.raft_log(), durable) else {
+            return;
+        };
         self.writes_since_snapshot = 0;
         self.snapshot_in_flight = true;
         let mut meta = SnapshotMetadata {
-            index: applied,
+            index: durable,
             term,
             ..Default::default()
         };
@@ -294,7 +301,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             match wal.append_batch(&refs).await {
                 Ok(positions) => {
                     let marker = *positions.last().expect("two records were appended");
-                    inbox.push(Event::SnapshotSaved(applied, marker));
+                    inbox.push(Event::SnapshotSaved(durable, marker));
                 }
                 Err(e) => fatal(&format!("WAL append of a snapshot marker failed: {e}")),
             }

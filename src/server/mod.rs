@@ -2,6 +2,7 @@
 //! disk, a clock and a network (`driver`).
 
 pub mod apply;
+pub mod backend;
 pub mod driver;
 pub mod link;
 pub mod message;
