@@ -1,7 +1,9 @@
 //! corekv: a distributed, strongly consistent key-value store that speaks the etcd v3 API.
 
 pub mod api;
+pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod net;
 pub mod proto;
 pub mod server;
