@@ -57,6 +57,23 @@ fn host_port(endpoint: &str) -> Result<&str, ClientError> {
     Ok(rest.trim_end_matches('/'))
 }
 
+/// Cancels a task when dropped, unless disarmed.
+struct CancelOnDrop(Option<glommio::task::JoinHandle<()>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.cancel();
+        }
+    }
+}
+
 async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
     let hp = host_port(endpoint)?;
     let authority: Authority = hp
@@ -73,7 +90,7 @@ async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
                 .await
                 .map_err(|e| ClientError::Transport(format!("dial tcp {addr}: {e}")))?;
             let _ = tcp.set_nodelay(true);
-            let (send, conn) = h2::client::Builder::new()
+            let (send, mut conn) = h2::client::Builder::new()
                 .initial_window_size(1 << 20)
                 .initial_connection_window_size(16 << 20)
                 .max_frame_size(1 << 20)
@@ -82,19 +99,29 @@ async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
                 .handshake::<_, Bytes>(tcp.compat())
                 .await
                 .map_err(|e| ClientError::Transport(format!("http2 handshake with {addr}: {e}")))?;
-            Ok((send, conn))
+            // The handshake only sends our preface; a ping proves the peer speaks HTTP/2.
+            let mut ping = conn
+                .ping_pong()
+                .expect("a fresh connection has its ping-pong");
+            let closed = Rc::new(Cell::new(false));
+            let flag = closed.clone();
+            let driver = glommio::spawn_local(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("client connection ended: {e}");
+                }
+                flag.set(true);
+            })
+            .detach();
+            // Until the ping is answered, giving up (error or timeout) closes the connection.
+            let guard = CancelOnDrop(Some(driver));
+            ping.ping(h2::Ping::opaque())
+                .await
+                .map_err(|e| ClientError::Transport(format!("http2 ping to {addr}: {e}")))?;
+            guard.disarm();
+            Ok((send, closed))
         };
         match with_timeout(timeout, attempt).await {
-            Ok((send, conn)) => {
-                let closed = Rc::new(Cell::new(false));
-                let flag = closed.clone();
-                glommio::spawn_local(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("client connection ended: {e}");
-                    }
-                    flag.set(true);
-                })
-                .detach();
+            Ok((send, closed)) => {
                 return Ok(Live {
                     send,
                     authority,

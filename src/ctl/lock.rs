@@ -59,7 +59,12 @@ async fn print_key(
 }
 
 pub async fn lock(g: &Global, a: LockArgs) -> Result<(), CtlError> {
-    let Some((name, cmd)) = a.args.split_first() else {
+    // Like pflag, the first `--` only separates (clap keeps it in a trailing list).
+    let mut args = a.args.clone();
+    if let Some(i) = args.iter().position(|x| x == "--") {
+        args.remove(i);
+    }
+    let Some((name, cmd)) = args.split_first() else {
         return Err(CtlError::new(
             EXIT_BAD_ARGS,
             "lock takes a lock name argument and an optional command to execute",

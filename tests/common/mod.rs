@@ -63,6 +63,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Processes a test starts must not outlive it, even if the test binary is killed.
+pub trait DieWithTest {
+    fn die_with_test(&mut self) -> &mut Self;
+}
+
+impl DieWithTest for Command {
+    fn die_with_test(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        }
+    }
+}
+
 /// Finds a binary on PATH (or fails the test with a clear message).
 pub fn require_binary(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -121,6 +139,7 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .die_with_test()
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         let log = std::sync::Arc::new(Mutex::new(String::new()));
