@@ -1,7 +1,9 @@
 //! corekv: a distributed, strongly consistent key-value store that speaks the etcd v3 API.
 
 pub mod api;
+pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod launch;
 pub mod lease;
 pub mod mvcc;

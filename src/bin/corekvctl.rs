@@ -1,1 +1,5 @@
-fn main() {}
+//! `corekvctl`: etcdctl's commands, flags and output, for corekv (and etcd).
+
+fn main() {
+    corekv::ctl::main()
+}

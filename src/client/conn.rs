@@ -1,0 +1,286 @@
+//! The HTTP/2 connection under a [`super::Client`]: dialing endpoints in order, redialing after
+//! the connection breaks, and starting gRPC calls on it.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use h2::client::SendRequest;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Uri};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use super::stream::{send_flow_controlled, StreamReceiver, StreamSender};
+use super::{ClientError, ClientOptions};
+use crate::net::grpc::encode_message;
+
+/// A live HTTP/2 connection.
+struct Live {
+    send: SendRequest<Bytes>,
+    authority: Authority,
+    endpoint: String,
+    /// Set by the connection task when the connection ends.
+    closed: Rc<Cell<bool>>,
+}
+
+pub(super) struct Connection {
+    opts: ClientOptions,
+    live: RefCell<Option<Live>>,
+    /// One redial at a time; the others wait and then use its connection.
+    dialing: glommio::sync::Semaphore,
+}
+
+/// Runs `fut`, or fails with [`ClientError::Timeout`] after `limit`.
+pub(super) async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    futures_lite::future::or(fut, async move {
+        glommio::timer::sleep(limit).await;
+        Err(ClientError::Timeout)
+    })
+    .await
+}
+
+/// `host:port` from an endpoint given as `host:port`, `http://host:port` or with a trailing `/`.
+fn host_port(endpoint: &str) -> Result<&str, ClientError> {
+    if endpoint.starts_with("https://") || endpoint.starts_with("unixs://") {
+        return Err(ClientError::Transport(format!(
+            "{endpoint}: TLS endpoints are not supported by this client"
+        )));
+    }
+    let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+    Ok(rest.trim_end_matches('/'))
+}
+
+/// Cancels a task when dropped, unless disarmed.
+struct CancelOnDrop(Option<glommio::task::JoinHandle<()>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.cancel();
+        }
+    }
+}
+
+async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
+    let hp = host_port(endpoint)?;
+    let authority: Authority = hp
+        .parse()
+        .map_err(|e| ClientError::Transport(format!("bad endpoint {endpoint:?}: {e}")))?;
+    let addrs: Vec<SocketAddr> = hp
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Transport(format!("dial tcp {hp}: {e}")))?
+        .collect();
+    let mut last = ClientError::Transport(format!("dial tcp {hp}: no addresses"));
+    for addr in addrs {
+        let attempt = async {
+            let tcp = TcpStream::connect_timeout(addr, timeout)
+                .await
+                .map_err(|e| ClientError::Transport(format!("dial tcp {addr}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let (send, mut conn) = h2::client::Builder::new()
+                .initial_window_size(1 << 20)
+                .initial_connection_window_size(16 << 20)
+                .max_frame_size(1 << 20)
+                .max_header_list_size(64 << 10)
+                .max_send_buffer_size(1 << 20)
+                .handshake::<_, Bytes>(tcp.compat())
+                .await
+                .map_err(|e| ClientError::Transport(format!("http2 handshake with {addr}: {e}")))?;
+            // The handshake only sends our preface; a ping proves the peer speaks HTTP/2.
+            let mut ping = conn
+                .ping_pong()
+                .expect("a fresh connection has its ping-pong");
+            let closed = Rc::new(Cell::new(false));
+            let flag = closed.clone();
+            let driver = glommio::spawn_local(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("client connection ended: {e}");
+                }
+                flag.set(true);
+            })
+            .detach();
+            // Until the ping is answered, giving up (error or timeout) closes the connection.
+            let guard = CancelOnDrop(Some(driver));
+            ping.ping(h2::Ping::opaque())
+                .await
+                .map_err(|e| ClientError::Transport(format!("http2 ping to {addr}: {e}")))?;
+            guard.disarm();
+            Ok((send, closed))
+        };
+        match with_timeout(timeout, attempt).await {
+            Ok((send, closed)) => {
+                return Ok(Live {
+                    send,
+                    authority,
+                    endpoint: endpoint.to_string(),
+                    closed,
+                });
+            }
+            Err(ClientError::Timeout) => {
+                last = ClientError::Transport(format!("dial tcp {addr}: i/o timeout"))
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Connection {
+    pub(super) async fn connect(opts: ClientOptions) -> Result<Connection, ClientError> {
+        let conn = Connection {
+            live: RefCell::new(None),
+            dialing: glommio::sync::Semaphore::new(1),
+            opts,
+        };
+        conn.dial_any().await?;
+        Ok(conn)
+    }
+
+    pub(super) fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    pub(super) fn endpoint(&self) -> String {
+        self.live
+            .borrow()
+            .as_ref()
+            .map(|l| l.endpoint.clone())
+            .unwrap_or_default()
+    }
+
+    async fn dial_any(&self) -> Result<(), ClientError> {
+        if self.opts.endpoints.is_empty() {
+            return Err(ClientError::Transport("no endpoints given".into()));
+        }
+        let mut last = None;
+        for ep in &self.opts.endpoints {
+            match dial(ep, self.opts.dial_timeout).await {
+                Ok(live) => {
+                    *self.live.borrow_mut() = Some(live);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one endpoint was tried"))
+    }
+
+    /// A request sender on a live connection (redialing if the last one closed) and the
+    /// authority to put in requests.
+    async fn sender(&self) -> Result<(SendRequest<Bytes>, Authority), ClientError> {
+        if let Some(pair) = self.current() {
+            return Ok(pair);
+        }
+        let _permit = self
+            .dialing
+            .acquire_permit(1)
+            .await
+            .map_err(ClientError::transport)?;
+        if let Some(pair) = self.current() {
+            return Ok(pair);
+        }
+        self.dial_any().await?;
+        self.current()
+            .ok_or_else(|| ClientError::Transport("connection closed".into()))
+    }
+
+    fn current(&self) -> Option<(SendRequest<Bytes>, Authority)> {
+        let live = self.live.borrow();
+        let live = live.as_ref()?;
+        if live.closed.get() {
+            return None;
+        }
+        Some((live.send.clone(), live.authority.clone()))
+    }
+
+    /// Starts a call: waits until the connection takes another stream, sends the head.
+    async fn start(
+        &self,
+        path: &str,
+        has_leader: bool,
+    ) -> Result<(h2::SendStream<Bytes>, h2::client::ResponseFuture), ClientError> {
+        let (send, authority) = self.sender().await?;
+        let mut send = send.ready().await.map_err(ClientError::transport)?;
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| ClientError::Transport(format!("bad method path {path:?}: {e}")))?;
+        let mut req = Request::post(uri)
+            .body(())
+            .expect("a request from valid parts");
+        let headers = req.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("corekv-client/", env!("CARGO_PKG_VERSION"))),
+        );
+        if has_leader {
+            headers.insert("hasleader", HeaderValue::from_static("true"));
+        }
+        let (head, body) = send
+            .send_request(req, false)
+            .map_err(ClientError::transport)?;
+        Ok((body, head))
+    }
+
+    pub(super) async fn unary<Req, Resp>(&self, path: &str, req: &Req) -> Result<Resp, ClientError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        with_timeout(self.opts.command_timeout, async {
+            let (mut body, head) = self.start(path, false).await?;
+            send_flow_controlled(&mut body, encode_message(req), true).await?;
+            StreamReceiver::<Resp>::new(head).unary().await
+        })
+        .await
+    }
+
+    pub(super) async fn open_stream<Req, Resp>(
+        &self,
+        path: &str,
+        has_leader: bool,
+    ) -> Result<(StreamSender<Req>, StreamReceiver<Resp>), ClientError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let (body, head) =
+            with_timeout(self.opts.command_timeout, self.start(path, has_leader)).await?;
+        Ok((StreamSender::new(body), StreamReceiver::new(head)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn endpoints_parse_like_etcdctl() {
+        assert_eq!(host_port("127.0.0.1:2379").unwrap(), "127.0.0.1:2379");
+        assert_eq!(
+            host_port("http://localhost:2379/").unwrap(),
+            "localhost:2379"
+        );
+        assert!(host_port("https://x:1").is_err());
+    }
+}

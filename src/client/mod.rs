@@ -1,0 +1,334 @@
+//! corekv's own etcd v3 client: gRPC over one HTTP/2 connection, on a glommio executor.
+//!
+//! Used by `corekvctl`, the integration tests and the benchmark tool. It speaks the etcd v3 wire
+//! API, so it works against corekv and against etcd alike.
+//!
+//! # Shape
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use corekv::client::{run_local, Client, ClientOptions};
+//! use corekv::proto::etcdserverpb::{PutRequest, RangeRequest};
+//!
+//! run_local(|| async {
+//!     let opts = ClientOptions::new(vec!["127.0.0.1:2379".into()]);
+//!     let client = Client::connect(opts).await.unwrap();
+//!     client.put(PutRequest { key: "k".into(), value: "v".into(), ..Default::default() }).await.unwrap();
+//!     let resp = client.range(RangeRequest { key: "k".into(), ..Default::default() }).await.unwrap();
+//!     assert_eq!(resp.kvs[0].value, "v");
+//! });
+//! ```
+//!
+//! - [`Client::connect`] dials the endpoints in order and keeps the first that answers the
+//!   HTTP/2 handshake. If that connection later breaks, the next call dials again (the failed
+//!   call itself is not retried: it may have been applied).
+//! - A `Client` is an `Rc` handle: clone it freely and call it from many local tasks at once.
+//!   Every call is its own HTTP/2 stream on the one connection, so many calls are in flight
+//!   together. It is `!Send`: each executor (thread) makes its own clients.
+//! - Unary calls ([`Client::unary`] and the typed wrappers: `range`, `put`, `delete_range`,
+//!   `txn`, `compact`, `lease_*`, `member_list`, `status`, `health`, `alarm`, `defragment`,
+//!   `hash_kv`, `move_leader`) fail with [`ClientError::Timeout`] after
+//!   `ClientOptions::command_timeout`.
+//! - Streams ([`Client::watch`], [`Client::lease_keep_alive`], or any method through
+//!   [`Client::streaming`]) return a [`StreamSender`] and a [`StreamReceiver`] that can live in
+//!   different tasks. Sending waits for HTTP/2 flow-control capacity; receiving releases
+//!   capacity as data arrives. They have no timeout.
+//! - Errors: [`ClientError::Status`] carries the server's grpc-status and message; its
+//!   `Display` is what etcdctl prints (`etcdserver: ...` for etcd's own errors, `rpc error:
+//!   code = ... desc = ...` for the rest).
+//!
+//! [`concurrency`] holds etcd's coordination recipes (session, mutex, election) with the same key
+//! layout as etcd's `clientv3/concurrency`, so they interoperate with etcdctl and Go clients.
+
+pub mod concurrency;
+mod conn;
+mod error;
+mod stream;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub use crate::net::grpc::{Code, Status};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::health;
+pub use error::ClientError;
+pub use stream::{StreamReceiver, StreamSender};
+
+/// Sends watch requests (create, cancel, progress) on one watch stream.
+pub type WatchSender = StreamSender<pb::WatchRequest>;
+/// Receives the responses of one watch stream.
+pub type WatchStream = StreamReceiver<pb::WatchResponse>;
+/// Sends keep-alive requests on one lease keep-alive stream.
+pub type KeepAliveSender = StreamSender<pb::LeaseKeepAliveRequest>;
+/// Receives keep-alive responses.
+pub type KeepAliveStream = StreamReceiver<pb::LeaseKeepAliveResponse>;
+
+/// gRPC method paths of the etcd v3 API.
+pub mod path {
+    pub const RANGE: &str = "/etcdserverpb.KV/Range";
+    pub const PUT: &str = "/etcdserverpb.KV/Put";
+    pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
+    pub const TXN: &str = "/etcdserverpb.KV/Txn";
+    pub const COMPACT: &str = "/etcdserverpb.KV/Compact";
+    pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
+    pub const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
+    pub const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
+    pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
+    pub const LEASE_TIME_TO_LIVE: &str = "/etcdserverpb.Lease/LeaseTimeToLive";
+    pub const LEASE_LEASES: &str = "/etcdserverpb.Lease/LeaseLeases";
+    pub const MEMBER_ADD: &str = "/etcdserverpb.Cluster/MemberAdd";
+    pub const MEMBER_REMOVE: &str = "/etcdserverpb.Cluster/MemberRemove";
+    pub const MEMBER_UPDATE: &str = "/etcdserverpb.Cluster/MemberUpdate";
+    pub const MEMBER_LIST: &str = "/etcdserverpb.Cluster/MemberList";
+    pub const MEMBER_PROMOTE: &str = "/etcdserverpb.Cluster/MemberPromote";
+    pub const ALARM: &str = "/etcdserverpb.Maintenance/Alarm";
+    pub const STATUS: &str = "/etcdserverpb.Maintenance/Status";
+    pub const DEFRAGMENT: &str = "/etcdserverpb.Maintenance/Defragment";
+    pub const HASH: &str = "/etcdserverpb.Maintenance/Hash";
+    pub const HASH_KV: &str = "/etcdserverpb.Maintenance/HashKV";
+    pub const SNAPSHOT: &str = "/etcdserverpb.Maintenance/Snapshot";
+    pub const MOVE_LEADER: &str = "/etcdserverpb.Maintenance/MoveLeader";
+    pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+}
+
+/// How to reach the cluster.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `host:port` or `http://host:port`, tried in order.
+    pub endpoints: Vec<String>,
+    /// Limit for one TCP connect plus the HTTP/2 handshake, per endpoint.
+    pub dial_timeout: Duration,
+    /// Limit for each unary call.
+    pub command_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// The endpoints with etcdctl's default timeouts (2 s dial, 5 s command).
+    pub fn new(endpoints: Vec<String>) -> ClientOptions {
+        ClientOptions {
+            endpoints,
+            dial_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A cheap-to-clone handle on one HTTP/2 connection to the cluster.
+#[derive(Clone)]
+pub struct Client {
+    inner: Rc<conn::Connection>,
+}
+
+impl Client {
+    /// Dials the endpoints in order and returns a client on the first that answers.
+    pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
+        let inner = conn::Connection::connect(opts).await?;
+        Ok(Client {
+            inner: Rc::new(inner),
+        })
+    }
+
+    /// The endpoint the current connection goes to (as given in the options).
+    pub fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        self.inner.options()
+    }
+
+    /// Any unary gRPC call: `path` is `/package.Service/Method`.
+    pub async fn unary<Req, Resp>(&self, path: &str, req: &Req) -> Result<Resp, ClientError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        self.inner.unary(path, req).await
+    }
+
+    /// Opens a bidirectional (or server-streaming) call. Nothing is sent until the first
+    /// message; a server-streaming call sends exactly one and then closes its sender.
+    pub async fn streaming<Req, Resp>(
+        &self,
+        path: &str,
+    ) -> Result<(StreamSender<Req>, StreamReceiver<Resp>), ClientError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        self.inner.open_stream(path, false).await
+    }
+
+    pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
+        self.unary(path::RANGE, &req).await
+    }
+
+    pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
+        self.unary(path::PUT, &req).await
+    }
+
+    pub async fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, ClientError> {
+        self.unary(path::DELETE_RANGE, &req).await
+    }
+
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
+        self.unary(path::TXN, &req).await
+    }
+
+    pub async fn compact(
+        &self,
+        req: pb::CompactionRequest,
+    ) -> Result<pb::CompactionResponse, ClientError> {
+        self.unary(path::COMPACT, &req).await
+    }
+
+    /// Opens a watch stream (with etcd's `hasleader` metadata, as etcdctl sends it).
+    pub async fn watch(&self) -> Result<(WatchSender, WatchStream), ClientError> {
+        self.inner.open_stream(path::WATCH, true).await
+    }
+
+    pub async fn lease_grant(
+        &self,
+        req: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, ClientError> {
+        self.unary(path::LEASE_GRANT, &req).await
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        req: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, ClientError> {
+        self.unary(path::LEASE_REVOKE, &req).await
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        req: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, ClientError> {
+        self.unary(path::LEASE_TIME_TO_LIVE, &req).await
+    }
+
+    pub async fn lease_leases(&self) -> Result<pb::LeaseLeasesResponse, ClientError> {
+        self.unary(path::LEASE_LEASES, &pb::LeaseLeasesRequest {})
+            .await
+    }
+
+    /// Opens a lease keep-alive stream.
+    pub async fn lease_keep_alive(
+        &self,
+    ) -> Result<(KeepAliveSender, KeepAliveStream), ClientError> {
+        self.inner.open_stream(path::LEASE_KEEP_ALIVE, false).await
+    }
+
+    pub async fn member_list(&self) -> Result<pb::MemberListResponse, ClientError> {
+        self.unary(path::MEMBER_LIST, &pb::MemberListRequest {})
+            .await
+    }
+
+    pub async fn member_add(
+        &self,
+        req: pb::MemberAddRequest,
+    ) -> Result<pb::MemberAddResponse, ClientError> {
+        self.unary(path::MEMBER_ADD, &req).await
+    }
+
+    pub async fn member_remove(
+        &self,
+        req: pb::MemberRemoveRequest,
+    ) -> Result<pb::MemberRemoveResponse, ClientError> {
+        self.unary(path::MEMBER_REMOVE, &req).await
+    }
+
+    pub async fn member_update(
+        &self,
+        req: pb::MemberUpdateRequest,
+    ) -> Result<pb::MemberUpdateResponse, ClientError> {
+        self.unary(path::MEMBER_UPDATE, &req).await
+    }
+
+    pub async fn member_promote(
+        &self,
+        req: pb::MemberPromoteRequest,
+    ) -> Result<pb::MemberPromoteResponse, ClientError> {
+        self.unary(path::MEMBER_PROMOTE, &req).await
+    }
+
+    pub async fn status(&self) -> Result<pb::StatusResponse, ClientError> {
+        self.unary(path::STATUS, &pb::StatusRequest {}).await
+    }
+
+    /// The standard gRPC health check of service "" (the whole server).
+    pub async fn health(&self) -> Result<health::HealthCheckResponse, ClientError> {
+        let req = health::HealthCheckRequest {
+            service: String::new(),
+        };
+        self.unary(path::HEALTH_CHECK, &req).await
+    }
+
+    pub async fn alarm(&self, req: pb::AlarmRequest) -> Result<pb::AlarmResponse, ClientError> {
+        self.unary(path::ALARM, &req).await
+    }
+
+    pub async fn defragment(&self) -> Result<pb::DefragmentResponse, ClientError> {
+        self.unary(path::DEFRAGMENT, &pb::DefragmentRequest {})
+            .await
+    }
+
+    pub async fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse, ClientError> {
+        self.unary(path::HASH_KV, &pb::HashKvRequest { revision })
+            .await
+    }
+
+    pub async fn move_leader(&self, target_id: u64) -> Result<pb::MoveLeaderResponse, ClientError> {
+        self.unary(path::MOVE_LEADER, &pb::MoveLeaderRequest { target_id })
+            .await
+    }
+}
+
+/// The end of the range that holds every key starting with `prefix` (etcd's `GetPrefixRangeEnd`):
+/// the prefix with its last byte below 0xff incremented and what follows dropped; `"\0"` (every
+/// key from `prefix` on) when there is no such byte.
+pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Runs `f` to completion on a new single-threaded glommio executor sized for a client
+/// (small io_uring buffers, not pinned to a core). For binaries and tests.
+pub fn run_local<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(512 << 10)
+        .spawn(f)
+        .expect("cannot start a glommio executor")
+        .join()
+        .expect("the glommio executor panicked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_range_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_range_end(b"abc"), b"abd");
+        assert_eq!(prefix_range_end(b"a\xff"), b"b");
+        assert_eq!(prefix_range_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_range_end(b""), b"\0");
+    }
+}

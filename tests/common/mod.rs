@@ -1,0 +1,207 @@
+//! Shared integration-test helpers: start a server on free ports with a temporary data dir,
+//! kill it on drop.
+//!
+//! `Server` is what tests talk to; `Etcd` is the real etcd 3.4 (the oracle). A `Corekv` process
+//! can implement the same trait and be picked with [`start`] — tests written against
+//! `dyn Server` then run unchanged against both.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// A running server a test can talk to.
+pub trait Server {
+    /// What it is ("etcd", "corekv"), for messages.
+    fn kind(&self) -> &'static str;
+    /// The client endpoint, `127.0.0.1:PORT`.
+    fn endpoint(&self) -> String;
+    /// The advertised client URL, `http://127.0.0.1:PORT`.
+    fn client_url(&self) -> String {
+        format!("http://{}", self.endpoint())
+    }
+    /// The advertised peer URL.
+    fn peer_url(&self) -> String;
+    /// The data directory.
+    fn data_dir(&self) -> &Path;
+}
+
+/// Which server binary to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Etcd,
+}
+
+/// Starts a single-member server of `kind` on free ports.
+pub fn start(kind: Kind) -> Box<dyn Server> {
+    match kind {
+        Kind::Etcd => Box::new(Etcd::start()),
+    }
+}
+
+/// Ports handed out by this process, so two tests in one run never share one.
+fn taken() -> &'static Mutex<HashSet<u16>> {
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    TAKEN.get_or_init(Default::default)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and was not handed out before.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("cannot bind an ephemeral port")
+            .port();
+        if taken().lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Processes a test starts must not outlive it, even if the test binary is killed.
+pub trait DieWithTest {
+    fn die_with_test(&mut self) -> &mut Self;
+}
+
+impl DieWithTest for Command {
+    fn die_with_test(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Finds a binary on PATH (or fails the test with a clear message).
+pub fn require_binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed (not on PATH). These tests compare corekv with the real \
+         etcd 3.4: install Debian's etcd-server and etcd-client packages \
+         (apt-get install etcd-server etcd-client), as the project's test command does."
+    );
+}
+
+/// A real etcd 3.4, single member, on free ports; killed (and its data removed) on drop.
+pub struct Etcd {
+    child: Child,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    log: std::sync::Arc<Mutex<String>>,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it serves clients. Panics (with etcd's log) if it cannot.
+    pub fn start() -> Etcd {
+        let bin = require_binary("etcd");
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            match Etcd::try_start(&bin) {
+                Ok(etcd) => return etcd,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("etcd did not start (tried 3 times on fresh ports); its last log:\n{last_log}");
+    }
+
+    fn try_start(bin: &Path) -> Result<Etcd, String> {
+        let dir = tempfile::tempdir().expect("cannot make a temp dir");
+        let client_port = free_port();
+        let peer_port = free_port();
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut child = Command::new(bin)
+            .arg("--name=default")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=default={peer}"))
+            // A lone member elects itself after one election timeout: keep it short.
+            .args(["--heartbeat-interval=20", "--election-timeout=200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .die_with_test()
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let log = std::sync::Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("serving insecure client requests") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut etcd = Etcd {
+            child,
+            dir,
+            client_port,
+            peer_port,
+            log,
+        };
+        // Generous: only a broken etcd takes this long; a slow machine still passes.
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => Ok(etcd),
+            Err(_) => {
+                let _ = etcd.child.kill();
+                let _ = etcd.child.wait();
+                Err(etcd.log.lock().unwrap().clone())
+            }
+        }
+    }
+
+    /// etcd's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Server for Etcd {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
