@@ -45,9 +45,8 @@ pub enum StartError {
 /// Fails when something already listens on `addr`. glommio sets SO_REUSEPORT on every
 /// listener, so without this a second server would bind the same port silently.
 ///
-/// A plain bind also fails while connections of a previous run of this server linger on the
-/// port (killed with -9, say); those accept no connection, so a refused connect tells them
-/// apart from a live listener.
+/// A plain bind also fails while connections of a killed predecessor linger on the port
+/// (FIN_WAIT, TIME_WAIT); only a socket in LISTEN state counts as "in use".
 fn probe_port(addr: SocketAddr) -> Result<(), StartError> {
     use socket2::{Domain, Socket, Type};
     let err = |err| StartError::Listen { addr, err };
@@ -55,18 +54,48 @@ fn probe_port(addr: SocketAddr) -> Result<(), StartError> {
     socket.set_reuse_address(true).map_err(err)?;
     match socket.bind(&addr.into()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let probe = if addr.ip().is_unspecified() {
-                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-            } else {
-                addr
-            };
-            match std::net::TcpStream::connect_timeout(&probe, Duration::from_secs(1)) {
-                Err(c) if c.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-                _ => Err(err(e)),
-            }
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !listening_on(addr) => Ok(()),
         Err(e) => Err(err(e)),
+    }
+}
+
+/// Whether a socket listens on `addr`'s port at that address or a wildcard, from the
+/// kernel's socket tables (glommio is Linux-only, and so is this).
+fn listening_on(addr: SocketAddr) -> bool {
+    const LISTEN: &str = "0A";
+    let port = format!("{:04X}", addr.port());
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            return true; // cannot tell: assume taken
+        };
+        text.lines().skip(1).any(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1).unwrap_or("");
+            let state = cols.nth(1).unwrap_or("");
+            let Some((ip_hex, port_hex)) = local.split_once(':') else {
+                return false;
+            };
+            state == LISTEN
+                && port_hex == port
+                && (ip_hex.bytes().all(|b| b == b'0') || proc_ip(ip_hex) == Some(addr.ip()))
+        })
+    })
+}
+
+/// Parses an address column of /proc/net/tcp (hex, in host byte order per 32-bit word).
+fn proc_ip(hex: &str) -> Option<std::net::IpAddr> {
+    let words: Option<Vec<u32>> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok())
+        .collect();
+    let bytes: Vec<u8> = words?.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    match bytes.len() {
+        4 => Some(std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()),
+        16 => {
+            let b: [u8; 16] = bytes.try_into().ok()?;
+            let v6 = std::net::Ipv6Addr::from(b);
+            Some(v6.to_ipv4_mapped().map_or(v6.into(), Into::into))
+        }
+        _ => None,
     }
 }
 
@@ -96,7 +125,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let consensus = LocalExecutorBuilder::new(Placement::Unbound)
         .name("consensus")
         .spawn(move || async move {
-            let opened = open_member(&core_cfg).await;
+            let opened = open_member(&core_cfg, core_metrics.clone()).await;
             let (node, wal) = match opened {
                 Ok(v) => {
                     let _ = ready_tx.send(Ok(()));
@@ -181,7 +210,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 });
                 let mut accepts = Vec::new();
                 for addr in client_addrs {
-                    let listener = match TcpListener::bind(addr) {
+                    let listener = match listen(addr) {
                         Ok(l) => l,
                         Err(e) => {
                             eprintln!("corekv: listen on {addr}: {e}");
@@ -193,7 +222,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 }
                 for addr in peer_addrs {
                     // Peers of a single member never call; the port is held like etcd holds it.
-                    if let Ok(listener) = TcpListener::bind(addr) {
+                    if let Ok(listener) = listen(addr) {
                         accepts.push(glommio::spawn_local(async move {
                             while let Ok(s) = listener.accept().await {
                                 drop(s);
@@ -220,6 +249,20 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     }
     let _ = consensus.join();
     Ok(())
+}
+
+/// A listener on every network executor (SO_REUSEPORT: the kernel spreads connections),
+/// with SO_REUSEADDR so connections of a killed predecessor in TIME_WAIT do not block it.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a listening TCP socket we own; the listener takes it over.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ConnContext>) {
@@ -255,7 +298,10 @@ fn members(cfg: &Config) -> Vec<pb::Member> {
 }
 
 /// Opens the WAL and the backend, replays the log, and builds the consensus core.
-async fn open_member(cfg: &Config) -> Result<(Node<Applier>, wal::Wal), String> {
+async fn open_member(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<(Node<Applier>, wal::Wal), String> {
     let member_dir = cfg.data_dir.join("member");
     let wal_dir = member_dir.join("wal");
     let (wal, recovery) = wal::Wal::open(&wal_dir, wal::WalOptions::default())
@@ -278,7 +324,7 @@ async fn open_member(cfg: &Config) -> Result<(Node<Applier>, wal::Wal), String> 
     }
     let log = driver::recover_raft_log(&recovery.records, bootstrap);
     let db_path = member_dir.join("db");
-    let sm = Applier::open(&db_path, cfg)
+    let sm = Applier::open(&db_path, cfg, metrics)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
     let snap_index = log.snapshot_metadata().index;
     let applied = crate::server::node::StateMachine::applied_index(&sm);
@@ -304,4 +350,20 @@ async fn open_member(cfg: &Config) -> Result<(Node<Applier>, wal::Wal), String> 
         node.campaign().map_err(|e| format!("raft: {e}"))?;
     }
     Ok((node, wal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listening_socket_is_seen_and_a_closed_one_is_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(listening_on(addr));
+        assert!(probe_port(addr).is_err());
+        drop(l);
+        assert!(!listening_on(addr));
+        assert!(probe_port(addr).is_ok());
+    }
 }

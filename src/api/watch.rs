@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 
 use crate::net::conn::{Incoming, Outgoing};
@@ -24,6 +24,8 @@ use crate::server::message::{DeliveryKind, Request, WatchCommand, WatchDelivery}
 
 /// Bytes of responses a stream holds for its client before it drops live events.
 pub const QUEUE_LIMIT: usize = 4 << 20;
+/// Queued responses are sent together up to about this many bytes.
+const COALESCE_BYTES: usize = 64 << 10;
 /// A stream asks for the next history chunk once its queue is below this.
 const RESUME_BELOW: usize = 1 << 20;
 
@@ -286,9 +288,18 @@ pub async fn serve(
         loop {
             let next = std::future::poll_fn(|cx| {
                 let mut st = stream.state.borrow_mut();
-                if let Some(b) = st.queue.pop_front() {
-                    st.queued_bytes -= b.len();
-                    Poll::Ready(Some(Some(b)))
+                if let Some(first) = st.queue.pop_front() {
+                    // Many small responses go out as one DATA frame: fewer writes, and
+                    // clients' HTTP/2 stacks limit how many small frames they buffer.
+                    let mut batch = BytesMut::from(first.as_ref());
+                    while batch.len() < COALESCE_BYTES {
+                        let Some(next) = st.queue.pop_front() else {
+                            break;
+                        };
+                        batch.extend_from_slice(&next);
+                    }
+                    st.queued_bytes -= batch.len();
+                    Poll::Ready(Some(Some(batch.freeze())))
                 } else if st.closed {
                     Poll::Ready(None)
                 } else if std::mem::take(&mut st.check) {

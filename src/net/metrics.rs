@@ -94,6 +94,9 @@ pub struct Metrics {
     pub has_leader: AtomicU64,
     pub revision: AtomicI64,
     pub connections: AtomicI64,
+    pub leases: AtomicI64,
+    pub lease_checkpoints: AtomicU64,
+    pub watchers: AtomicI64,
     /// Build and version facts rendered once.
     pub info: Mutex<String>,
 }
@@ -112,6 +115,9 @@ impl Default for Metrics {
             has_leader: AtomicU64::new(0),
             revision: AtomicI64::new(0),
             connections: AtomicI64::new(0),
+            leases: AtomicI64::new(0),
+            lease_checkpoints: AtomicU64::new(0),
+            watchers: AtomicI64::new(0),
             info: Mutex::new(String::new()),
         }
     }
@@ -158,7 +164,22 @@ impl Metrics {
         out.push_str("# TYPE corekv_backend_commit_duration_seconds histogram\n");
         self.backend_commit
             .render(&mut out, "corekv_backend_commit_duration_seconds", "");
-        let gauges: [(&str, &str, i64); 9] = [
+        let gauges: [(&str, &str, i64); 12] = [
+            (
+                "corekv_lease_count",
+                "Leases granted and not revoked.",
+                self.leases.load(Relaxed),
+            ),
+            (
+                "corekv_lease_checkpoints_total",
+                "Lease remaining-TTL checkpoints applied.",
+                self.lease_checkpoints.load(Relaxed) as i64,
+            ),
+            (
+                "corekv_watchers",
+                "Watchers on this member.",
+                self.watchers.load(Relaxed),
+            ),
             (
                 "corekv_db_total_size_in_bytes",
                 "Size of the backend file.",

@@ -4,6 +4,8 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -14,6 +16,7 @@ use crate::config::Config;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{self, KvError, KvStore, LeaseCheck, WriteEffects};
 use crate::net::grpc::{Code, Status};
+use crate::net::metrics::Metrics;
 use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::Event;
@@ -30,6 +33,7 @@ impl LeaseCheck for Leases<'_> {
 
 pub struct Applier {
     kv: KvStore<OverlayBackend>,
+    metrics: Arc<Metrics>,
     lessor: Lessor,
     hub: WatchHub,
     applied: u64,
@@ -56,7 +60,7 @@ fn storage_error(e: StorageError) -> String {
 
 impl Applier {
     /// Opens (or creates) the backend at `path` and rebuilds the in-memory indexes.
-    pub fn open(path: &Path, cfg: &Config) -> Result<Applier, String> {
+    pub fn open(path: &Path, cfg: &Config, metrics: Arc<Metrics>) -> Result<Applier, String> {
         let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
         if let Some(note) = db.recovery_note() {
             tracing::warn!("backend: {note}");
@@ -98,6 +102,7 @@ impl Applier {
         };
         Ok(Applier {
             kv,
+            metrics,
             lessor,
             hub,
             applied,
@@ -207,6 +212,9 @@ impl Applier {
                     self.lessor.checkpoint(cp.id, cp.remaining_ttl);
                     self.save_lease(cp.id)?;
                 }
+                self.metrics
+                    .lease_checkpoints
+                    .fetch_add(c.checkpoints.len() as u64, Relaxed);
                 self.uncommitted_writes += 1;
                 // Nobody waits for a checkpoint; answer with the closest response type.
                 Ok(Response::LeaseRevoke(pb::LeaseRevokeResponse {
@@ -246,6 +254,7 @@ impl StateMachine for Applier {
         };
         let reply = self.apply_request(r);
         self.hub.flush(self.kv.current_revision());
+        self.metrics.leases.store(self.lessor.len() as i64, Relaxed);
         reply
     }
 
@@ -332,6 +341,9 @@ impl StateMachine for Applier {
     fn watch(&mut self, executor: u16, stream: u64, command: WatchCommand) {
         let history = KvHistory(&self.kv);
         self.hub.command(executor, stream, command, &history);
+        self.metrics
+            .watchers
+            .store(self.hub.watcher_count() as i64, Relaxed);
     }
 
     fn take_watch_deliveries(&mut self) -> Vec<(u16, WatchDelivery)> {
