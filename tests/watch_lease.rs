@@ -188,7 +188,7 @@ async fn a_lease_keeps_its_keys_and_remaining_ttl_across_kill_9() {
         .await
         .unwrap();
     // Wait until the leader has checkpointed a remaining TTL below the granted one.
-    let left = within("a lease checkpoint", async {
+    within("a lease checkpoint", async {
         loop {
             if checkpoints(s.client_port) > 0 {
                 break;
@@ -197,7 +197,6 @@ async fn a_lease_keeps_its_keys_and_remaining_ttl_across_kill_9() {
         }
     })
     .await;
-    let _ = left;
     let before = c.lease_time_to_live(4242, None).await.unwrap().ttl();
     assert!(before < lease.ttl(), "checkpointed after time passed");
     s.kill();
