@@ -13,7 +13,8 @@
 //! `WALBENCH_DIR` where to write (default `target/walbench` in the workspace,
 //! which is on the same disk as the project; /tmp may be tmpfs elsewhere),
 //! `WALBENCH_IO` = `dma` | `buffered`, `WALBENCH_ZERO_FILL` = `1` | `0`,
-//! `WALBENCH_APPENDERS` = comma-separated list. Notes go to stderr.
+//! `WALBENCH_O_DSYNC` = `1` | `0`, `WALBENCH_APPENDERS` = comma-separated
+//! list. Notes go to stderr.
 
 use glommio::LocalExecutorBuilder;
 use std::cell::RefCell;
@@ -147,19 +148,24 @@ fn main() {
         _ => IoMode::Dma,
     };
     let zero_fill = env::<u8>("WALBENCH_ZERO_FILL").unwrap_or(1) != 0;
+    let o_dsync = env::<u8>("WALBENCH_O_DSYNC").map(|v| v != 0);
     let appenders: Vec<usize> = std::env::var("WALBENCH_APPENDERS")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 16, 256, 1024]);
-    eprintln!(
-        "walbench: dir={} secs={secs} io={io_mode:?} zero_fill={zero_fill} record={RECORD}B",
-        root.display()
-    );
-    let opts = WalOptions {
+    let mut opts = WalOptions {
         io_mode,
         zero_fill,
         ..WalOptions::default()
     };
+    if let Some(d) = o_dsync {
+        opts.o_dsync = d;
+    }
+    eprintln!(
+        "walbench: dir={} secs={secs} io={io_mode:?} zero_fill={zero_fill} o_dsync={} record={RECORD}B",
+        root.display(),
+        opts.o_dsync
+    );
     for n in appenders {
         wal_case(&root.join("wal"), n, secs, opts.clone());
     }

@@ -2,16 +2,23 @@
 
 mod common;
 use common::*;
-use wal::{IoMode, Position, Wal, WalError};
+use wal::{IoMode, Position, Wal, WalError, WalOptions};
 
 #[test]
-fn append_reopen_roundtrip_both_io_modes() {
-    for mode in [IoMode::Dma, IoMode::Buffered] {
+fn append_reopen_roundtrip_all_io_modes() {
+    for (mode, dsync) in [
+        (IoMode::Dma, false),
+        (IoMode::Buffered, false),
+        (IoMode::Dma, true),
+        (IoMode::Buffered, true),
+    ] {
+        let opts_mode = move |seg| WalOptions {
+            o_dsync: dsync,
+            ..opts_mode(seg, mode)
+        };
         run(move || async move {
             let dir = tempfile::tempdir().unwrap();
-            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10, mode))
-                .await
-                .unwrap();
+            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10)).await.unwrap();
             assert!(rec.records.is_empty());
             assert!(rec.truncated.is_none());
             let mut made = Vec::new();
@@ -30,9 +37,7 @@ fn append_reopen_roundtrip_both_io_modes() {
             assert!(made.windows(2).all(|w| w[0].0 < w[1].0), "positions grow");
             w.close().await.unwrap();
 
-            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10, mode))
-                .await
-                .unwrap();
+            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10)).await.unwrap();
             assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
             let got: Vec<_> = rec
                 .records
@@ -45,7 +50,7 @@ fn append_reopen_roundtrip_both_io_modes() {
             let pos = w.append(1, b"after").await.unwrap();
             assert!(pos >= rec.last_valid);
             w.close().await.unwrap();
-            let recs = reopen_records(dir.path(), opts_mode(64 << 10, mode)).await;
+            let recs = reopen_records(dir.path(), opts_mode(64 << 10)).await;
             assert_eq!(recs.len(), made.len() + 1);
             assert_eq!(recs.last().unwrap().payload, b"after");
         });
