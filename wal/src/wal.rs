@@ -4,7 +4,7 @@ use crate::error::WalError;
 use crate::frame::{
     encode, frame_len, set_flags, FLAG_END_OF_COMMIT, KIND_RECORD, KIND_SEAL, SEAL_LEN,
 };
-use crate::recovery::{check_headers, log_id, recover, Image, Tail};
+use crate::recovery::{check_headers, first_nonzero, log_id, recover, Image, Tail};
 use crate::segment::{
     create_segment, max_payload, parse_file_name, read_file, sync_dir, IoMode, SegmentId,
     SegmentWriter, WriteOpts, BLOCK, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
@@ -169,7 +169,7 @@ impl Wal {
         let mut keep_next = None;
         if let (Some(Tail::Open { index, .. }), [next]) = (&rec.tail, &images[rec.remove_from..]) {
             let pristine = next.bytes.len() as u64 == next.id.size
-                && next.bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0);
+                && first_nonzero(&next.bytes[SEGMENT_HEADER_LEN..]).is_none();
             if pristine && next.id == images[*index].id.next(opts.segment_size) {
                 keep_next = Some(next);
             }

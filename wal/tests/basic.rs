@@ -220,3 +220,40 @@ fn reopen_keeps_the_prepared_segment() {
         assert_eq!(segment_files(dir.path()), again);
     });
 }
+
+#[test]
+fn failed_io_stops_appends_and_recovery_keeps_the_durable_part() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 8 << 10;
+        let (w, _) = Wal::open(dir.path(), opts(seg)).await.unwrap();
+        // Make the preparation of segment 2 fail: a directory sits where its
+        // temporary file must be created.
+        std::fs::create_dir(dir.path().join("0000000000000002-0000000000004000.wal.tmp")).unwrap();
+        let mut durable = Vec::new();
+        let mut failed = None;
+        for i in 0..100 {
+            match w.append(1, &payload(i, 1000)).await {
+                Ok(_) => durable.push(payload(i, 1000)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = failed.expect("the append that needs segment 2 fails");
+        assert!(matches!(e, WalError::Failed(_)), "{e}");
+        assert!(e.to_string().contains(".wal.tmp"), "{e}");
+        assert!(matches!(
+            w.append(1, b"more").await,
+            Err(WalError::Failed(_))
+        ));
+        assert!(matches!(w.close().await, Err(WalError::Failed(_))));
+        std::fs::remove_dir(dir.path().join("0000000000000002-0000000000004000.wal.tmp")).unwrap();
+        let recs = reopen_records(dir.path(), opts(seg)).await;
+        let got: Vec<Vec<u8>> = recs.into_iter().map(|r| r.payload).collect();
+        // Everything acknowledged is there; the failed append may or may not be.
+        assert!(got.len() == durable.len() || got.len() == durable.len() + 1);
+        assert_eq!(got[..durable.len()], durable[..]);
+    });
+}
