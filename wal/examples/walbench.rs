@@ -40,8 +40,9 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
 
 fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
     let _ = std::fs::remove_dir_all(dir);
+    let (dir_for_note, opts_for_note) = (dir.to_owned(), opts.clone());
     let dir = dir.to_owned();
-    let (n, commits, elapsed, mut lat) = LocalExecutorBuilder::default()
+    let (n, commits, elapsed, mut lat, after) = LocalExecutorBuilder::default()
         .spawn(move || async move {
             let (wal, _) = Wal::open(&dir, opts).await.expect("open");
             let wal = Rc::new(wal);
@@ -90,6 +91,7 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
                 after.commits - before.commits,
                 elapsed,
                 lat,
+                after,
             )
         })
         .expect("executor")
@@ -97,6 +99,12 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
         .expect("bench panicked");
     lat.sort_unstable();
     let s = elapsed.as_secs_f64();
+    eprintln!(
+        "walbench note: appenders={appenders} rotations={} rotation_wait_ms={}",
+        after.rotations,
+        after.rotation_wait.as_millis()
+    );
+    recovery_note(dir_for_note, opts_for_note);
     println!(
         "walbench appenders={appenders} appends_per_s={:.0} fsyncs_per_s={:.0} p50_us={} p99_us={}",
         n as f64 / s,
@@ -104,6 +112,27 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
         percentile(&lat, 0.50),
         percentile(&lat, 0.99)
     );
+}
+
+/// Reopens the log a case left behind and notes (on stderr) how long
+/// recovery took.
+fn recovery_note(dir: PathBuf, opts: WalOptions) {
+    LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let t = Instant::now();
+            let (wal, rec) = Wal::open(&dir, opts).await.expect("reopen");
+            let took = t.elapsed();
+            let segs = wal.segment_paths().len();
+            wal.close().await.expect("close");
+            eprintln!(
+                "walbench note: reopen recovered {} records from {segs} segments in {} ms",
+                rec.records.len(),
+                took.as_millis()
+            );
+        })
+        .expect("executor")
+        .join()
+        .expect("reopen panicked");
 }
 
 /// A plain loop of 4 KiB pwrite + fdatasync into a preallocated (zero-filled)

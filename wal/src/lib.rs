@@ -153,18 +153,33 @@
 //! A deleted *first* or *last* segment cannot be seen either (the caller's
 //! snapshot marker and raft's own checks cover the first).
 //!
-//! # I/O: DMA, zero-filled segments
+//! # I/O: DMA, fdatasync through io_uring, zero-filled segments
 //!
 //! Both glommio's `DmaFile` (O_DIRECT) and `BufferedFile` are implemented
-//! ([`IoMode`]); the default is DMA because it measured faster on this
-//! machine (ext4 on a virtio disk). See `README.md` for the table
-//! (`cargo run --release -p wal --example ioprobe` re-measures it):
-//! a 4 KiB write + fdatasync costs about 130–180 µs (p50) with O_DIRECT
-//! into a zero-filled segment, 190–330 µs through the page cache, and
-//! 220–320 µs into a segment that was only fallocate'd: on ext4 the first
-//! write into an unwritten extent must convert the extent, which the
-//! fdatasync then has to commit to the journal. So segments are zero-filled
-//! when prepared ([`WalOptions::zero_fill`]), off the append path.
+//! ([`IoMode`]), and commits can be made durable either by a write followed
+//! by an fdatasync (both through io_uring) or by one write on an `O_DSYNC`
+//! file ([`WalOptions::o_dsync`]). The defaults, DMA + fdatasync into
+//! zero-filled segments, are what measured best on this machine (ext4 on a
+//! virtio disk, 2 cores shared with other work); `README.md` has the tables
+//! and `cargo run --release -p wal --example ioprobe` re-measures them.
+//!
+//! * **DMA over buffered.** On a quiet machine a 4 KiB O_DIRECT write +
+//!   fdatasync costs about as much as a plain `pwrite` + `fdatasync`
+//!   (130–160 µs p50), a buffered one through glommio a little more
+//!   (160–180 µs). Under load from other processes the difference is large:
+//!   buffered writeback is throttled and queued behind everyone's dirty
+//!   pages (the raw `pwrite` + `fdatasync` loop went to 2–4 ms p50), while
+//!   DMA writes stayed near 130 µs. At the WAL level buffered mode reached
+//!   about half the DMA throughput with 256–1024 appenders.
+//! * **fdatasync over O_DSYNC.** Equal on a quiet machine, but under load
+//!   O_DSYNC writes through io_uring went to 1–4 ms p50 where write +
+//!   fdatasync stayed at 110–160 µs. So O_DSYNC is off by default.
+//! * **Zero-filled over fallocate'd.** Into a fallocate'd (unwritten) extent,
+//!   a write + fdatasync cost 170–260 µs p50 against 130–160 µs into a
+//!   zero-filled one: ext4 must convert the extent to written, and the
+//!   fdatasync must then commit that to the journal. Zero-filling a 64 MiB
+//!   segment costs disk bandwidth, but it happens in the background while
+//!   the previous segment is written, so it is off the append path.
 //!
 //! With DMA every write covers whole 4 KiB blocks: the partial last block is
 //! kept in memory and written again by the next commit with the new frames

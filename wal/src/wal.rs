@@ -68,6 +68,11 @@ pub struct WalStats {
     pub commits: u64,
     /// Bytes of frames written (padding and rewritten blocks not counted).
     pub bytes: u64,
+    /// Segment rotations.
+    pub rotations: u64,
+    /// Total time the writer waited at a rotation for the next segment's
+    /// preparation to finish (zero when preparation keeps ahead).
+    pub rotation_wait: std::time::Duration,
 }
 
 /// Chunk buffers up to this capacity are kept for reuse.
@@ -542,6 +547,7 @@ async fn run_writer(
         while let Some(chunks) = next_work(&sh).await {
             for mut chunk in chunks {
                 if chunk.seg.seq != active.id().seq {
+                    let waited = std::time::Instant::now();
                     let next = match prepared.take() {
                         Some(task) => task.await?,
                         None => {
@@ -550,9 +556,14 @@ async fn run_writer(
                         }
                     };
                     assert_eq!(next.id(), chunk.seg, "prepared the wrong segment");
+                    let waited = waited.elapsed();
                     let old = std::mem::replace(&mut active, next);
                     old.close().await?;
-                    sh.st.borrow_mut().segments.push_back(chunk.seg);
+                    let mut st = sh.st.borrow_mut();
+                    st.segments.push_back(chunk.seg);
+                    st.stats.rotations += 1;
+                    st.stats.rotation_wait += waited;
+                    drop(st);
                     prepared = Some(prepare(&sh, chunk.seg));
                 }
                 debug_assert_eq!(chunk.start, active.end());
