@@ -48,8 +48,13 @@
 //! into place, and then the directory is fsync'd. So a segment file that has
 //! its real name is complete; leftover `.tmp` files are deleted on open. The
 //! writer always has the next segment prepared in the background while it
-//! writes the current one, so rotation does not wait for preparation. The
-//! directory is fsync'd again after segments are removed.
+//! writes the current one, so rotation does not wait for preparation
+//! (appenders never wait for it at all; the writer would only if filling a
+//! segment took less time than zero-filling the next, and
+//! [`WalStats::rotation_wait`] counts that). Released segments are removed
+//! oldest first, with a directory fsync after each, so a crash leaves a
+//! contiguous log. On open, a prepared (all-zero) segment after the last one
+//! written is kept for use; other segments past the end are removed.
 //!
 //! # Byte layout
 //!

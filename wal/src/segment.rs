@@ -288,7 +288,17 @@ impl SegmentWriter {
             oo.custom_flags(O_DSYNC);
         }
         let handle = match w.mode {
-            IoMode::Dma => Handle::Dma(oo.dma_open(path).await.map_err(io_err(ctx))?),
+            IoMode::Dma => {
+                let f = oo.dma_open(path).await.map_err(io_err(ctx))?;
+                if f.alignment() > BLOCK as u64 {
+                    return Err(WalError::InvalidOptions(format!(
+                        "the device under {} needs {}-byte aligned direct I/O, more than the WAL's {BLOCK}; use IoMode::Buffered",
+                        path.display(),
+                        f.alignment()
+                    )));
+                }
+                Handle::Dma(f)
+            }
             IoMode::Buffered => {
                 Handle::Buffered(oo.buffered_open(path).await.map_err(io_err(ctx))?)
             }

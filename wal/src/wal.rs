@@ -312,9 +312,9 @@ impl Wal {
     }
 
     /// Removes the segment files that lie entirely before `pos` (typically
-    /// the position of a snapshot record), oldest first, then fsyncs the
-    /// directory. Never removes the segment being written. Returns how many
-    /// were removed.
+    /// the position of a snapshot record), oldest first, fsyncing the
+    /// directory after each. Never removes the segment being written (nor
+    /// one whose seal is not yet durable). Returns how many were removed.
     pub async fn release_before(&self, pos: Position) -> Result<usize, WalError> {
         let mut victims: VecDeque<SegmentId> = {
             let mut st = self.shared.st.borrow_mut();
@@ -332,21 +332,27 @@ impl Wal {
             }
             v
         };
+        // One at a time, oldest first, each unlink made durable before the
+        // next: whatever a crash leaves is still a contiguous log.
         let mut removed = 0;
         while let Some(id) = victims.front().copied() {
-            if let Err(e) = remove_file(&self.shared.dir.join(id.file_name())).await {
-                // Keep the log contiguous: put back what is still there.
+            let dir = &self.shared.dir;
+            let result = match remove_file(&dir.join(id.file_name())).await {
+                Ok(()) => {
+                    victims.pop_front();
+                    removed += 1;
+                    sync_dir(dir).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                // Keep the bookkeeping true: put back what is still there.
                 let mut st = self.shared.st.borrow_mut();
                 while let Some(v) = victims.pop_back() {
                     st.segments.push_front(v);
                 }
                 return Err(e);
             }
-            victims.pop_front();
-            removed += 1;
-        }
-        if removed > 0 {
-            sync_dir(&self.shared.dir).await?;
         }
         Ok(removed)
     }
