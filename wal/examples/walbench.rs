@@ -48,7 +48,7 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
             let wal = Rc::new(wal);
             // Let the background preparation of the next segment finish so
             // that every case starts from the same state.
-            glommio::timer::sleep(Duration::from_millis(300)).await;
+            glommio::timer::sleep(Duration::from_millis(1000)).await;
             let lat = Rc::new(RefCell::new(Vec::<u32>::with_capacity(1 << 20)));
             let stop = Rc::new(Cell::new(false));
             let start = Instant::now();

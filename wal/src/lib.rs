@@ -175,12 +175,12 @@
 //!   buffered writeback is throttled and queued behind everyone's dirty
 //!   pages (the raw `pwrite` + `fdatasync` loop went to 2–4 ms p50), while
 //!   DMA writes stayed near 130 µs. At the WAL level buffered mode reached
-//!   about half the DMA throughput with 256–1024 appenders.
+//!   70–80% of DMA's throughput with 1024 appenders on a quiet machine.
 //! * **fdatasync over O_DSYNC.** Equal on a quiet machine, but under load
 //!   O_DSYNC writes through io_uring went to 1–4 ms p50 where write +
 //!   fdatasync stayed at 110–160 µs. So O_DSYNC is off by default.
 //! * **Zero-filled over fallocate'd.** Into a fallocate'd (unwritten) extent,
-//!   a write + fdatasync cost 170–260 µs p50 against 130–160 µs into a
+//!   a write + fdatasync cost 180–260 µs p50 against 130–170 µs into a
 //!   zero-filled one: ext4 must convert the extent to written, and the
 //!   fdatasync must then commit that to the journal. Zero-filling a 64 MiB
 //!   segment costs disk bandwidth, but it happens in the background while
