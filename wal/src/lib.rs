@@ -123,9 +123,11 @@
 //! with one write and makes it durable with one fdatasync; everything staged
 //! meanwhile forms the next commit. At most one write + fdatasync is in
 //! flight, and there are no timers: a burst of N appends costs about one
-//! fsync. The writer runs after the woken appenders (glommio runs ready
-//! tasks in order), so appenders that are released by one commit and append
-//! again all join the next commit.
+//! fsync. The writer is woken by the first appender of a burst and, glommio
+//! running ready tasks in order, runs after the appenders that were already
+//! runnable, so they join the same commit. With many appenders the commits
+//! can also settle into two alternating groups, one staging (CPU) while the
+//! other's commit is on the disk.
 //!
 //! # Recovery
 //!
