@@ -22,6 +22,8 @@
 //! by many tasks at once: every method takes `&self`, and the type is
 //! `!Send`. [`Wal::open`] spawns a background writer task on the current
 //! executor. Call [`Wal::close`] before dropping it to finish what is queued.
+//! The directory is locked (`flock`) while a `Wal` has it open, so a second
+//! open, from this process or another, fails with [`WalError::Locked`].
 //!
 //! * [`Wal::append`] / [`Wal::append_batch`] return once the records are
 //!   durable (written and fdatasync'd). A batch returns one position per

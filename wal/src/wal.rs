@@ -119,6 +119,8 @@ struct State {
 
 struct Shared {
     dir: PathBuf,
+    /// The directory, opened and flock'ed for as long as the WAL lives.
+    _lock: std::fs::File,
     log_id: u64,
     opts: WalOptions,
     st: RefCell<State>,
@@ -152,6 +154,7 @@ impl Wal {
             )));
         }
         ensure_dir(&dir).await?;
+        let lock = lock_dir(&dir)?;
         let paths = list_segments(&dir).await?;
 
         // Headers first (cheap, and a garbage "segment" is never read whole).
@@ -247,6 +250,7 @@ impl Wal {
         let next_commit = rec.next_commit;
         let shared = Rc::new(Shared {
             dir,
+            _lock: lock,
             log_id,
             st: RefCell::new(State {
                 tail: active.id(),
@@ -372,9 +376,11 @@ impl Wal {
     }
 
     /// Waits for everything appended to be durable, stops the writer and
-    /// closes the files (including a segment still being prepared). Dropping
-    /// a `Wal` without closing it cancels the writer, leaving whatever was
-    /// not yet durable to recovery.
+    /// closes the files (including a segment still being prepared), and
+    /// unlocks the directory. Dropping a `Wal` without closing it cancels the
+    /// writer, leaving whatever was not yet durable to recovery; the
+    /// directory is unlocked once the executor has dropped the cancelled
+    /// writer task.
     pub async fn close(self) -> Result<(), WalError> {
         {
             let mut st = self.shared.st.borrow_mut();
@@ -615,6 +621,32 @@ async fn run_writer(
             wakers.into_iter().for_each(Waker::wake);
         }
     }
+}
+
+/// Takes an exclusive, non-blocking flock on the directory, so that two WALs
+/// (two processes, or two opens in one) never write the same log. Released
+/// when the returned file is closed.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, WalError> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(dir).map_err(|source| WalError::Io {
+        context: format!("opening WAL directory {} to lock it", dir.display()),
+        source,
+    })?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let source = std::io::Error::last_os_error();
+        if source.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(WalError::Locked {
+                dir: dir.to_owned(),
+            });
+        }
+        return Err(WalError::Io {
+            context: format!("locking WAL directory {}", dir.display()),
+            source,
+        });
+    }
+    Ok(f)
 }
 
 async fn ensure_dir(dir: &Path) -> Result<(), WalError> {

@@ -257,3 +257,26 @@ fn failed_io_stops_appends_and_recovery_keeps_the_durable_part() {
         assert_eq!(got[..durable.len()], durable[..]);
     });
 }
+
+#[test]
+fn a_directory_is_opened_by_one_wal_at_a_time() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        let e = Wal::open(dir.path(), opts(16 << 10))
+            .await
+            .err()
+            .expect("second open");
+        assert!(matches!(e, WalError::Locked { .. }), "{e}");
+        w.append(1, b"x").await.unwrap();
+        w.close().await.unwrap();
+        let (w, rec) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        assert_eq!(rec.records.len(), 1);
+        drop(w);
+        // Dropped without close: the writer task is cancelled, and the lock
+        // goes when the executor has dropped it.
+        futures_lite::future::yield_now().await;
+        let (w, _) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        w.close().await.unwrap();
+    });
+}
