@@ -13,10 +13,11 @@
 //! `WALBENCH_DIR` where to write (default `target/walbench` in the workspace,
 //! which is on the same disk as the project; /tmp may be tmpfs elsewhere),
 //! `WALBENCH_IO` = `dma` | `buffered`, `WALBENCH_ZERO_FILL` = `1` | `0`,
-//! `WALBENCH_APPENDERS` = comma-separated list. Notes go to stderr.
+//! `WALBENCH_O_DSYNC` = `1` | `0`, `WALBENCH_APPENDERS` = comma-separated
+//! list. Notes go to stderr.
 
 use glommio::LocalExecutorBuilder;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -39,24 +40,32 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
 
 fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
     let _ = std::fs::remove_dir_all(dir);
+    let (dir_for_note, opts_for_note) = (dir.to_owned(), opts.clone());
     let dir = dir.to_owned();
-    let (n, commits, elapsed, mut lat) = LocalExecutorBuilder::default()
+    let (n, commits, elapsed, mut lat, after) = LocalExecutorBuilder::default()
         .spawn(move || async move {
             let (wal, _) = Wal::open(&dir, opts).await.expect("open");
             let wal = Rc::new(wal);
             // Let the background preparation of the next segment finish so
             // that every case starts from the same state.
-            glommio::timer::sleep(Duration::from_millis(300)).await;
+            glommio::timer::sleep(Duration::from_millis(1000)).await;
             let lat = Rc::new(RefCell::new(Vec::<u32>::with_capacity(1 << 20)));
+            let stop = Rc::new(Cell::new(false));
             let start = Instant::now();
-            let deadline = start + Duration::from_secs_f64(secs);
             let before = wal.stats();
+            let timer = {
+                let stop = stop.clone();
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_secs_f64(secs)).await;
+                    stop.set(true);
+                })
+            };
             let tasks: Vec<_> = (0..appenders)
                 .map(|t| {
-                    let (wal, lat) = (wal.clone(), lat.clone());
+                    let (wal, lat, stop) = (wal.clone(), lat.clone(), stop.clone());
                     glommio::spawn_local(async move {
                         let payload = vec![t as u8; RECORD];
-                        while Instant::now() < deadline {
+                        while !stop.get() {
                             let t0 = Instant::now();
                             wal.append(1, &payload).await.expect("append");
                             lat.borrow_mut().push(t0.elapsed().as_micros() as u32);
@@ -67,6 +76,7 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
             for t in tasks {
                 t.await;
             }
+            timer.await;
             let elapsed = start.elapsed();
             let after = wal.stats();
             Rc::try_unwrap(wal)
@@ -81,6 +91,7 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
                 after.commits - before.commits,
                 elapsed,
                 lat,
+                after,
             )
         })
         .expect("executor")
@@ -88,6 +99,12 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
         .expect("bench panicked");
     lat.sort_unstable();
     let s = elapsed.as_secs_f64();
+    eprintln!(
+        "walbench note: appenders={appenders} rotations={} rotation_wait_ms={}",
+        after.rotations,
+        after.rotation_wait.as_millis()
+    );
+    recovery_note(dir_for_note, opts_for_note);
     println!(
         "walbench appenders={appenders} appends_per_s={:.0} fsyncs_per_s={:.0} p50_us={} p99_us={}",
         n as f64 / s,
@@ -97,7 +114,30 @@ fn wal_case(dir: &Path, appenders: usize, secs: f64, opts: WalOptions) {
     );
 }
 
-fn raw_case(dir: &Path, secs: f64) {
+/// Reopens the log a case left behind and notes (on stderr) how long
+/// recovery took.
+fn recovery_note(dir: PathBuf, opts: WalOptions) {
+    LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let t = Instant::now();
+            let (wal, rec) = Wal::open(&dir, opts).await.expect("reopen");
+            let took = t.elapsed();
+            let segs = wal.segment_paths().len();
+            wal.close().await.expect("close");
+            eprintln!(
+                "walbench note: reopen recovered {} records from {segs} segments in {} ms",
+                rec.records.len(),
+                took.as_millis()
+            );
+        })
+        .expect("executor")
+        .join()
+        .expect("reopen panicked");
+}
+
+/// A plain loop of 4 KiB pwrite + fdatasync into a preallocated (zero-filled)
+/// file: the physical limit. Returns (latencies in µs, seconds spent).
+fn raw_case(dir: &Path, secs: f64) -> (Vec<u32>, f64) {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("raw.dat");
     let size: u64 = 64 << 20;
@@ -127,14 +167,9 @@ fn raw_case(dir: &Path, secs: f64) {
         off = (off + 4096) % size;
     }
     let s = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    println!(
-        "walbench raw_fdatasync fsyncs_per_s={:.0} p50_us={}",
-        lat.len() as f64 / s,
-        percentile(&lat, 0.50)
-    );
     drop(f);
     let _ = std::fs::remove_file(&path);
+    (lat, s)
 }
 
 fn main() {
@@ -147,22 +182,38 @@ fn main() {
         _ => IoMode::Dma,
     };
     let zero_fill = env::<u8>("WALBENCH_ZERO_FILL").unwrap_or(1) != 0;
+    let o_dsync = env::<u8>("WALBENCH_O_DSYNC").map(|v| v != 0);
     let appenders: Vec<usize> = std::env::var("WALBENCH_APPENDERS")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 16, 256, 1024]);
-    eprintln!(
-        "walbench: dir={} secs={secs} io={io_mode:?} zero_fill={zero_fill} record={RECORD}B",
-        root.display()
-    );
-    let opts = WalOptions {
+    let mut opts = WalOptions {
         io_mode,
         zero_fill,
         ..WalOptions::default()
     };
+    if let Some(d) = o_dsync {
+        opts.o_dsync = d;
+    }
+    eprintln!(
+        "walbench: dir={} secs={secs} io={io_mode:?} zero_fill={zero_fill} o_dsync={} record={RECORD}B",
+        root.display(),
+        opts.o_dsync
+    );
+    // The raw loop runs half before and half after the WAL cases, so that a
+    // change in the machine's load during the run affects both alike.
+    let (mut lat, mut s) = raw_case(&root, secs / 2.0);
     for n in appenders {
         wal_case(&root.join("wal"), n, secs, opts.clone());
     }
-    raw_case(&root, secs.min(3.0));
+    let (more, s2) = raw_case(&root, secs / 2.0);
+    lat.extend(more);
+    s += s2;
+    lat.sort_unstable();
+    println!(
+        "walbench raw_fdatasync fsyncs_per_s={:.0} p50_us={}",
+        lat.len() as f64 / s,
+        percentile(&lat, 0.50)
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

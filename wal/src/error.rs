@@ -34,6 +34,9 @@ pub enum WalError {
     /// checksum, impossible fields, or a name that disagrees with it.
     #[error("bad WAL segment {}: {reason}", segment.display())]
     BadSegment { segment: PathBuf, reason: String },
+    /// Another open `Wal` (in this process or another) holds the directory.
+    #[error("the WAL directory {} is in use by another open WAL", dir.display())]
+    Locked { dir: PathBuf },
     /// A file in the WAL directory that is not a segment.
     #[error("unexpected file in the WAL directory: {} (the WAL directory must hold only *.wal segments)", path.display())]
     UnexpectedFile { path: PathBuf },

@@ -22,6 +22,8 @@
 //! by many tasks at once: every method takes `&self`, and the type is
 //! `!Send`. [`Wal::open`] spawns a background writer task on the current
 //! executor. Call [`Wal::close`] before dropping it to finish what is queued.
+//! The directory is locked (`flock`) while a `Wal` has it open, so a second
+//! open, from this process or another, fails with [`WalError::Locked`].
 //!
 //! * [`Wal::append`] / [`Wal::append_batch`] return once the records are
 //!   durable (written and fdatasync'd). A batch returns one position per
@@ -48,8 +50,13 @@
 //! into place, and then the directory is fsync'd. So a segment file that has
 //! its real name is complete; leftover `.tmp` files are deleted on open. The
 //! writer always has the next segment prepared in the background while it
-//! writes the current one, so rotation does not wait for preparation. The
-//! directory is fsync'd again after segments are removed.
+//! writes the current one, so rotation does not wait for preparation
+//! (appenders never wait for it at all; the writer would only if filling a
+//! segment took less time than zero-filling the next, and
+//! [`WalStats::rotation_wait`] counts that). Released segments are removed
+//! oldest first, with a directory fsync after each, so a crash leaves a
+//! contiguous log. On open, a prepared (all-zero) segment after the last one
+//! written is kept for use; other segments past the end are removed.
 //!
 //! # Byte layout
 //!
@@ -118,9 +125,11 @@
 //! with one write and makes it durable with one fdatasync; everything staged
 //! meanwhile forms the next commit. At most one write + fdatasync is in
 //! flight, and there are no timers: a burst of N appends costs about one
-//! fsync. The writer runs after the woken appenders (glommio runs ready
-//! tasks in order), so appenders that are released by one commit and append
-//! again all join the next commit.
+//! fsync. The writer is woken by the first appender of a burst and, glommio
+//! running ready tasks in order, runs after the appenders that were already
+//! runnable, so they join the same commit. With many appenders the commits
+//! can also settle into two alternating groups, one staging (CPU) while the
+//! other's commit is on the disk.
 //!
 //! # Recovery
 //!
@@ -153,18 +162,33 @@
 //! A deleted *first* or *last* segment cannot be seen either (the caller's
 //! snapshot marker and raft's own checks cover the first).
 //!
-//! # I/O: DMA, zero-filled segments
+//! # I/O: DMA, fdatasync through io_uring, zero-filled segments
 //!
 //! Both glommio's `DmaFile` (O_DIRECT) and `BufferedFile` are implemented
-//! ([`IoMode`]); the default is DMA because it measured faster on this
-//! machine (ext4 on a virtio disk). See `README.md` for the table
-//! (`cargo run --release -p wal --example ioprobe` re-measures it):
-//! a 4 KiB write + fdatasync costs about 130–180 µs (p50) with O_DIRECT
-//! into a zero-filled segment, 190–330 µs through the page cache, and
-//! 220–320 µs into a segment that was only fallocate'd: on ext4 the first
-//! write into an unwritten extent must convert the extent, which the
-//! fdatasync then has to commit to the journal. So segments are zero-filled
-//! when prepared ([`WalOptions::zero_fill`]), off the append path.
+//! ([`IoMode`]), and commits can be made durable either by a write followed
+//! by an fdatasync (both through io_uring) or by one write on an `O_DSYNC`
+//! file ([`WalOptions::o_dsync`]). The defaults, DMA + fdatasync into
+//! zero-filled segments, are what measured best on this machine (ext4 on a
+//! virtio disk, 2 cores shared with other work); `README.md` has the tables
+//! and `cargo run --release -p wal --example ioprobe` re-measures them.
+//!
+//! * **DMA over buffered.** On a quiet machine a 4 KiB O_DIRECT write +
+//!   fdatasync costs about as much as a plain `pwrite` + `fdatasync`
+//!   (130–160 µs p50), a buffered one through glommio a little more
+//!   (160–180 µs). Under load from other processes the difference is large:
+//!   buffered writeback is throttled and queued behind everyone's dirty
+//!   pages (the raw `pwrite` + `fdatasync` loop went to 2–4 ms p50), while
+//!   DMA writes stayed near 130 µs. At the WAL level buffered mode reached
+//!   70–80% of DMA's throughput with 1024 appenders on a quiet machine.
+//! * **fdatasync over O_DSYNC.** Equal on a quiet machine, but under load
+//!   O_DSYNC writes through io_uring went to 1–4 ms p50 where write +
+//!   fdatasync stayed at 110–160 µs. So O_DSYNC is off by default.
+//! * **Zero-filled over fallocate'd.** Into a fallocate'd (unwritten) extent,
+//!   a write + fdatasync cost 180–260 µs p50 against 130–170 µs into a
+//!   zero-filled one: ext4 must convert the extent to written, and the
+//!   fdatasync must then commit that to the journal. Zero-filling a 64 MiB
+//!   segment costs disk bandwidth, but it happens in the background while
+//!   the previous segment is written, so it is off the append path.
 //!
 //! With DMA every write covers whole 4 KiB blocks: the partial last block is
 //! kept in memory and written again by the next commit with the new frames

@@ -217,10 +217,7 @@ pub(crate) fn recover(images: &[Image]) -> Result<Recovered, WalError> {
         let scan = scan_after(images, index, at, reason, torn_commit, log_id)?;
         let im = &images[index];
         let end = commit_end;
-        let last_nonzero = im.bytes[end.min(im.bytes.len())..]
-            .iter()
-            .rposition(|&b| b != 0)
-            .map(|p| end + p + 1);
+        let last_nonzero = last_nonzero(&im.bytes[end.min(im.bytes.len())..]).map(|p| end + p + 1);
         let cut = im.bytes.len() < size;
         let zero_to = if cut {
             size
@@ -266,6 +263,12 @@ pub(crate) fn recover(images: &[Image]) -> Result<Recovered, WalError> {
 /// decoding stopped. Frames of `torn_commit` in the same segment are the rest
 /// of a torn final write; any other valid frame means data after the damage
 /// was durable, so the damage is corruption.
+///
+/// `torn_commit` is `None` only when the damage is the very first frame of a
+/// log whose earlier segments were released: then the commit it belonged to
+/// is unknown, and any valid frame after it is taken as corruption (the safe
+/// side: a false alarm needs the first write after a release to be torn
+/// with its sectors persisted out of order).
 fn scan_after(
     images: &[Image],
     index: usize,
@@ -274,7 +277,6 @@ fn scan_after(
     torn_commit: Option<u64>,
     log_id: u64,
 ) -> Result<Scan, WalError> {
-    let mut torn_commit = torn_commit;
     let mut frames = 0;
     for (j, im) in images.iter().enumerate().skip(index) {
         let size = im.id.size as usize;
@@ -286,7 +288,7 @@ fn scan_after(
         };
         while p + FRAME_HEADER_LEN <= limit {
             // Skip zeros fast: a frame header has a nonzero byte.
-            let Some(nz) = im.bytes[p..limit].iter().position(|&b| b != 0) else {
+            let Some(nz) = first_nonzero(&im.bytes[p..limit]) else {
                 break;
             };
             let first = p + nz;
@@ -295,7 +297,7 @@ fn scan_after(
             match decode(&im.bytes, p, size, log_id, im.id.start_lsn) {
                 Decoded::Frame { header, next, .. } => {
                     let commit = header.commit;
-                    if j != index || *torn_commit.get_or_insert(commit) != commit {
+                    if j != index || torn_commit != Some(commit) {
                         return Err(corruption(
                             &images[index].path,
                             at,
@@ -315,4 +317,58 @@ fn scan_after(
         }
     }
     Ok(Scan { frames })
+}
+
+/// Whether a block is all zeros (written so that it vectorizes).
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |acc, &x| acc | x) == 0
+}
+
+const ZERO_SCAN: usize = 512;
+
+/// Index of the first nonzero byte. Fast over long zero runs (the unused
+/// part of a preallocated segment is megabytes of zeros).
+pub(crate) fn first_nonzero(b: &[u8]) -> Option<usize> {
+    let mut base = 0;
+    for block in b.chunks(ZERO_SCAN) {
+        if !all_zero(block) {
+            return block.iter().position(|&x| x != 0).map(|i| base + i);
+        }
+        base += block.len();
+    }
+    None
+}
+
+/// Index of the last nonzero byte.
+pub(crate) fn last_nonzero(b: &[u8]) -> Option<usize> {
+    let mut end = b.len();
+    for block in b.rchunks(ZERO_SCAN) {
+        let start = end - block.len();
+        if !all_zero(block) {
+            return block.iter().rposition(|&x| x != 0).map(|i| start + i);
+        }
+        end = start;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_scans() {
+        for len in [0, 1, 7, 511, 512, 513, 2000] {
+            let mut v = vec![0u8; len];
+            assert_eq!(first_nonzero(&v), None);
+            assert_eq!(last_nonzero(&v), None);
+            for i in [0, len / 3, len.saturating_sub(1)] {
+                if i < len {
+                    v[i] = 9;
+                    assert_eq!(first_nonzero(&v), v.iter().position(|&x| x != 0));
+                    assert_eq!(last_nonzero(&v), v.iter().rposition(|&x| x != 0));
+                }
+            }
+        }
+    }
 }

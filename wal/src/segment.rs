@@ -11,6 +11,8 @@ pub const SEGMENT_HEADER_LEN: usize = 64;
 pub const MAGIC: [u8; 8] = *b"corekvWL";
 /// On-disk format version.
 pub const FORMAT_VERSION: u32 = 1;
+/// `O_DSYNC` on Linux.
+const O_DSYNC: i32 = 0o10000;
 /// Block size used for aligned (O_DIRECT) writes and for segment sizes.
 pub const BLOCK: usize = 4096;
 /// The smallest segment size accepted.
@@ -28,6 +30,14 @@ pub enum IoMode {
     Dma,
     /// Through the page cache with glommio's [`BufferedFile`]: exact bytes.
     Buffered,
+}
+
+/// How segment files are written (from [`WalOptions`](crate::WalOptions)).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOpts {
+    pub mode: IoMode,
+    pub zero_fill: bool,
+    pub dsync: bool,
 }
 
 /// A segment's identity: its sequence number, its first log position and its
@@ -158,8 +168,7 @@ pub async fn create_segment(
     dir: &Path,
     id: SegmentId,
     log_id: u64,
-    mode: IoMode,
-    zero_fill: bool,
+    w: WriteOpts,
 ) -> Result<SegmentWriter, WalError> {
     let path = dir.join(id.file_name());
     let tmp = dir.join(format!("{}.tmp", id.file_name()));
@@ -175,7 +184,7 @@ pub async fn create_segment(
         .await
         .map_err(io_err(ctx("preallocating")))?;
     let header = encode_header(&id, log_id);
-    let upto = if zero_fill { id.size } else { BLOCK as u64 };
+    let upto = if w.zero_fill { id.size } else { BLOCK as u64 };
     let chunk = 1usize << 20;
     let mut off = 0u64;
     while off < upto {
@@ -207,7 +216,7 @@ pub async fn create_segment(
     sync_dir(dir).await?;
     let mut tail = Vec::with_capacity(BLOCK);
     tail.extend_from_slice(&header);
-    SegmentWriter::open(&path, id, mode, SEGMENT_HEADER_LEN, tail).await
+    SegmentWriter::open(&path, id, w, SEGMENT_HEADER_LEN, tail).await
 }
 
 /// Reads a whole segment file (at most `limit` bytes of it).
@@ -251,6 +260,8 @@ enum Handle {
 /// cannot damage them.
 pub struct SegmentWriter {
     handle: Handle,
+    /// Opened with O_DSYNC: every write is durable when it completes.
+    dsync: bool,
     path: PathBuf,
     id: SegmentId,
     /// Offset where the next write goes.
@@ -265,7 +276,7 @@ impl SegmentWriter {
     pub async fn open(
         path: &Path,
         id: SegmentId,
-        mode: IoMode,
+        w: WriteOpts,
         end: usize,
         tail: Vec<u8>,
     ) -> Result<SegmentWriter, WalError> {
@@ -273,14 +284,28 @@ impl SegmentWriter {
         let ctx = format!("opening segment {} for writing", path.display());
         let mut oo = OpenOptions::new();
         oo.read(true).write(true);
-        let handle = match mode {
-            IoMode::Dma => Handle::Dma(oo.dma_open(path).await.map_err(io_err(ctx))?),
+        if w.dsync {
+            oo.custom_flags(O_DSYNC);
+        }
+        let handle = match w.mode {
+            IoMode::Dma => {
+                let f = oo.dma_open(path).await.map_err(io_err(ctx))?;
+                if f.alignment() > BLOCK as u64 {
+                    return Err(WalError::InvalidOptions(format!(
+                        "the device under {} needs {}-byte aligned direct I/O, more than the WAL's {BLOCK}; use IoMode::Buffered",
+                        path.display(),
+                        f.alignment()
+                    )));
+                }
+                Handle::Dma(f)
+            }
             IoMode::Buffered => {
                 Handle::Buffered(oo.buffered_open(path).await.map_err(io_err(ctx))?)
             }
         };
         Ok(SegmentWriter {
             handle,
+            dsync: w.dsync,
             path: path.to_owned(),
             id,
             end,
@@ -366,8 +391,12 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// fdatasync: everything written so far is durable when this returns.
+    /// fdatasync: everything written so far is durable when this returns
+    /// (a no-op with O_DSYNC, where each write already was).
     pub async fn sync(&self) -> Result<(), WalError> {
+        if self.dsync {
+            return Ok(());
+        }
         let ctx = format!("fdatasync of segment {}", self.path.display());
         match &self.handle {
             Handle::Dma(f) => f.fdatasync().await.map_err(io_err(ctx)),

@@ -2,16 +2,23 @@
 
 mod common;
 use common::*;
-use wal::{IoMode, Position, Wal, WalError};
+use wal::{IoMode, Position, Wal, WalError, WalOptions};
 
 #[test]
-fn append_reopen_roundtrip_both_io_modes() {
-    for mode in [IoMode::Dma, IoMode::Buffered] {
+fn append_reopen_roundtrip_all_io_modes() {
+    for (mode, dsync) in [
+        (IoMode::Dma, false),
+        (IoMode::Buffered, false),
+        (IoMode::Dma, true),
+        (IoMode::Buffered, true),
+    ] {
+        let opts_mode = move |seg| WalOptions {
+            o_dsync: dsync,
+            ..opts_mode(seg, mode)
+        };
         run(move || async move {
             let dir = tempfile::tempdir().unwrap();
-            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10, mode))
-                .await
-                .unwrap();
+            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10)).await.unwrap();
             assert!(rec.records.is_empty());
             assert!(rec.truncated.is_none());
             let mut made = Vec::new();
@@ -30,9 +37,7 @@ fn append_reopen_roundtrip_both_io_modes() {
             assert!(made.windows(2).all(|w| w[0].0 < w[1].0), "positions grow");
             w.close().await.unwrap();
 
-            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10, mode))
-                .await
-                .unwrap();
+            let (w, rec) = Wal::open(dir.path(), opts_mode(64 << 10)).await.unwrap();
             assert!(rec.truncated.is_none(), "{:?}", rec.truncated);
             let got: Vec<_> = rec
                 .records
@@ -45,7 +50,7 @@ fn append_reopen_roundtrip_both_io_modes() {
             let pos = w.append(1, b"after").await.unwrap();
             assert!(pos >= rec.last_valid);
             w.close().await.unwrap();
-            let recs = reopen_records(dir.path(), opts_mode(64 << 10, mode)).await;
+            let recs = reopen_records(dir.path(), opts_mode(64 << 10)).await;
             assert_eq!(recs.len(), made.len() + 1);
             assert_eq!(recs.last().unwrap().payload, b"after");
         });
@@ -213,5 +218,65 @@ fn reopen_keeps_the_prepared_segment() {
         let (w, _) = Wal::open(dir.path(), opts(32 << 10)).await.unwrap();
         w.close().await.unwrap();
         assert_eq!(segment_files(dir.path()), again);
+    });
+}
+
+#[test]
+fn failed_io_stops_appends_and_recovery_keeps_the_durable_part() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 8 << 10;
+        let (w, _) = Wal::open(dir.path(), opts(seg)).await.unwrap();
+        // Make the preparation of segment 2 fail: a directory sits where its
+        // temporary file must be created.
+        std::fs::create_dir(dir.path().join("0000000000000002-0000000000004000.wal.tmp")).unwrap();
+        let mut durable = Vec::new();
+        let mut failed = None;
+        for i in 0..100 {
+            match w.append(1, &payload(i, 1000)).await {
+                Ok(_) => durable.push(payload(i, 1000)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = failed.expect("the append that needs segment 2 fails");
+        assert!(matches!(e, WalError::Failed(_)), "{e}");
+        assert!(e.to_string().contains(".wal.tmp"), "{e}");
+        assert!(matches!(
+            w.append(1, b"more").await,
+            Err(WalError::Failed(_))
+        ));
+        assert!(matches!(w.close().await, Err(WalError::Failed(_))));
+        std::fs::remove_dir(dir.path().join("0000000000000002-0000000000004000.wal.tmp")).unwrap();
+        let recs = reopen_records(dir.path(), opts(seg)).await;
+        let got: Vec<Vec<u8>> = recs.into_iter().map(|r| r.payload).collect();
+        // Everything acknowledged is there; the failed append may or may not be.
+        assert!(got.len() == durable.len() || got.len() == durable.len() + 1);
+        assert_eq!(got[..durable.len()], durable[..]);
+    });
+}
+
+#[test]
+fn a_directory_is_opened_by_one_wal_at_a_time() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        let e = Wal::open(dir.path(), opts(16 << 10))
+            .await
+            .err()
+            .expect("second open");
+        assert!(matches!(e, WalError::Locked { .. }), "{e}");
+        w.append(1, b"x").await.unwrap();
+        w.close().await.unwrap();
+        let (w, rec) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        assert_eq!(rec.records.len(), 1);
+        drop(w);
+        // Dropped without close: the writer task is cancelled, and the lock
+        // goes when the executor has dropped it.
+        futures_lite::future::yield_now().await;
+        let (w, _) = Wal::open(dir.path(), opts(16 << 10)).await.unwrap();
+        w.close().await.unwrap();
     });
 }

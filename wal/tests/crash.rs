@@ -113,6 +113,19 @@ impl Log {
     }
 }
 
+/// Compares record lists, reporting counts and the first difference rather
+/// than printing every payload.
+fn assert_same(got: &[(u8, Vec<u8>)], want: &[(u8, Vec<u8>)], ctx: &str) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{ctx}: recovered {} records, expected {}; first difference at {first:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 fn got(r: &Recovery) -> Vec<(u8, Vec<u8>)> {
     r.records
         .iter()
@@ -141,7 +154,7 @@ fn check_on_disk(files: Vec<(String, Vec<u8>)>, expect: Vec<(u8, Vec<u8>)>) {
             std::fs::write(dir.path().join(n), b).unwrap();
         }
         let (w, rec) = Wal::open(dir.path(), opts(SEG)).await.unwrap();
-        assert_eq!(got(&rec), expect);
+        assert_same(&got(&rec), &expect, "on disk");
         let pos = w.append(42, b"after recovery").await.unwrap();
         assert!(pos >= rec.last_valid);
         w.close().await.unwrap();
@@ -153,7 +166,7 @@ fn check_on_disk(files: Vec<(String, Vec<u8>)>, expect: Vec<(u8, Vec<u8>)>) {
         );
         let mut expect = expect;
         expect.push((42, b"after recovery".to_vec()));
-        assert_eq!(got(&rec2), expect);
+        assert_same(&got(&rec2), &expect, "on disk, after appending");
         w.close().await.unwrap();
     });
 }
@@ -177,13 +190,13 @@ fn cut_last_segment_at_every_offset() {
             .recover(&files)
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let keep = commits_before(&log, cut);
-        assert_eq!(got(&rec), log.prefix(keep), "cut at {cut}");
+        assert_same(&got(&rec), &log.prefix(keep), &format!("cut at {cut}"));
         assert!(rec.truncated.is_some(), "a cut file is reported");
         // The same bytes zeroed instead of cut: a preallocated tail.
         let mut files = log.files.clone();
         files[lf].1[cut..].fill(0);
         let rec = log.recover(&files).unwrap();
-        assert_eq!(got(&rec), log.prefix(keep), "zeroed from {cut}");
+        assert_same(&got(&rec), &log.prefix(keep), &format!("zeroed from {cut}"));
         // Through real files: a sample, and every cut that leaves a frame
         // whole but without its padding.
         let unpadded = cut % 8 != 0 && log.records.iter().any(|r| r.1 + HDR + r.3.len() == cut);
@@ -208,7 +221,7 @@ fn cut_inside_a_batch_drops_the_whole_batch() {
         let rec = log.recover(&files).unwrap();
         let keep = commits_before(&log, cut);
         assert!(keep >= log.commits.len() - 2);
-        assert_eq!(got(&rec), log.prefix(keep), "cut at {cut}");
+        assert_same(&got(&rec), &log.prefix(keep), &format!("cut at {cut}"));
     }
 }
 
@@ -259,7 +272,9 @@ fn expect_for_damage(log: &Log, fi: usize, at: usize) -> Expect {
 fn check_damage(log: &Log, files: &[(String, Vec<u8>)], fi: usize, at: usize) {
     let res = log.recover(files);
     match (expect_for_damage(log, fi, at), res) {
-        (Expect::Records(want), Ok(rec)) => assert_eq!(got(&rec), want, "damage at {fi}:{at}"),
+        (Expect::Records(want), Ok(rec)) => {
+            assert_same(&got(&rec), &want, &format!("damage at {fi}:{at}"))
+        }
         (
             Expect::Corruption { file, offset },
             Err(WalError::Corruption {
@@ -340,7 +355,11 @@ fn lost_sector_in_the_last_write_is_torn_elsewhere_corruption() {
     let mut files = log.files.clone();
     files[lf].1[sector..sector + 512].fill(0);
     let rec = log.recover(&files).unwrap();
-    assert_eq!(got(&rec), log.prefix(log.commits.len() - 1));
+    assert_same(
+        &got(&rec),
+        &log.prefix(log.commits.len() - 1),
+        "lost sector",
+    );
     let t = rec.truncated.expect("reported");
     assert!(t.discarded_records >= 1, "{t:?}");
     // The same loss in an earlier commit is corruption.
@@ -418,4 +437,69 @@ fn bad_directories_are_clear_errors() {
     files[fi].1[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(open_err(&files), WalError::Corruption { .. }));
     let _ = Path::new("");
+}
+
+/// A pristine prepared segment following file `fi`: header + zeros.
+fn prepared_after(log: &Log, fi: usize) -> (String, Vec<u8>) {
+    let next = &log.files[fi + 1];
+    let mut bytes = next.1.clone();
+    bytes[64..].fill(0);
+    (next.0.clone(), bytes)
+}
+
+#[test]
+fn crash_while_sealing_a_segment() {
+    let log = Log::build(250, single);
+    // The last commit of segment 1 ends with its seal.
+    let s = 1;
+    assert!(s < log.last_file());
+    let last = log.records.iter().rposition(|r| r.0 == s).unwrap();
+    let c = log.commit_of(last);
+    let (_, frame) = log.frame(last);
+    let seal_end = frame.end.next_multiple_of(8) + HDR;
+    // The seal went out with the next append, in a commit of its own. Cut
+    // inside the last record: that commit is gone; cut after it (padding or
+    // seal): only the seal is. Either way the segment is open again and
+    // appends go on in it, and the prepared next segment is kept.
+    for cut in frame.start + 1..seal_end {
+        let mut files: Vec<_> = log.files[..=s].to_vec();
+        files[s].1.truncate(cut);
+        files.push(prepared_after(&log, s));
+        let rec = log.recover(&files).unwrap();
+        let keep = if cut < frame.end { c } else { c + 1 };
+        assert_same(&got(&rec), &log.prefix(keep), &format!("cut at {cut}"));
+        if cut % 5 == 0 {
+            check_on_disk(files, log.prefix(keep));
+        }
+    }
+    // The seal made it, the next segment was never created: a new one is.
+    let files: Vec<_> = log.files[..=s].to_vec();
+    let rec = log.recover(&files).unwrap();
+    assert!(rec.truncated.is_none());
+    assert_same(&got(&rec), &log.prefix(c + 1), "sealed, no next segment");
+    check_on_disk(files, log.prefix(c + 1));
+}
+
+#[test]
+fn damaged_first_frame_after_a_release_is_corruption() {
+    let log = Log::build(250, single);
+    // Segments 0 and 1 released: the log starts at segment 2, whose first
+    // frame is damaged while later ones verify. The commit the damaged frame
+    // belonged to is unknown, so this is reported, not truncated.
+    let mut files: Vec<_> = log.files[2..].to_vec();
+    files[0].1[64 + 30] ^= 0xff;
+    match log.recover(&files) {
+        Err(WalError::Corruption {
+            segment, offset, ..
+        }) => {
+            assert_eq!(segment.to_str().unwrap(), log.files[2].0);
+            assert_eq!(offset, 64);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Undamaged, it recovers from segment 2 on.
+    let files: Vec<_> = log.files[2..].to_vec();
+    let rec = log.recover(&files).unwrap();
+    let first = log.records.iter().position(|r| r.0 == 2).unwrap();
+    assert_eq!(rec.records.len(), log.records.len() - first);
 }
