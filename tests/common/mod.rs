@@ -6,6 +6,9 @@
 //! `dyn Server` then run unchanged against both.
 #![allow(dead_code)]
 
+pub mod ctl;
+pub mod ctl_steps;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -63,7 +66,8 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Processes a test starts must not outlive it, even if the test binary is killed.
+/// Processes a test starts must not outlive it, even if the test binary is killed: the child
+/// gets SIGKILL when the thread that started it ends, so start servers on the test's thread.
 pub trait DieWithTest {
     fn die_with_test(&mut self) -> &mut Self;
 }
@@ -102,17 +106,24 @@ pub struct Etcd {
     child: Child,
     dir: tempfile::TempDir,
     client_port: u16,
-    peer_port: u16,
+    peer_url: String,
     log: std::sync::Arc<Mutex<String>>,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it serves clients. Panics (with etcd's log) if it cannot.
     pub fn start() -> Etcd {
+        Etcd::start_advertising(None)
+    }
+
+    /// Like [`Etcd::start`], advertising `peer_url` instead of the peer URL it listens on. A lone
+    /// member never dials its peers, and member and cluster IDs derive from the advertised URLs:
+    /// two servers advertising the same URL have the same IDs, so their outputs compare as is.
+    pub fn start_advertising(peer_url: Option<&str>) -> Etcd {
         let bin = require_binary("etcd");
         let mut last_log = String::new();
         for _attempt in 0..3 {
-            match Etcd::try_start(&bin) {
+            match Etcd::try_start(&bin, peer_url) {
                 Ok(etcd) => return etcd,
                 Err(log) => last_log = log,
             }
@@ -120,20 +131,21 @@ impl Etcd {
         panic!("etcd did not start (tried 3 times on fresh ports); its last log:\n{last_log}");
     }
 
-    fn try_start(bin: &Path) -> Result<Etcd, String> {
+    fn try_start(bin: &Path, advertise: Option<&str>) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().expect("cannot make a temp dir");
         let client_port = free_port();
         let peer_port = free_port();
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
+        let advertised = advertise.map_or(peer.clone(), String::from);
         let mut child = Command::new(bin)
             .arg("--name=default")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={advertised}"))
+            .arg(format!("--initial-cluster=default={advertised}"))
             // A lone member elects itself after one election timeout: keep it short.
             .args(["--heartbeat-interval=20", "--election-timeout=200"])
             .stdin(Stdio::null())
@@ -164,7 +176,7 @@ impl Etcd {
             child,
             dir,
             client_port,
-            peer_port,
+            peer_url: advertised,
             log,
         };
         // Generous: only a broken etcd takes this long; a slow machine still passes.
@@ -192,7 +204,7 @@ impl Server for Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        self.peer_url.clone()
     }
     fn data_dir(&self) -> &Path {
         self.dir.path()
