@@ -159,6 +159,38 @@ fn endpoints_are_tried_in_order() {
 }
 
 #[test]
+fn a_broken_connection_is_redialed_by_the_next_call() {
+    let mut etcd = common::Etcd::start();
+    let opts = options(&etcd);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let client_thread = std::thread::spawn(move || {
+        run_local(move || async move {
+            let client = Client::connect(opts).await.unwrap();
+            client.put(put("persist", "yes")).await.unwrap();
+            done_tx.send(()).unwrap();
+            // Wait (off the executor) until the test has restarted etcd.
+            let rx = std::sync::Mutex::new(rx);
+            glommio::executor()
+                .spawn_blocking(move || rx.lock().unwrap().recv().unwrap())
+                .await;
+            // The first call may still see the old connection fail; the next one redials.
+            let first = client.range(get("persist")).await;
+            let resp = match first {
+                Ok(r) => r,
+                Err(ClientError::Transport(_)) => client.range(get("persist")).await.unwrap(),
+                Err(e) => panic!("unexpected error {e:?}"),
+            };
+            assert_eq!(resp.kvs[0].value, "yes");
+        })
+    });
+    done_rx.recv().unwrap();
+    etcd.restart();
+    tx.send(()).unwrap();
+    client_thread.join().unwrap();
+}
+
+#[test]
 fn watch_stream_delivers_events_in_order() {
     let etcd = common::start(Kind::Etcd);
     let opts = options(&*etcd);
