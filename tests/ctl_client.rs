@@ -159,6 +159,38 @@ fn endpoints_are_tried_in_order() {
 }
 
 #[test]
+fn a_broken_connection_is_redialed_by_the_next_call() {
+    let mut etcd = common::Etcd::start();
+    let opts = options(&etcd);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let client_thread = std::thread::spawn(move || {
+        run_local(move || async move {
+            let client = Client::connect(opts).await.unwrap();
+            client.put(put("persist", "yes")).await.unwrap();
+            done_tx.send(()).unwrap();
+            // Wait (off the executor) until the test has restarted etcd.
+            let rx = std::sync::Mutex::new(rx);
+            glommio::executor()
+                .spawn_blocking(move || rx.lock().unwrap().recv().unwrap())
+                .await;
+            // The first call may still see the old connection fail; the next one redials.
+            let first = client.range(get("persist")).await;
+            let resp = match first {
+                Ok(r) => r,
+                Err(ClientError::Transport(_)) => client.range(get("persist")).await.unwrap(),
+                Err(e) => panic!("unexpected error {e:?}"),
+            };
+            assert_eq!(resp.kvs[0].value, "yes");
+        })
+    });
+    done_rx.recv().unwrap();
+    etcd.restart();
+    tx.send(()).unwrap();
+    client_thread.join().unwrap();
+}
+
+#[test]
 fn watch_stream_delivers_events_in_order() {
     let etcd = common::start(Kind::Etcd);
     let opts = options(&*etcd);
@@ -281,6 +313,26 @@ fn keep_alive_stream_renews_and_reports_revocation() {
     });
 }
 
+/// Polls until `prefix` holds `n` keys (a contender queues by writing its key).
+async fn wait_for_keys(client: &Client, prefix: &str, n: i64) {
+    let end = corekv::client::prefix_range_end(prefix.as_bytes());
+    loop {
+        let r = client
+            .range(pb::RangeRequest {
+                key: prefix.as_bytes().to_vec().into(),
+                range_end: end.clone().into(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if r.count == n {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[test]
 fn mutex_excludes_and_hands_over_in_order() {
     let etcd = common::start(Kind::Etcd);
@@ -304,21 +356,7 @@ fn mutex_excludes_and_hands_over_in_order() {
             s2.close().await.unwrap();
         });
         // Wait until the second contender's key is there: it is now queued behind us.
-        loop {
-            let r = client
-                .range(pb::RangeRequest {
-                    key: "mtx/".into(),
-                    range_end: "mtx0".into(),
-                    count_only: true,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            if r.count == 2 {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_keys(&client, "mtx/", 2).await;
         assert!(!acquired.get(), "two holders of one lock");
         m1.unlock().await.unwrap();
         waiter.await;
@@ -350,21 +388,7 @@ fn election_leader_changes_on_resign() {
             e2.resign().await.unwrap();
             s2.close().await.unwrap();
         });
-        loop {
-            let r = client
-                .range(pb::RangeRequest {
-                    key: "el/".into(),
-                    range_end: "el0".into(),
-                    count_only: true,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            if r.count == 2 {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_keys(&client, "el/", 2).await;
         let leader = election_leader(&client, "el").await.unwrap().unwrap();
         assert_eq!(leader.kvs[0].value, "uno");
         e1.resign().await.unwrap();

@@ -86,9 +86,13 @@ async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
     let mut last = ClientError::Transport(format!("dial tcp {hp}: no addresses"));
     for addr in addrs {
         let attempt = async {
-            let tcp = TcpStream::connect_timeout(addr, timeout)
-                .await
-                .map_err(|e| ClientError::Transport(format!("dial tcp {addr}: {e}")))?;
+            // A zero dial timeout means none (as in etcd's client); glommio refuses a zero one.
+            let tcp = if timeout.is_zero() {
+                TcpStream::connect(addr).await
+            } else {
+                TcpStream::connect_timeout(addr, timeout).await
+            }
+            .map_err(|e| ClientError::Transport(format!("dial tcp {addr}: {e}")))?;
             let _ = tcp.set_nodelay(true);
             let (send, mut conn) = h2::client::Builder::new()
                 .initial_window_size(1 << 20)
@@ -120,7 +124,12 @@ async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
             guard.disarm();
             Ok((send, closed))
         };
-        match with_timeout(timeout, attempt).await {
+        let attempt = if timeout.is_zero() {
+            futures_lite::future::FutureExt::boxed_local(attempt)
+        } else {
+            futures_lite::future::FutureExt::boxed_local(with_timeout(timeout, attempt))
+        };
+        match attempt.await {
             Ok((send, closed)) => {
                 return Ok(Live {
                     send,

@@ -48,6 +48,7 @@ pub enum MemberCmd {
 }
 
 #[derive(Args, Debug)]
+#[command(arg_required_else_help = true)]
 pub struct EndpointArgs {
     /// use all endpoints from the cluster member list
     #[arg(long, global = true)]

@@ -3,6 +3,7 @@
 //! corekv's own client ([`crate::client`]).
 
 mod cluster;
+mod env;
 pub mod gofmt;
 mod json;
 mod kv;
@@ -15,7 +16,9 @@ mod watch;
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use std::cell::Cell;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::{run_local, Client, ClientError, ClientOptions};
 pub use print::{Format, Printer};
@@ -61,31 +64,24 @@ pub struct Global {
     #[arg(
         long,
         global = true,
-        env = "ETCDCTL_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:2379"
     )]
     pub endpoints: Vec<String>,
     /// dial timeout for client connections
-    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = gofmt::parse_duration)]
+    #[arg(long, global = true, default_value = "2s", value_parser = gofmt::parse_duration)]
     pub dial_timeout: Duration,
     /// timeout for short running command (excluding dial timeout)
-    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = gofmt::parse_duration)]
+    #[arg(long, global = true, default_value = "5s", value_parser = gofmt::parse_duration)]
     pub command_timeout: Duration,
     /// set the output format (fields, json, protobuf, simple, table)
-    #[arg(
-        short = 'w',
-        long,
-        global = true,
-        env = "ETCDCTL_WRITE_OUT",
-        default_value = "simple"
-    )]
+    #[arg(short = 'w', long, global = true, default_value = "simple")]
     pub write_out: String,
     /// print byte strings as hex encoded strings
-    #[arg(long, global = true, env = "ETCDCTL_HEX")]
+    #[arg(long, global = true)]
     pub hex: bool,
     /// enable client-side debug logging (accepted for etcdctl compatibility)
-    #[arg(long, global = true, env = "ETCDCTL_DEBUG", hide = true)]
+    #[arg(long, global = true, hide = true)]
     pub debug: bool,
     /// keepalive time for client connections (accepted for etcdctl compatibility)
     #[arg(long, global = true, hide = true, value_parser = gofmt::parse_duration)]
@@ -96,6 +92,11 @@ pub struct Global {
     /// disable transport security (the only transport this client has)
     #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub insecure_transport: Option<bool>,
+    /// What the `ETCDCTL_*` environment said, reported once the command reads its config.
+    #[arg(skip)]
+    pub env: env::EnvReport,
+    #[arg(skip)]
+    pub env_reported: Cell<bool>,
 }
 
 impl Global {
@@ -111,8 +112,20 @@ impl Global {
         }
     }
 
+    /// Reports the environment's warnings (once); a conflicting variable ends the command.
+    fn check_env(&self) -> Result<(), CtlError> {
+        if !self.env_reported.replace(true) {
+            print::err(&self.env.lines.concat());
+        }
+        if self.env.fatal {
+            return Err(CtlError::silent(EXIT_ERROR));
+        }
+        Ok(())
+    }
+
     /// The printer for `-w`/`--hex` (etcdctl checks it before dialing).
     pub fn printer(&self) -> Result<Printer, CtlError> {
+        self.check_env()?;
         Ok(Printer {
             format: Format::parse(&self.write_out)?,
             hex: self.hex,
@@ -150,15 +163,15 @@ pub enum Cmd {
     /// Watches events stream on keys or prefixes
     Watch(watch::WatchArgs),
     /// Lease related commands
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Lease(lease::LeaseCmd),
     /// Membership related commands
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Member(cluster::MemberCmd),
     /// Endpoint related commands
     Endpoint(cluster::EndpointArgs),
     /// Alarm related commands
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Alarm(cluster::AlarmCmd),
     /// Defragments the storage of the etcd members with given endpoints
     Defrag(cluster::DefragArgs),
@@ -175,6 +188,7 @@ pub enum Cmd {
 /// Dials the global endpoints. A failure reads like etcdctl's (whose dial never fails but
 /// whose first call then runs into its deadline), after a line saying what really happened.
 pub async fn connect(g: &Global) -> Result<Client, CtlError> {
+    g.check_env()?;
     connect_with(g.client_options()).await
 }
 
@@ -234,8 +248,15 @@ fn report(e: CtlError) -> i32 {
 
 /// The `corekvctl` entry point.
 pub fn main() -> ! {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            let watch = matches!(cli.cmd, Cmd::Watch(_));
+            cli.global.env = env::apply(&mut cli.global, &matches, watch);
+            cli
+        }
         Err(e) => {
             use clap::error::ErrorKind;
             let _ = e.print();

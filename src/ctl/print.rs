@@ -100,13 +100,6 @@ fn unsupported(format: Format) -> CtlError {
     )
 }
 
-fn marshal_unsupported(ty: &str) -> CtlError {
-    CtlError::new(
-        EXIT_BAD_FEATURE,
-        format!("marshal unsupported for type {ty}"),
-    )
-}
-
 // ---- simple ----------------------------------------------------------------------------------
 
 fn hex_bytes(b: &[u8]) -> String {
@@ -650,7 +643,6 @@ impl Printer {
     /// no protobuf.
     fn emit_lease(
         &self,
-        go_type: &str,
         h: Option<&pb::ResponseHeader>,
         simple: String,
         fields: impl FnOnce(&mut String),
@@ -668,14 +660,15 @@ impl Printer {
                 }
                 json(j)
             }),
-            protobuf: || Err(marshal_unsupported(go_type)),
+            // clientv3's wrappers embed *ResponseHeader, whose Marshal is promoted: etcdctl
+            // prints the header's bytes alone.
+            protobuf: || Ok(h.map(|h| h.encode_to_vec()).unwrap_or_default()),
             table: no_table as Unsupported,
         })
     }
 
     pub fn grant(&self, r: &pb::LeaseGrantResponse) -> Result<(), CtlError> {
         self.emit_lease(
-            "clientv3.LeaseGrantResponse",
             r.header.as_ref(),
             format!("lease {} granted with TTL({}s)\n", hex16(r.id), r.ttl),
             |s| s.push_str(&format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl)),
@@ -689,7 +682,6 @@ impl Printer {
 
     pub fn keep_alive(&self, r: &pb::LeaseKeepAliveResponse) -> Result<(), CtlError> {
         self.emit_lease(
-            "clientv3.LeaseKeepAliveResponse",
             r.header.as_ref(),
             format!("lease {} keepalived with TTL({})\n", hex16(r.id), r.ttl),
             |s| s.push_str(&format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl)),
@@ -725,7 +717,6 @@ impl Printer {
             s + "\n"
         };
         self.emit_lease(
-            "*clientv3.LeaseTimeToLiveResponse",
             r.header.as_ref(),
             simple,
             |s| {
@@ -760,7 +751,6 @@ impl Printer {
             simple.push_str(&format!("{}\n", hex16(l.id)));
         }
         self.emit_lease(
-            "*clientv3.LeaseLeasesResponse",
             r.header.as_ref(),
             simple,
             |s| {

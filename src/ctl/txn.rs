@@ -136,6 +136,51 @@ pub fn parse_compare(line: &str) -> Result<pb::Compare, CtlError> {
     })
 }
 
+/// cobra's usage text for the commands a txn line can hold (`name` may be a prefix).
+fn usage(name: &str) -> Option<&'static str> {
+    const GET: &str = r#"Usage:
+   get [options] <key> [range_end] [flags]
+
+Flags:
+      --consistency string   Linearizable(l) or Serializable(s) (default "l")
+      --from-key             Get keys that are greater than or equal to the given key using byte compare
+  -h, --help                 help for get
+      --keys-only            Get only the keys
+      --limit int            Maximum number of results
+      --order string         Order of results; ASCEND or DESCEND (ASCEND by default)
+      --prefix               Get keys with matching prefix
+      --print-value-only     Only write values when using the "simple" output format
+      --rev int              Specify the kv revision
+      --sort-by string       Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
+
+"#;
+    const PUT: &str = r#"Usage:
+   put [options] <key> <value> (<value> can also be given from stdin) [flags]
+
+Flags:
+  -h, --help           help for put
+      --ignore-lease   updates the key using its current lease
+      --ignore-value   updates the key using its current value
+      --lease string   lease ID (in hexadecimal) to attach to the key (default "0")
+      --prev-kv        return the previous key-value pair before modification
+
+"#;
+    const DEL: &str = r#"Usage:
+   del [options] <key> [range_end] [flags]
+
+Flags:
+      --from-key   delete keys that are greater than or equal to the given key using byte compare
+  -h, --help       help for del
+      --prefix     delete keys with matching prefix
+      --prev-kv    return deleted key-value pairs
+
+"#;
+    [("get", GET), ("put", PUT), ("del", DEL)]
+        .into_iter()
+        .find(|(cmd, _)| !name.is_empty() && cmd.starts_with(name))
+        .map(|(_, u)| u)
+}
+
 /// Parses one request line (etcdctl's `parseRequestUnion`).
 pub fn parse_op(line: &str) -> Result<pb::RequestOp, CtlError> {
     use pb::request_op::Request;
@@ -143,8 +188,15 @@ pub fn parse_op(line: &str) -> Result<pb::RequestOp, CtlError> {
     if args.len() < 2 {
         return Err(invalid(format!("invalid txn compare request: {line}")));
     }
-    let parsed = OpLine::try_parse_from(&args)
-        .map_err(|_| invalid(format!("invalid txn request: {line}")))?;
+    let parsed = OpLine::try_parse_from(&args).map_err(|e| {
+        // cobra shows the usage of a command whose flags failed to parse.
+        if e.kind() != clap::error::ErrorKind::InvalidSubcommand {
+            if let Some(usage) = usage(&args[0]) {
+                super::print::err(usage);
+            }
+        }
+        invalid(format!("invalid txn request: {line}"))
+    })?;
     let request = match parsed.op {
         Op::Get(a) => Request::RequestRange(a.request()?),
         Op::Put(a) => Request::RequestPut(a.request(false)?),

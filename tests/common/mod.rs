@@ -6,6 +6,9 @@
 //! `dyn Server` then run unchanged against both.
 #![allow(dead_code)]
 
+pub mod ctl;
+pub mod ctl_steps;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -63,7 +66,8 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Processes a test starts must not outlive it, even if the test binary is killed.
+/// Processes a test starts must not outlive it, even if the test binary is killed: the child
+/// gets SIGKILL when the thread that started it ends, so start servers on the test's thread.
 pub trait DieWithTest {
     fn die_with_test(&mut self) -> &mut Self;
 }
@@ -99,41 +103,65 @@ pub fn require_binary(name: &str) -> PathBuf {
 
 /// A real etcd 3.4, single member, on free ports; killed (and its data removed) on drop.
 pub struct Etcd {
-    child: Child,
+    /// The running process (none while stopped).
+    child: Option<Child>,
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    peer_url: String,
     log: std::sync::Arc<Mutex<String>>,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it serves clients. Panics (with etcd's log) if it cannot.
     pub fn start() -> Etcd {
-        let bin = require_binary("etcd");
+        Etcd::start_advertising(None)
+    }
+
+    /// Like [`Etcd::start`], advertising `peer_url` instead of the peer URL it listens on. A lone
+    /// member never dials its peers, and member and cluster IDs derive from the advertised URLs:
+    /// two servers advertising the same URL have the same IDs, so their outputs compare as is.
+    pub fn start_advertising(peer_url: Option<&str>) -> Etcd {
         let mut last_log = String::new();
         for _attempt in 0..3 {
-            match Etcd::try_start(&bin) {
-                Ok(etcd) => return etcd,
+            let dir = tempfile::tempdir().expect("cannot make a temp dir");
+            let client_port = free_port();
+            let peer_port = free_port();
+            let peer_url = peer_url.map_or(format!("http://127.0.0.1:{peer_port}"), String::from);
+            let log = std::sync::Arc::new(Mutex::new(String::new()));
+            let mut etcd = Etcd {
+                child: None,
+                dir,
+                client_port,
+                peer_port,
+                peer_url,
+                log,
+            };
+            match etcd.spawn() {
+                Ok(()) => return etcd,
                 Err(log) => last_log = log,
             }
         }
         panic!("etcd did not start (tried 3 times on fresh ports); its last log:\n{last_log}");
     }
 
-    fn try_start(bin: &Path) -> Result<Etcd, String> {
-        let dir = tempfile::tempdir().expect("cannot make a temp dir");
-        let client_port = free_port();
-        let peer_port = free_port();
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let mut child = Command::new(bin)
+    /// Starts the etcd process on this member's ports and data dir; waits until it serves.
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = require_binary("etcd");
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let advertised = &self.peer_url;
+        let mut child = Command::new(&bin)
             .arg("--name=default")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={advertised}"))
+            .arg(format!("--initial-cluster=default={advertised}"))
             // A lone member elects itself after one election timeout: keep it short.
             .args(["--heartbeat-interval=20", "--election-timeout=200"])
             .stdin(Stdio::null())
@@ -142,10 +170,9 @@ impl Etcd {
             .die_with_test()
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        let log = std::sync::Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
-        let log2 = log.clone();
+        let log = self.log.clone();
         std::thread::spawn(move || {
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stderr).lines() {
@@ -155,26 +182,35 @@ impl Etcd {
                         let _ = tx.send(());
                     }
                 }
-                let mut l = log2.lock().unwrap();
+                let mut l = log.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let mut etcd = Etcd {
-            child,
-            dir,
-            client_port,
-            peer_port,
-            log,
-        };
+        self.child = Some(child);
         // Generous: only a broken etcd takes this long; a slow machine still passes.
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(()) => Ok(etcd),
+            Ok(()) => Ok(()),
             Err(_) => {
-                let _ = etcd.child.kill();
-                let _ = etcd.child.wait();
-                Err(etcd.log.lock().unwrap().clone())
+                self.stop();
+                Err(self.log())
             }
+        }
+    }
+
+    /// Kills the process (SIGKILL); the data dir stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills etcd and starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(log) = self.spawn() {
+            panic!("etcd did not restart; its log:\n{log}");
         }
     }
 
@@ -192,7 +228,7 @@ impl Server for Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        self.peer_url.clone()
     }
     fn data_dir(&self) -> &Path {
         self.dir.path()
@@ -201,7 +237,6 @@ impl Server for Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
