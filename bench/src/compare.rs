@@ -33,9 +33,9 @@ pub struct CompareArgs {
     #[arg(long)]
     quick: bool,
     /// Repetitions of each workload per server (alternating which server goes first); the
-    /// table shows the median.
-    #[arg(long, default_value_t = 1)]
-    reps: usize,
+    /// table shows the median. Default: 3, or 1 with --quick.
+    #[arg(long)]
+    reps: Option<usize>,
     /// Where the servers' data dirs go (a fresh temporary dir inside it); its file system
     /// decides what an fsync costs, so it is named in the output.
     #[arg(long)]
@@ -311,11 +311,11 @@ fn workloads(quick: bool, members: usize) -> Vec<Workload> {
         },
         Workload {
             name: "range linearizable, 1000 clients, 100 conns",
-            args: range("l", n(100_000, 20_000)),
+            args: range("l", n(50_000, 20_000)),
         },
         Workload {
             name: "range serializable, 1000 clients, 100 conns",
-            args: range("s", n(100_000, 20_000)),
+            args: range("s", n(50_000, 20_000)),
         },
     ]
 }
@@ -430,6 +430,8 @@ struct Cell {
     p99: f64,
     cpu100k: f64,
     client: f64,
+    /// The load generator's busiest executor thread (1.0 = never idle: it limited the rate).
+    busiest: f64,
     errors: u64,
 }
 
@@ -448,12 +450,19 @@ fn cell(runs: &[Run], server: &str, workload: &str) -> Option<Cell> {
         p99: m(|r| r.p99_ms),
         cpu100k: m(|r| r.server_cpu_per_100k),
         client: m(|r| r.client_cores_used),
+        busiest: m(|r| r.client_busiest_executor),
         errors: rs.iter().map(|r| r.errors).sum(),
     })
 }
 
+/// Above this, the load generator (not the server) may have limited the rate.
+const CLIENT_BOUND: f64 = 0.9;
+
 fn fmt_rps(c: &Cell) -> String {
     let mut s = format!("{:.0}", c.rps);
+    if c.busiest > CLIENT_BOUND {
+        s.push_str(" (client-bound)");
+    }
     if c.errors > 0 {
         let _ = write!(s, " ({} errors)", c.errors);
     }
@@ -552,7 +561,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         ));
     }
     let parent = a.data_parent.clone().unwrap_or_else(std::env::temp_dir);
-    let reps = a.reps.max(1);
+    let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
     let ws: Vec<Workload> = workloads(a.quick, a.members)
         .into_iter()
         .filter(|w| a.only.as_ref().is_none_or(|o| w.name.contains(o.as_str())))
@@ -690,17 +699,30 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     }
     let _ = writeln!(
         t,
-        "\nLoad generator CPU (cores used during the run; it shares the machine with the server):"
+        "\nLoad generator CPU (cores used during the run; it shares the machine with the server; \
+         \"client-bound\" above = its busiest executor was over {:.0}% busy, so give it more \
+         --client-cores):",
+        CLIENT_BOUND * 100.0
     );
     for w in &ws {
         let e = cell(&runs, "etcd", w.name);
         let c = cell(&runs, "corekv", w.name);
+        let show = |c: Option<Cell>| {
+            c.map(|c| {
+                format!(
+                    "{:.2} (busiest executor {:.0}%)",
+                    c.client,
+                    c.busiest * 100.0
+                )
+            })
+            .unwrap_or("-".into())
+        };
         let _ = writeln!(
             t,
-            "  {:<46} vs etcd {:>5}   vs corekv {:>5}",
+            "  {:<46} vs etcd {:<30} vs corekv {}",
             w.name,
-            e.map(|e| format!("{:.2}", e.client)).unwrap_or("-".into()),
-            c.map(|c| format!("{:.2}", c.client)).unwrap_or("-".into()),
+            show(e),
+            show(c),
         );
     }
     let _ = writeln!(t, "\nCommands (endpoints added per server):");

@@ -39,8 +39,9 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 1)]
     clients: usize,
     /// Client executor threads (glommio, one per core given); connections spread over them.
-    #[arg(long, global = true, default_value_t = 1)]
-    client_cores: usize,
+    /// Default 1; for `compare`, every CPU of the machine.
+    #[arg(long, global = true)]
+    client_cores: Option<usize>,
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long, global = true)]
     json: bool,
@@ -278,17 +279,23 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 fn main() {
     let cli = Cli::parse();
     if let Cmd::Compare(args) = &cli.cmd {
-        let code = compare::main(args, cli.client_cores);
+        let cores = cli.client_cores.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let code = compare::main(args, cores);
         std::process::exit(code);
     }
-    if cli.conns == 0 || cli.clients == 0 || cli.client_cores == 0 {
+    let client_cores = cli.client_cores.unwrap_or(1);
+    if cli.conns == 0 || cli.clients == 0 || client_cores == 0 {
         fail("--conns, --clients and --client-cores must be at least 1");
     }
     let g = Global {
         endpoints: cli.endpoints.clone(),
         conns: cli.conns,
         clients: cli.clients,
-        client_cores: cli.client_cores,
+        client_cores,
         target_leader: cli.target_leader,
         dial_timeout: cli.dial_timeout,
         command_timeout: cli.command_timeout,
