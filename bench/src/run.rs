@@ -387,7 +387,7 @@ where
         let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
         b.set_style(
             ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}",
+                "{msg} [{wide_bar}] {human_pos}/{human_len} {elapsed_precise}",
             )
             .expect("valid template")
             .progress_chars("=> "),

@@ -132,3 +132,36 @@ fn put_and_range_reports_count_requests() {
         assert!(range["client_cpu"]["cpu_s"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn stream_workloads_deliver_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = start_corekv(dir.path());
+
+    // 4 watchers of 2 keys, 20 puts: each put reaches 2 watchers.
+    let watch = bench(
+        &ep,
+        &[
+            "--conns",
+            "2",
+            "watch",
+            "--streams",
+            "2",
+            "--watchers-per-stream",
+            "2",
+            "--watched-key-total",
+            "2",
+            "--put-total",
+            "20",
+            "--put-clients",
+            "2",
+        ],
+    );
+    assert_eq!(watch["requests"], 40, "{watch}");
+    assert_eq!(watch["errors"], 0, "{watch}");
+    assert_eq!(watch["extra"]["watchers_created"], 4, "{watch}");
+
+    let ka = bench(&ep, &["--clients", "3", "lease-keepalive", "--total", "60"]);
+    assert_eq!(ka["requests"], 60, "{ka}");
+    assert_eq!(ka["errors"], 0, "{ka}");
+}
