@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds corekv and corekv-bench (release) and runs the side-by-side comparison with real etcd:
+#   bench/compare.sh                 # single node, full run (3 reps per workload, a few minutes)
+#   bench/compare.sh --quick         # fast check that everything works (not a measurement)
+#   bench/compare.sh --members 3     # etcd's 3-member cluster (corekv: n/a until it clusters)
+# Every flag is passed on to `corekv-bench compare` (see `corekv-bench compare --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v etcd >/dev/null 2>&1 || {
+  echo "compare.sh: etcd is not installed (Debian: apt-get install etcd-server)" >&2
+  exit 1
+}
+cargo build --release --bin corekv -p corekv >&2
+cargo build --release --bin corekv-bench -p corekv-bench >&2
+exec target/release/corekv-bench compare "$@"

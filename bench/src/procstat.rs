@@ -1,0 +1,52 @@
+//! CPU time of another process, from /proc/<pid>/stat (utime + stime: all its threads).
+
+/// Clock ticks per second (the unit of utime and stime).
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of `pid` in seconds, or None if it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text).map(|ticks| ticks as f64 / ticks_per_sec())
+}
+
+/// utime + stime (fields 14 and 15) in ticks. The command name (field 2) is in parentheses and
+/// may hold spaces, so fields are counted from the last ')'.
+fn parse_stat(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14 -> index 11, stime index 12.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_names() {
+        let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 40 0 0 20 0 7 0 \
+                    100 1000000 100 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(290));
+    }
+
+    #[test]
+    fn reads_own_cpu() {
+        let me = std::process::id();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(cpu_seconds(me).is_some());
+    }
+}
