@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glommio::channels::shared_channel;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
 use crate::api::watch::WatchStreams;
 use crate::api::{Api, Limits};
@@ -27,6 +27,9 @@ use crate::server::wal_records;
 pub const ETCD_API_VERSION: &str = "3.4.0";
 /// Capacity of each cross-executor channel, in batches.
 const LINK_CAPACITY: usize = 1024;
+/// CPU shares of the consensus task queue against the network's default 1000: on the shared
+/// executor, raft and apply come first.
+const CONSENSUS_SHARES: usize = 2000;
 
 /// A failure to start, reported as one line.
 #[derive(Debug, thiserror::Error)]
@@ -108,131 +111,111 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Data(format!("creating {}: {e}", cfg.data_dir.display())))?;
 
     let metrics = Arc::new(Metrics::default());
-    let cores = cfg.cores;
+    let net = NetShared {
+        limits: Limits {
+            max_request_bytes: cfg.flags.max_request_bytes,
+            max_txn_ops: cfg.flags.max_txn_ops,
+        },
+        version: VersionInfo {
+            server: ETCD_API_VERSION.into(),
+            cluster: ETCD_API_VERSION.into(),
+            corekv: env!("CARGO_PKG_VERSION").into(),
+        },
+        metrics: metrics.clone(),
+        member_id: cfg.member_id,
+        client_addrs: cfg.client_addrs.clone(),
+    };
+    // Executor 0 runs the consensus core beside its share of the network; the others reach
+    // it over a pair of channels each.
     let mut core_ends = Vec::new();
     let mut net_ends = Vec::new();
-    for _ in 0..cores {
+    for _ in 1..cfg.cores {
         let (req_tx, req_rx) = shared_channel::new_bounded::<Vec<Envelope>>(LINK_CAPACITY);
         let (rep_tx, rep_rx) = shared_channel::new_bounded::<ReplyBatch>(LINK_CAPACITY);
         core_ends.push((req_rx, rep_tx));
         net_ends.push((req_tx, rep_rx));
     }
 
-    // The consensus executor opens the data first; the network starts once it is ready.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let core_cfg = cfg.clone();
-    let core_metrics = metrics.clone();
-    let consensus = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("consensus")
+    let net0 = net.clone();
+    let peer_addrs = cfg.peer_addrs.clone();
+    let first = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("net-0+consensus")
         .spawn(move || async move {
-            let opened = open_member(&core_cfg, core_metrics.clone()).await;
-            let (node, wal) = match opened {
-                Ok(v) => {
-                    let _ = ready_tx.send(Ok(()));
-                    v
-                }
+            let (node, wal) = match open_member(&core_cfg, net0.metrics.clone()).await {
+                Ok(v) => v,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            let mut connects = Vec::new();
-            for (req_rx, rep_tx) in core_ends {
-                connects.push(glommio::spawn_local(async move {
-                    let (from_net, to_net) =
-                        futures_lite::future::zip(req_rx.connect(), rep_tx.connect()).await;
-                    Link { from_net, to_net }
-                }));
-            }
-            let mut links = Vec::new();
-            for c in connects {
-                links.push(c.await);
-            }
-            let dcfg = DriverConfig {
+            let _ = ready_tx.send(Ok(()));
+            let core = CoreClient::new(0);
+            let consensus = glommio::executor().create_task_queue(
+                Shares::Static(CONSENSUS_SHARES),
+                Latency::NotImportant,
+                "consensus",
+            );
+            let local = core.clone();
+            let driver_cfg = DriverConfig {
                 tick: Duration::from_millis(core_cfg.flags.heartbeat_interval),
                 snapshot_count: core_cfg.flags.snapshot_count,
                 snapshot_log_bytes: 256 << 20,
                 backend_commit_interval: Duration::from_millis(100),
                 backend_commit_writes: 10_000,
             };
-            driver::run(node, wal, links, dcfg, core_metrics).await;
+            let metrics = net0.metrics.clone();
+            glommio::spawn_local_into(
+                async move {
+                    // Connect every remote link at once: each connect waits for its peer.
+                    let connects: Vec<_> = core_ends
+                        .into_iter()
+                        .map(|(req_rx, rep_tx)| {
+                            glommio::spawn_local(async move {
+                                let (from_net, to_net) =
+                                    futures_lite::future::zip(req_rx.connect(), rep_tx.connect())
+                                        .await;
+                                Link::Remote { from_net, to_net }
+                            })
+                        })
+                        .collect();
+                    let mut links = vec![Link::Local(local)];
+                    for c in connects {
+                        links.push(c.await);
+                    }
+                    driver::run(node, wal, links, driver_cfg, metrics).await;
+                },
+                consensus,
+            )
+            .expect("the consensus task queue exists")
+            .detach();
+            serve_network(core, net0, peer_addrs).await;
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            let _ = consensus.join();
+            let _ = first.join();
             return Err(StartError::Data(e));
         }
         Err(_) => return Err(StartError::Data("the consensus executor stopped".into())),
     }
 
-    let limits = Limits {
-        max_request_bytes: cfg.flags.max_request_bytes,
-        max_txn_ops: cfg.flags.max_txn_ops,
-    };
-    let version = VersionInfo {
-        server: ETCD_API_VERSION.into(),
-        cluster: ETCD_API_VERSION.into(),
-        corekv: env!("CARGO_PKG_VERSION").into(),
-    };
-    let mut handles = Vec::new();
+    let mut handles = vec![first];
     for (i, (req_tx, rep_rx)) in net_ends.into_iter().enumerate() {
-        let client_addrs = cfg.client_addrs.clone();
-        let peer_addrs = if i == 0 {
-            cfg.peer_addrs.clone()
-        } else {
-            vec![]
-        };
-        let metrics = metrics.clone();
-        let version = version.clone();
-        let member_id = cfg.member_id;
+        let executor = (i + 1) as u16;
+        let net = net.clone();
         let h = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("net-{i}"))
+            .name(&format!("net-{executor}"))
             .spawn(move || async move {
                 let (to_core, from_core) =
                     futures_lite::future::zip(req_tx.connect(), rep_rx.connect()).await;
-                let core = CoreClient::new(i as u16);
-                let watch_streams = Rc::new(WatchStreams::new(limits.max_request_bytes));
-                core.set_watch_sink(watch_streams.clone());
+                let core = CoreClient::new(executor);
                 glommio::spawn_local(core.clone().run_sender(to_core)).detach();
                 glommio::spawn_local(core.clone().run_receiver(from_core)).detach();
-                let ctx = Rc::new(ConnContext {
-                    api: Api {
-                        core,
-                        watch_streams,
-                        limits,
-                        metrics,
-                        member_id,
-                    },
-                    version,
-                });
-                let mut accepts = Vec::new();
-                for addr in client_addrs {
-                    let listener = match listen(addr) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            eprintln!("corekv: listen on {addr}: {e}");
-                            std::process::exit(1);
-                        }
-                    };
-                    let ctx = ctx.clone();
-                    accepts.push(glommio::spawn_local(accept_loop(listener, ctx)));
-                }
-                for addr in peer_addrs {
-                    // Peers of a single member never call; the port is held like etcd holds it.
-                    if let Ok(listener) = listen(addr) {
-                        accepts.push(glommio::spawn_local(async move {
-                            while let Ok(s) = listener.accept().await {
-                                drop(s);
-                            }
-                        }));
-                    }
-                }
-                for a in accepts {
-                    a.await;
-                }
+                serve_network(core, net, vec![]).await;
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
         handles.push(h);
@@ -242,13 +225,63 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         data_dir = %cfg.data_dir.display(),
         client_urls = %cfg.client_urls.join(","),
         member_id = format!("{:x}", cfg.member_id),
+        executors = cfg.cores,
         "corekv is serving"
     );
     for h in handles {
         let _ = h.join();
     }
-    let _ = consensus.join();
     Ok(())
+}
+
+/// What every network executor serves with.
+#[derive(Clone)]
+struct NetShared {
+    limits: Limits,
+    version: VersionInfo,
+    metrics: Arc<Metrics>,
+    member_id: u64,
+    client_addrs: Vec<SocketAddr>,
+}
+
+/// Accepts client connections on this executor until the process ends.
+async fn serve_network(core: Rc<CoreClient>, net: NetShared, peer_addrs: Vec<SocketAddr>) {
+    let watch_streams = Rc::new(WatchStreams::new(net.limits.max_request_bytes));
+    core.set_watch_sink(watch_streams.clone());
+    let ctx = Rc::new(ConnContext {
+        api: Api {
+            core,
+            watch_streams,
+            limits: net.limits,
+            metrics: net.metrics,
+            member_id: net.member_id,
+        },
+        version: net.version,
+    });
+    let mut accepts = Vec::new();
+    for addr in net.client_addrs {
+        let listener = match listen(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("corekv: listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        };
+        accepts.push(glommio::spawn_local(accept_loop(listener, ctx.clone())));
+    }
+    for addr in peer_addrs {
+        // Peers of a single member never call; the port is held like etcd holds it.
+        if let Ok(listener) = listen(addr) {
+            accepts.push(glommio::spawn_local(async move {
+                while let Ok(s) = listener.accept().await {
+                    drop(s);
+                }
+            }));
+        }
+    }
+    for a in accepts {
+        a.await;
+    }
 }
 
 /// A listener on every network executor (SO_REUSEPORT: the kernel spreads connections),

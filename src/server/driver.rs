@@ -12,7 +12,7 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use raft::eraftpb::{HardState, SnapshotMetadata};
 
 use super::backend::Committed;
-use super::link::{BatchQueue, Envelope, ReplyBatch, ToNet};
+use super::link::{BatchQueue, CoreClient, Envelope, ReplyBatch, ToNet};
 use super::message::ReplyTo;
 use super::node::{Node, Output, Persist, StateMachine};
 use super::raft_log::RaftLog;
@@ -82,17 +82,49 @@ pub struct DriverConfig {
     pub backend_commit_writes: u64,
 }
 
-/// One link to a network executor: requests in, replies out.
-pub struct Link {
-    pub from_net: ConnectedReceiver<Vec<Envelope>>,
-    pub to_net: ConnectedSender<ReplyBatch>,
+/// How the core reaches one network executor.
+pub enum Link {
+    /// On another thread: batches cross glommio shared channels.
+    Remote {
+        from_net: ConnectedReceiver<Vec<Envelope>>,
+        to_net: ConnectedSender<ReplyBatch>,
+    },
+    /// On the core's own executor: batches are handed over in memory, no thread hop.
+    Local(Rc<CoreClient>),
+}
+
+/// Where the replies for one network executor go.
+enum Port {
+    Remote(Rc<BatchQueue<ToNet>>),
+    Local {
+        client: Rc<CoreClient>,
+        pending: Vec<ToNet>,
+    },
+}
+
+impl Port {
+    fn push(&mut self, item: ToNet) {
+        match self {
+            Port::Remote(q) => q.push(item),
+            Port::Local { pending, .. } => pending.push(item),
+        }
+    }
+
+    /// Hands the local executor its replies (remote ones go out with their sender task).
+    fn flush(&mut self) {
+        if let Port::Local { client, pending } = self {
+            if !pending.is_empty() {
+                client.deliver(std::mem::take(pending));
+            }
+        }
+    }
 }
 
 struct Driver<S: DurableStateMachine> {
     node: Node<S>,
     wal: Rc<wal::Wal>,
     inbox: Rc<Inbox>,
-    replies: Vec<Rc<BatchQueue<ToNet>>>,
+    ports: Vec<Port>,
     metrics: Arc<Metrics>,
     cfg: DriverConfig,
     last_backend_commit: Instant,
@@ -114,21 +146,37 @@ pub async fn run<S: DurableStateMachine + 'static>(
     metrics: Arc<Metrics>,
 ) {
     let inbox = Rc::new(Inbox::default());
-    let mut replies = Vec::new();
+    let mut ports = Vec::new();
     for (i, link) in links.into_iter().enumerate() {
+        let executor = i as u16;
         let inbox2 = inbox.clone();
-        let from_net = link.from_net;
-        glommio::spawn_local(async move {
-            while let Some(batch) = from_net.recv().await {
-                inbox2.push(Event::Requests(i as u16, batch));
+        match link {
+            Link::Remote { from_net, to_net } => {
+                glommio::spawn_local(async move {
+                    while let Some(batch) = from_net.recv().await {
+                        inbox2.push(Event::Requests(executor, batch));
+                    }
+                })
+                .detach();
+                let queue = Rc::new(BatchQueue::new());
+                let q2 = queue.clone();
+                glommio::spawn_local(async move { q2.run_sender(to_net).await }).detach();
+                ports.push(Port::Remote(queue));
             }
-        })
-        .detach();
-        let queue = Rc::new(BatchQueue::new());
-        let q2 = queue.clone();
-        let to_net = link.to_net;
-        glommio::spawn_local(async move { q2.run_sender(to_net).await }).detach();
-        replies.push(queue);
+            Link::Local(client) => {
+                let c2 = client.clone();
+                glommio::spawn_local(async move {
+                    while let Some(batch) = c2.next_requests().await {
+                        inbox2.push(Event::Requests(executor, batch));
+                    }
+                })
+                .detach();
+                ports.push(Port::Local {
+                    client,
+                    pending: Vec::new(),
+                });
+            }
+        }
     }
     let ticker_inbox = inbox.clone();
     let tick = cfg.tick;
@@ -145,7 +193,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
         node,
         wal: Rc::new(wal),
         inbox,
-        replies,
+        ports,
         metrics,
         cfg,
         last_backend_commit: Instant::now(),
@@ -203,10 +251,13 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         // A single member has no peers to send to; the cluster transport will carry these.
         drop(messages);
         for (to, reply) in replies {
-            self.replies[to.executor as usize].push(ToNet::Reply(to.token, reply));
+            self.ports[to.executor as usize].push(ToNet::Reply(to.token, reply));
         }
         for (executor, delivery) in watch {
-            self.replies[executor as usize].push(ToNet::Watch(delivery));
+            self.ports[executor as usize].push(ToNet::Watch(delivery));
+        }
+        for port in &mut self.ports {
+            port.flush();
         }
         let m = &self.metrics;
         use std::sync::atomic::Ordering::Relaxed;

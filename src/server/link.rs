@@ -85,23 +85,26 @@ impl<T: Send + 'static> BatchQueue<T> {
         }
     }
 
+    /// Everything queued so far, once there is something; None once closed and drained.
+    pub async fn next_batch(&self) -> Option<Vec<T>> {
+        std::future::poll_fn(|cx| {
+            let mut q = self.inner.borrow_mut();
+            if !q.items.is_empty() {
+                Poll::Ready(Some(std::mem::take(&mut q.items)))
+            } else if q.closed {
+                Poll::Ready(None)
+            } else {
+                q.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Sends everything queued as one message whenever the channel takes one; while a send
     /// waits for room, new items join the next batch. Returns when the receiver is gone.
     pub async fn run_sender(&self, to: ConnectedSender<Vec<T>>) {
-        loop {
-            let batch = std::future::poll_fn(|cx| {
-                let mut q = self.inner.borrow_mut();
-                if !q.items.is_empty() {
-                    Poll::Ready(Some(std::mem::take(&mut q.items)))
-                } else if q.closed {
-                    Poll::Ready(None)
-                } else {
-                    q.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
-            let Some(batch) = batch else { return };
+        while let Some(batch) = self.next_batch().await {
             if to.send(batch).await.is_err() {
                 return;
             }
@@ -192,36 +195,51 @@ impl CoreClient {
         self.fail_all(Status::unavailable(STOPPED));
     }
 
-    /// Hands replies from the core to the waiting callers. Runs as a task.
+    /// Hands replies from a remote core to the waiting callers. Runs as a task.
     pub async fn run_receiver(self: Rc<Self>, from_core: ConnectedReceiver<ReplyBatch>) {
-        let sink = self.watch_sink.borrow().clone();
         while let Some(batch) = from_core.recv().await {
-            let mut sh = self.shared.borrow_mut();
-            for item in batch {
-                let (token, reply) = match item {
-                    ToNet::Reply(token, reply) => (token, reply),
-                    ToNet::Watch(d) => {
-                        if let Some(sink) = &sink {
-                            sink.deliver(d);
-                        }
-                        continue;
+            self.deliver(batch);
+        }
+        self.stop();
+    }
+
+    /// Requests for a core running on this same executor, batch by batch.
+    pub async fn next_requests(&self) -> Option<Vec<Envelope>> {
+        self.queue.next_batch().await
+    }
+
+    /// Hands a batch of the core's answers to the waiting callers and watch streams.
+    pub fn deliver(&self, batch: ReplyBatch) {
+        let sink = self.watch_sink.borrow().clone();
+        let mut sh = self.shared.borrow_mut();
+        for item in batch {
+            let (token, reply) = match item {
+                ToNet::Reply(token, reply) => (token, reply),
+                ToNet::Watch(d) => {
+                    if let Some(sink) = &sink {
+                        sink.deliver(d);
                     }
-                };
-                let idx = token as usize;
-                match sh.slots.get_mut(idx) {
-                    Some(slot @ Slot::Waiting(_)) => {
-                        if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(reply)) {
-                            w.wake();
-                        }
-                    }
-                    Some(Slot::Abandoned) => {
-                        sh.slots.remove(idx);
-                    }
-                    _ => debug_assert!(false, "reply for unknown token {token}"),
+                    continue;
                 }
+            };
+            let idx = token as usize;
+            match sh.slots.get_mut(idx) {
+                Some(slot @ Slot::Waiting(_)) => {
+                    if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(reply)) {
+                        w.wake();
+                    }
+                }
+                Some(Slot::Abandoned) => {
+                    sh.slots.remove(idx);
+                }
+                _ => debug_assert!(false, "reply for unknown token {token}"),
             }
         }
-        if let Some(sink) = &sink {
+    }
+
+    /// The core is gone: every caller and stream gets "server stopped".
+    pub fn stop(&self) {
+        if let Some(sink) = self.watch_sink.borrow().clone() {
             sink.close_all();
         }
         self.fail_all(Status::unavailable(STOPPED));
