@@ -140,8 +140,10 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let core_cfg = cfg.clone();
     let net0 = net.clone();
     let peer_addrs = cfg.peer_addrs.clone();
+    let spin = Duration::from_micros(cfg.flags.spin_us);
     let first = LocalExecutorBuilder::new(Placement::Unbound)
         .name("net-0+consensus")
+        .spin_before_park(spin)
         .spawn(move || async move {
             let (node, wal) = match open_member(&core_cfg, net0.metrics.clone()).await {
                 Ok(v) => v,
@@ -209,6 +211,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         let net = net.clone();
         let h = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("net-{executor}"))
+            .spin_before_park(spin)
             .spawn(move || async move {
                 let (to_core, from_core) =
                     futures_lite::future::zip(req_tx.connect(), rep_rx.connect()).await;
@@ -372,6 +375,10 @@ async fn open_member(
         election_tick: cfg.election_ticks(),
         heartbeat_tick: 1,
         request_timeout_ticks: (7000 / cfg.flags.heartbeat_interval).max(1),
+        // Nanoseconds since the epoch: batch ids of this run start past any earlier run's.
+        first_batch_id: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
         members: members(cfg),
         version: ETCD_API_VERSION.into(),
     };

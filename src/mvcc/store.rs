@@ -75,6 +75,8 @@ pub struct KvStore<B: KvBackend> {
     current_rev: i64,
     compact_rev: i64,
     poisoned: Option<String>,
+    /// Whether write events carry prev_kv (costs a read per changed key).
+    event_prev_kv: bool,
 }
 
 /// An open write transaction: all its changes share main revision `begin_rev + 1`.
@@ -211,6 +213,7 @@ impl<B: KvBackend> KvStore<B> {
             current_rev,
             compact_rev,
             poisoned: None,
+            event_prev_kv: true,
         };
         if let Some(scheduled) = scheduled {
             if scheduled > compact_rev {
@@ -218,6 +221,13 @@ impl<B: KvBackend> KvStore<B> {
             }
         }
         Ok(store)
+    }
+
+    /// Whether [`WriteEffects`] events carry prev_kv. Filling it costs a backend read per
+    /// changed key, wasted when no watcher asked for prev_kv; responses' own prev_kv
+    /// (PutRequest.prev_kv, DeleteRangeRequest.prev_kv) do not depend on this.
+    pub fn set_event_prev_kv(&mut self, on: bool) {
+        self.event_prev_kv = on;
     }
 
     /// The current revision: 1 on an empty store, +1 per write that changed something.
@@ -695,7 +705,11 @@ impl<B: KvBackend> KvStore<B> {
         let (created, ver, old_lease, prev_kv) = match self.index.key_index(key) {
             Some(ki) if ki.is_live() => {
                 let at = ki.get(rev.main).expect("live key");
-                let prev = self.prev_before_txn(ki, tw.begin_rev, known_now)?;
+                let prev = if self.event_prev_kv {
+                    self.prev_before_txn(ki, tw.begin_rev, known_now)?
+                } else {
+                    None
+                };
                 (at.created, at.ver, ki.lease(), prev)
             }
             // A creation: etcd's watch sends no prev_kv for it.
@@ -739,7 +753,11 @@ impl<B: KvBackend> KvStore<B> {
         let rev = Revision::new(tw.begin_rev + 1, tw.changes);
         let ki = self.index.key_index(key).expect("deleting an indexed key");
         let old_lease = ki.lease();
-        let prev_kv = self.prev_before_txn(ki, tw.begin_rev, known_now)?;
+        let prev_kv = if self.event_prev_kv {
+            self.prev_before_txn(ki, tw.begin_rev, known_now)?
+        } else {
+            None
+        };
         let tomb = KeyValue {
             key: key.clone(),
             ..Default::default()

@@ -252,6 +252,7 @@ impl StateMachine for Applier {
         let Some(r) = req.request else {
             return Err(Status::invalid_argument("empty raft request"));
         };
+        self.kv.set_event_prev_kv(self.hub.wants_prev_kv());
         let reply = self.apply_request(r);
         self.hub.flush(self.kv.current_revision());
         self.metrics.leases.store(self.lessor.len() as i64, Relaxed);

@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub heartbeat_tick: usize,
     /// Ticks after which a request still waiting for raft fails with "request timed out".
     pub request_timeout_ticks: u64,
+    /// The first proposal batch id. It must differ between runs of the member (the driver
+    /// takes the clock), so a new batch is never mistaken for an old one still in the log.
+    pub first_batch_id: u64,
     pub members: Vec<pb::Member>,
     pub version: String,
 }
@@ -80,6 +83,8 @@ pub struct Output {
 struct PendingBatch {
     /// One per request in the batch; None for the core's own proposals.
     replies: Vec<Option<ReplyTo>>,
+    /// The requests themselves, so applying our own entry skips decoding it.
+    requests: Vec<RaftRequest>,
     deadline: u64,
 }
 
@@ -115,6 +120,21 @@ pub struct Node<S: StateMachine> {
     out: Output,
 }
 
+/// (proposer, batch_id) of an encoded RaftBatch: its fields 1 and 2, read without decoding
+/// the requests.
+fn batch_origin(data: &[u8]) -> Option<(u64, u64)> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Origin {
+        #[prost(uint64, tag = "1")]
+        proposer: u64,
+        #[prost(uint64, tag = "2")]
+        batch_id: u64,
+    }
+    // The requests (field 3) are skipped as unknown bytes, never decoded.
+    let o = Origin::decode(data).ok()?;
+    Some((o.proposer, o.batch_id))
+}
+
 const NO_LEADER: &str = "etcdserver: no leader";
 const TIMED_OUT: &str = "etcdserver: request timed out";
 const LEADER_CHANGED: &str = "etcdserver: leader changed";
@@ -137,12 +157,13 @@ impl<S: StateMachine> Node<S> {
         };
         raft_cfg.validate()?;
         let raw = RawNode::new(&raft_cfg, log, logger)?;
+        let first_batch_id = cfg.first_batch_id;
         Ok(Node {
             raw,
             sm,
             cfg,
             ticks: 0,
-            next_batch_id: 1,
+            next_batch_id: first_batch_id,
             next_read_ctx: 1,
             proposing: Vec::new(),
             proposing_since: 0,
@@ -293,6 +314,7 @@ impl<S: StateMachine> Node<S> {
             requests,
         };
         let data = batch.encode_to_vec();
+        let requests = batch.requests;
         match self.raw.propose(vec![], data) {
             Ok(()) => {
                 if self.is_leader() {
@@ -303,6 +325,7 @@ impl<S: StateMachine> Node<S> {
                     batch_id,
                     PendingBatch {
                         replies,
+                        requests,
                         deadline: self.ticks + self.cfg.request_timeout_ticks,
                     },
                 );
@@ -428,17 +451,25 @@ impl<S: StateMachine> Node<S> {
         if entry.data.is_empty() {
             return; // a new leader's empty entry
         }
-        let batch = match RaftBatch::decode(entry.data.as_ref()) {
-            Ok(b) => b,
-            Err(e) => panic!("raft entry {} does not decode: {e}", entry.index),
+        let (proposer, batch_id) = match batch_origin(&entry.data) {
+            Some(origin) => origin,
+            None => panic!("raft entry {} does not decode", entry.index),
         };
-        let waiting = if batch.proposer == self.cfg.id {
-            self.pending.remove(&batch.batch_id)
+        let mut waiting = if proposer == self.cfg.id {
+            self.pending.remove(&batch_id)
         } else {
             None
         };
+        // Our own batch is still in memory: apply it without decoding the entry again.
+        let requests = match waiting.as_mut() {
+            Some(p) => std::mem::take(&mut p.requests),
+            None => match RaftBatch::decode(entry.data.as_ref()) {
+                Ok(b) => b.requests,
+                Err(e) => panic!("raft entry {} does not decode: {e}", entry.index),
+            },
+        };
         let term = self.term();
-        for (i, req) in batch.requests.into_iter().enumerate() {
+        for (i, req) in requests.into_iter().enumerate() {
             let reply = self.sm.apply(entry.index, req);
             if let Some(to) = waiting.as_ref().and_then(|p| p.replies[i]) {
                 let reply = self.fill_header(reply, term);

@@ -71,6 +71,7 @@ fn single_node() -> Node<ToyState> {
         election_tick: 10,
         heartbeat_tick: 1,
         request_timeout_ticks: 70,
+        first_batch_id: 1,
         members: vec![],
         version: "3.4.0".into(),
     };
@@ -183,6 +184,7 @@ fn requests_time_out_when_raft_cannot_serve_them() {
         election_tick: 10,
         heartbeat_tick: 1,
         request_timeout_ticks: 5,
+        first_batch_id: 1,
         members: vec![],
         version: "3.4.0".into(),
     };

@@ -96,6 +96,7 @@ pub struct WatchHub {
     pending: HashMap<usize, Vec<Event>>,
     out: Vec<(u16, WatchDelivery)>,
     pub header: HeaderInfo,
+    prev_kv_watchers: usize,
     progress_every: u64,
     last_progress: u64,
 }
@@ -111,6 +112,7 @@ impl WatchHub {
             pending: HashMap::new(),
             out: Vec::new(),
             header: HeaderInfo::default(),
+            prev_kv_watchers: 0,
             progress_every: progress_every.max(1),
             last_progress: 0,
         }
@@ -118,6 +120,11 @@ impl WatchHub {
 
     pub fn watcher_count(&self) -> usize {
         self.watchers.len()
+    }
+
+    /// Whether any watcher asked for prev_kv (else writes need not look it up).
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers > 0
     }
 
     fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
@@ -231,6 +238,7 @@ impl WatchHub {
         let no_delete = c
             .filters
             .contains(&(pb::watch_create_request::FilterType::Nodelete as i32));
+        self.prev_kv_watchers += c.prev_kv as usize;
         let idx = self.watchers.insert(Watcher {
             executor,
             stream,
@@ -272,8 +280,7 @@ impl WatchHub {
         else {
             return; // etcd answers nothing for an unknown watch id
         };
-        self.remove_indexed(idx);
-        self.watchers.remove(idx);
+        self.remove(idx);
         let response = pb::WatchResponse {
             header: self.header(h.current_revision()),
             watch_id,
@@ -286,7 +293,8 @@ impl WatchHub {
     fn remove(&mut self, idx: usize) {
         self.remove_indexed(idx);
         self.pending.remove(&idx);
-        self.watchers.remove(idx);
+        let w = self.watchers.remove(idx);
+        self.prev_kv_watchers -= w.prev_kv as usize;
     }
 
     fn sync(&mut self, idx: usize) {
