@@ -358,7 +358,7 @@ async fn open_member(
             .await
             .map_err(|e| format!("writing the first WAL record: {e}"))?;
     }
-    let log = driver::recover_raft_log(&recovery.records, bootstrap);
+    let mut log = driver::recover_raft_log(&recovery.records, bootstrap);
     let db_path = member_dir.join("db");
     let sm = Applier::open(&db_path, cfg, metrics)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
@@ -369,6 +369,13 @@ async fn open_member(
             "the backend is at raft index {applied} but the WAL starts after a snapshot at {snap_index}: entries in between are lost"
         ));
     }
+    let last = raft::Storage::last_index(&log).map_err(|e| format!("raft log: {e}"))?;
+    if applied > last {
+        return Err(format!(
+            "the backend is at raft index {applied} but the WAL ends at {last}: the WAL lost entries"
+        ));
+    }
+    log.raise_commit(applied);
     let node_cfg = NodeConfig {
         id: cfg.member_id,
         cluster_id: cfg.cluster_id,

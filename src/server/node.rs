@@ -377,19 +377,22 @@ impl<S: StateMachine> Node<S> {
         self.apply_entries(committed);
 
         let entries = rd.take_entries();
-        let hard_state = rd.hs().cloned();
         self.raw.mut_store().append(&entries);
-        if let Some(hs) = &hard_state {
+        if let Some(hs) = rd.hs() {
             self.raw.mut_store().set_hard_state(hs.clone());
         }
+        // raft-rs says when durability is owed: new entries, a snapshot, a new term or vote.
+        // A Ready that only moves the commit index needs no fsync of its own (etcd does the
+        // same); the hard state then rides along with the next write. After a crash the
+        // commit index is relearned, and the backend's applied index raises it at start.
+        let needs_persist = rd.must_sync() || !entries.is_empty() || !snapshot.is_empty();
         let persisted_msgs = rd.take_persisted_messages();
         let number = rd.number();
-        let needs_persist = !entries.is_empty() || hard_state.is_some() || !snapshot.is_empty();
         if needs_persist {
             self.out.persist.push(Persist {
                 number,
                 entries,
-                hard_state,
+                hard_state: Some(self.raw.store().hard_state().clone()),
                 snapshot: (!snapshot.is_empty()).then_some(snapshot),
             });
             if !persisted_msgs.is_empty() {

@@ -41,6 +41,19 @@ impl RaftLog {
         self.hard_state = hs;
     }
 
+    /// Raises the commit index to `index`, an entry this log holds that the state machine has
+    /// already applied (the WAL's hard state may lag: commit-only changes are not fsync'd).
+    pub fn raise_commit(&mut self, index: u64) {
+        assert!(
+            index <= self.last(),
+            "the backend applied index {index} is past the last log entry {}",
+            self.last()
+        );
+        if self.hard_state.commit < index {
+            self.hard_state.commit = index;
+        }
+    }
+
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
     }
