@@ -1,5 +1,6 @@
 //! What crosses between the network executors and the consensus core.
 
+use crate::mvcc::is_txn_readonly;
 use crate::net::grpc::Status;
 use crate::proto::corekvpb::{raft_request, RaftRequest};
 use crate::proto::etcdserverpb as pb;
@@ -111,7 +112,9 @@ impl Request {
         match self {
             Request::Put(r) => write(R::Put(r)),
             Request::DeleteRange(r) => write(R::DeleteRange(r)),
-            Request::Txn(r) if !is_read_only_txn(&r) => write(R::Txn(r)),
+            // etcd's rule: only a txn of plain ranges is a read (a nested txn goes to raft).
+            Request::Txn(r) if !is_txn_readonly(&r) => write(R::Txn(r)),
+            Request::Txn(r) if is_serializable_txn(&r) => Kind::LocalRead(Request::Txn(r)),
             Request::Compact(r) => write(R::Compaction(r)),
             Request::LeaseGrant(r) => write(R::LeaseGrant(r)),
             Request::LeaseRevoke(r) => write(R::LeaseRevoke(r)),
@@ -144,16 +147,12 @@ impl Request {
     }
 }
 
-/// A txn whose every branch only reads never enters the raft log (etcd serves it as a read).
-pub fn is_read_only_txn(txn: &pb::TxnRequest) -> bool {
-    fn ops_read_only(ops: &[pb::RequestOp]) -> bool {
-        ops.iter().all(|op| match &op.request {
-            Some(pb::request_op::Request::RequestRange(_)) | None => true,
-            Some(pb::request_op::Request::RequestTxn(t)) => is_read_only_txn(t),
-            _ => false,
-        })
-    }
-    ops_read_only(&txn.success) && ops_read_only(&txn.failure)
+/// A read-only txn whose every range is serializable is served locally, like etcd's
+/// isTxnSerializable.
+fn is_serializable_txn(txn: &pb::TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).all(|op| {
+        matches!(&op.request, Some(pb::request_op::Request::RequestRange(r)) if r.serializable)
+    })
 }
 
 impl Response {
