@@ -87,6 +87,9 @@ pub struct Flags {
     /// for fewer wake-ups between requests.
     #[arg(long, default_value_t = 0)]
     pub spin_us: u64,
+    /// Size of each WAL segment file in bytes (corekv's own; etcd uses 64 MB).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub wal_segment_bytes: u64,
 }
 
 /// A configuration mistake, reported as one line before exiting.

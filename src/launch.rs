@@ -346,11 +346,17 @@ async fn open_member(
     // +2% and +6%, with lower p99 in five of six.
     let wal_opts = wal::WalOptions {
         o_dsync: true,
+        segment_size: cfg.flags.wal_segment_bytes,
         ..Default::default()
     };
     let (wal, recovery) = wal::Wal::open(&wal_dir, wal_opts)
         .await
         .map_err(|e| format!("opening the WAL in {}: {e}", wal_dir.display()))?;
+    tracing::info!(
+        records = recovery.records.len(),
+        "WAL recovered up to position {}",
+        recovery.last_valid
+    );
     if let Some(t) = &recovery.truncated {
         tracing::warn!("WAL recovery truncated a torn tail: {t:?}");
     }
@@ -366,7 +372,8 @@ async fn open_member(
             .await
             .map_err(|e| format!("writing the first WAL record: {e}"))?;
     }
-    let mut log = driver::recover_raft_log(&recovery.records, bootstrap);
+    let mut log = wal_records::recover_raft_log(&recovery.records, bootstrap)
+        .map_err(|e| format!("recovering the raft log from {}: {e}", wal_dir.display()))?;
     let db_path = member_dir.join("db");
     let sm = Applier::open(&db_path, cfg, metrics)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;

@@ -15,8 +15,7 @@ use super::backend::Committed;
 use super::link::{BatchQueue, CoreClient, Envelope, ReplyBatch, ToNet};
 use super::message::ReplyTo;
 use super::node::{Node, Output, Persist, StateMachine};
-use super::raft_log::RaftLog;
-use super::wal_records::{self, WalRecord};
+use super::wal_records;
 use crate::net::metrics::Metrics;
 
 /// Something the core loop must react to.
@@ -391,25 +390,4 @@ fn fatal(msg: &str) -> ! {
     tracing::error!("{msg}; stopping");
     eprintln!("corekv: {msg}; stopping");
     std::process::exit(1);
-}
-
-/// Rebuilds the raft log from what the WAL recovered.
-pub fn recover_raft_log(records: &[wal::Record], bootstrap: raft::eraftpb::ConfState) -> RaftLog {
-    let mut log = RaftLog::new(bootstrap);
-    for rec in records {
-        match wal_records::decode(rec.record_type, &rec.payload) {
-            Ok(WalRecord::Entry(e)) => {
-                if e.index > log.snapshot_metadata().index {
-                    log.append(std::slice::from_ref(&e));
-                }
-            }
-            Ok(WalRecord::HardState(hs)) => log.set_hard_state(hs),
-            Ok(WalRecord::Snapshot(meta)) => log.apply_snapshot(meta),
-            Err(e) => fatal(&format!(
-                "WAL record at {:?} does not decode: {e}",
-                rec.position
-            )),
-        }
-    }
-    log
 }

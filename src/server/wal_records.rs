@@ -5,6 +5,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState, SnapshotMetadata};
 
 use super::node::Persist;
+use super::raft_log::RaftLog;
 
 pub const ENTRY: u8 = 1;
 pub const HARD_STATE: u8 = 2;
@@ -57,4 +58,111 @@ pub fn encode_persist(p: &Persist) -> Vec<(u8, Vec<u8>)> {
         out.push(encode_hard_state(hs));
     }
     out
+}
+
+/// Rebuilds the raft log from the records the WAL recovered.
+///
+/// The newest snapshot marker is where the log starts, wherever it lies: entries after its
+/// index may have been written before it (they were persisted while the backend commit
+/// that the marker records was in flight), and older segments may be released.
+pub fn recover_raft_log(
+    records: &[wal::Record],
+    bootstrap: raft::eraftpb::ConfState,
+) -> Result<RaftLog, String> {
+    let mut decoded = Vec::with_capacity(records.len());
+    for rec in records {
+        let r = decode(rec.record_type, &rec.payload).map_err(|e| {
+            format!(
+                "WAL record at position {} does not decode: {e}",
+                rec.position
+            )
+        })?;
+        decoded.push(r);
+    }
+    let mut log = RaftLog::new(bootstrap);
+    if let Some(meta) = decoded.iter().rev().find_map(|r| match r {
+        WalRecord::Snapshot(m) => Some(m.clone()),
+        _ => None,
+    }) {
+        log.apply_snapshot(meta);
+    }
+    let start = log.snapshot_metadata().index;
+    for r in decoded {
+        match r {
+            WalRecord::Entry(e) if e.index <= start => {}
+            WalRecord::Entry(e) => {
+                let last = raft::Storage::last_index(&log).expect("in-memory log");
+                if e.index > last + 1 {
+                    return Err(format!(
+                        "the WAL lacks raft entries {} to {} (the log starts after index {start})",
+                        last + 1,
+                        e.index - 1
+                    ));
+                }
+                log.append(std::slice::from_ref(&e));
+            }
+            WalRecord::HardState(hs) => log.set_hard_state(hs),
+            WalRecord::Snapshot(_) => {}
+        }
+    }
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::ConfState;
+
+    fn rec(r: (u8, Vec<u8>), lsn: u64) -> wal::Record {
+        wal::Record {
+            record_type: r.0,
+            payload: r.1,
+            position: wal::Position::from_lsn(lsn),
+        }
+    }
+
+    fn entry(index: u64) -> (u8, Vec<u8>) {
+        let e = Entry {
+            index,
+            term: 1,
+            ..Default::default()
+        };
+        encode_msg(ENTRY, &e)
+    }
+
+    fn marker(index: u64) -> (u8, Vec<u8>) {
+        let m = SnapshotMetadata {
+            index,
+            term: 1,
+            ..Default::default()
+        };
+        encode_snapshot(&m)
+    }
+
+    #[test]
+    fn recovery_starts_at_the_newest_marker_even_after_later_entries() {
+        // Segments before entry 5 were released; entries 5..=8 were written before the
+        // marker for index 6, 9 after it.
+        let records: Vec<_> = [entry(5), entry(6), entry(7), entry(8), marker(6), entry(9)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| rec(r, i as u64 * 100))
+            .collect();
+        let log = recover_raft_log(&records, ConfState::default()).unwrap();
+        assert_eq!(log.snapshot_metadata().index, 6);
+        assert_eq!(raft::Storage::first_index(&log).unwrap(), 7);
+        assert_eq!(raft::Storage::last_index(&log).unwrap(), 9);
+    }
+
+    #[test]
+    fn recovery_reports_missing_entries_instead_of_panicking() {
+        let records = vec![rec(marker(2), 0), rec(entry(3), 10), rec(entry(7), 20)];
+        let err = match recover_raft_log(&records, ConfState::default()) {
+            Err(e) => e,
+            Ok(_) => panic!("a gap was accepted"),
+        };
+        assert!(err.contains("lacks raft entries 4 to 6"), "{err}");
+        let garbage = vec![rec((ENTRY, vec![0xff, 0xff]), 0)];
+        assert!(recover_raft_log(&garbage, ConfState::default()).is_err());
+    }
 }
