@@ -1,7 +1,7 @@
 //! Bad input gets a clear answer and costs nothing else: bad flags, a taken port, garbage on
 //! the client port, malformed gRPC, oversized requests, unknown methods.
 
-mod support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::{corekv_bin, free_port, http_get, DieWithTest, Kind, Server};
 use etcd_client::Client;
-use support::{corekv_bin, free_port, http_get, Kind, Server};
 
 fn run_corekv(args: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,6 +18,7 @@ fn run_corekv(args: &[&str]) -> (i32, String) {
         .arg("--data-dir")
         .arg(dir.path().join("d"))
         .args(args)
+        .die_with_test()
         .output()
         .unwrap();
     (

@@ -1,13 +1,13 @@
 //! kill -9 under concurrent write load: after a restart every acknowledged write is there,
 //! with its value and revision.
 
-mod support;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::{Kind, Server};
 use etcd_client::Client;
-use support::{Kind, Server};
 
 const WRITERS: usize = 32;
 /// Acknowledged writes to wait for before the kill.

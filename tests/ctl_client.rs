@@ -13,7 +13,7 @@ use corekv::client::{run_local, Client, ClientError, ClientOptions, Code};
 use corekv::proto::etcdserverpb as pb;
 use corekv::proto::mvccpb::event::EventType;
 
-fn options(server: &dyn Server) -> ClientOptions {
+fn options(server: &Server) -> ClientOptions {
     let mut o = ClientOptions::new(vec![server.endpoint()]);
     // Generous: these tests must not fail on a slow machine; none waits for a timeout.
     o.command_timeout = Duration::from_secs(30);
@@ -37,8 +37,8 @@ fn get(key: &str) -> pb::RangeRequest {
 
 #[test]
 fn concurrent_unary_calls_share_one_connection() {
-    let etcd = common::start(Kind::Etcd);
-    let opts = options(&*etcd);
+    let etcd = Server::start(Kind::Etcd);
+    let opts = options(&etcd);
     run_local(move || async move {
         let client = Client::connect(opts).await.unwrap();
         let mut tasks = Vec::new();
@@ -76,8 +76,8 @@ fn concurrent_unary_calls_share_one_connection() {
 
 #[test]
 fn errors_carry_the_servers_status() {
-    let etcd = common::start(Kind::Etcd);
-    let opts = options(&*etcd);
+    let etcd = Server::start(Kind::Etcd);
+    let opts = options(&etcd);
     run_local(move || async move {
         let client = Client::connect(opts).await.unwrap();
         let e = client.range(get("")).await.unwrap_err();
@@ -148,7 +148,7 @@ fn dial_failures_and_timeouts() {
 
 #[test]
 fn endpoints_are_tried_in_order() {
-    let etcd = common::start(Kind::Etcd);
+    let etcd = Server::start(Kind::Etcd);
     let dead = format!("127.0.0.1:{}", common::free_port());
     let opts = ClientOptions::new(vec![dead, format!("http://{}", etcd.endpoint())]);
     run_local(move || async move {
@@ -160,7 +160,7 @@ fn endpoints_are_tried_in_order() {
 
 #[test]
 fn a_broken_connection_is_redialed_by_the_next_call() {
-    let mut etcd = common::Etcd::start();
+    let mut etcd = Server::start(Kind::Etcd);
     let opts = options(&etcd);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -192,8 +192,8 @@ fn a_broken_connection_is_redialed_by_the_next_call() {
 
 #[test]
 fn watch_stream_delivers_events_in_order() {
-    let etcd = common::start(Kind::Etcd);
-    let opts = options(&*etcd);
+    let etcd = Server::start(Kind::Etcd);
+    let opts = options(&etcd);
     run_local(move || async move {
         let client = Client::connect(opts).await.unwrap();
         let (mut tx, mut rx) = client.watch().await.unwrap();
@@ -282,8 +282,8 @@ fn watch_stream_delivers_events_in_order() {
 
 #[test]
 fn keep_alive_stream_renews_and_reports_revocation() {
-    let etcd = common::start(Kind::Etcd);
-    let opts = options(&*etcd);
+    let etcd = Server::start(Kind::Etcd);
+    let opts = options(&etcd);
     run_local(move || async move {
         let client = Client::connect(opts).await.unwrap();
         let lease = client
@@ -335,8 +335,8 @@ async fn wait_for_keys(client: &Client, prefix: &str, n: i64) {
 
 #[test]
 fn mutex_excludes_and_hands_over_in_order() {
-    let etcd = common::start(Kind::Etcd);
-    let opts = options(&*etcd);
+    let etcd = Server::start(Kind::Etcd);
+    let opts = options(&etcd);
     run_local(move || async move {
         let client = Client::connect(opts).await.unwrap();
         let s1 = Session::new(&client, 30).await.unwrap();
@@ -367,8 +367,8 @@ fn mutex_excludes_and_hands_over_in_order() {
 
 #[test]
 fn election_leader_changes_on_resign() {
-    let etcd = common::start(Kind::Etcd);
-    let opts = options(&*etcd);
+    let etcd = Server::start(Kind::Etcd);
+    let opts = options(&etcd);
     run_local(move || async move {
         let client = Client::connect(opts).await.unwrap();
         let s1 = Session::new(&client, 30).await.unwrap();

@@ -12,32 +12,19 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::ctl::{diff, report, Side, Spawned, Tool};
+use common::ctl::{diff, ids, report, Side, Spawned, Tool};
 use common::ctl_steps::STEPS;
 use common::{Kind, Server};
-use corekv::client::{run_local, Client, ClientOptions};
-
-/// The server's (member ID, cluster ID).
-fn ids(server: &dyn Server) -> (u64, u64) {
-    let opts = ClientOptions::new(vec![server.endpoint()]);
-    run_local(move || async move {
-        let client = Client::connect(opts).await.expect("connect to the server");
-        let h = client.status().await.expect("status").header.unwrap();
-        (h.member_id, h.cluster_id)
-    })
-}
 
 #[test]
 fn corekvctl_prints_what_etcdctl_prints() {
     // Both advertise one peer URL: same member and cluster IDs, so even table widths match.
     let peer = format!("http://127.0.0.1:{}", common::free_port());
-    let ea = common::Etcd::start_advertising(Some(&peer));
-    let eb = common::Etcd::start_advertising(Some(&peer));
-    let (ma, ca) = ids(&ea);
-    let (mb, cb) = ids(&eb);
-    assert_eq!((ma, ca), (mb, cb));
-    let mut a = Side::new(Tool::Etcdctl, &ea, ma, ca);
-    let mut b = Side::new(Tool::Corekvctl, &eb, mb, cb);
+    let ea = Server::start_advertising(Kind::Etcd, &peer);
+    let eb = Server::start_advertising(Kind::Etcd, &peer);
+    assert_eq!(ids(&ea), ids(&eb));
+    let mut a = Side::new(Tool::Etcdctl, &ea);
+    let mut b = Side::new(Tool::Corekvctl, &eb);
     let bad = diff(&mut a, &mut b, STEPS);
     assert!(
         bad.is_empty(),
@@ -72,7 +59,7 @@ fn raw(tool: Tool, endpoint: &str, args: &[&str], stdin: &str) -> (Vec<u8>, Opti
 
 #[test]
 fn read_only_commands_print_the_same_bytes_on_one_server() {
-    let etcd = common::start(Kind::Etcd);
+    let etcd = Server::start(Kind::Etcd);
     let ep = etcd.endpoint();
     for kv in [["k1", "v1"], ["k2", "v2"], ["k1", "v1b"]] {
         raw(Tool::Etcdctl, &ep, &["put", kv[0], kv[1]], "");
@@ -127,7 +114,7 @@ fn wait_for_keys(endpoint: &str, prefix: &str, n: usize) {
 
 #[test]
 fn locks_exclude_each_other_across_tools() {
-    let etcd = common::start(Kind::Etcd);
+    let etcd = Server::start(Kind::Etcd);
     let ep = etcd.endpoint();
     for (holder_tool, waiter_tool) in [
         (Tool::Etcdctl, Tool::Corekvctl),
@@ -174,7 +161,7 @@ fn locks_exclude_each_other_across_tools() {
 
 #[test]
 fn elections_interoperate_across_tools() {
-    let etcd = common::start(Kind::Etcd);
+    let etcd = Server::start(Kind::Etcd);
     let ep = etcd.endpoint();
     for (first, second) in [
         (Tool::Etcdctl, Tool::Corekvctl),

@@ -1,13 +1,13 @@
 //! corekv through an independent client, the Rust `etcd-client` crate (tonic), and watch
 //! event streams compared with real etcd's for the same writes.
 
-mod support;
+mod common;
 
+use common::{Kind, Server};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseGrantOptions,
     PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchStream,
 };
-use support::{Kind, Server};
 
 async fn connect(s: &Server) -> Client {
     Client::connect([s.endpoint()], None)

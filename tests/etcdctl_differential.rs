@@ -1,9 +1,9 @@
 //! The same stock etcdctl commands against real etcd and against corekv: the answers must
 //! match, apart from the IDs and raft terms that differ between any two clusters.
 
-mod support;
+mod common;
 
-use support::{stderr, stdout, Kind, Server};
+use common::{stderr, stdout, Kind, Server};
 
 /// Replaces what legitimately differs between two clusters: cluster/member IDs, raft term.
 fn normalize(text: &str) -> String {

@@ -2,17 +2,17 @@
 //! raft with watchers notified, leases surviving a restart, 10,000 watchers, slow readers,
 //! and stock etcdctl watch / lease / lock / elect.
 
-mod support;
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::{http_get, Kind, Server};
 use etcd_client::{
     Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions,
     WatchOptions,
 };
-use support::{http_get, Kind, Server};
 
 async fn connect(s: &Server) -> Client {
     Client::connect([s.endpoint()], None).await.unwrap()
@@ -355,11 +355,7 @@ fn read_lines(r: &mut impl BufRead, n: usize) -> Vec<String> {
 }
 
 fn etcdctl_child(s: &Server, args: &[&str]) -> std::process::Child {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(s.endpoint())
-        .args(args)
+    s.etcdctl_command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -383,24 +379,24 @@ fn stock_etcdctl_watch_lease_lock_and_elect() {
     let _ = watch.kill();
     let _ = watch.wait();
 
-    let grant = support::stdout(&s.etcdctl(&["lease", "grant", "100"]));
+    let grant = common::stdout(&s.etcdctl(&["lease", "grant", "100"]));
     let id = grant.split_whitespace().nth(1).unwrap().to_owned();
     assert!(grant.contains("granted with TTL(100s)"), "{grant}");
     assert!(s
         .etcdctl(&["put", "--lease", &id, "leased", "v"])
         .status
         .success());
-    let ttl = support::stdout(&s.etcdctl(&["lease", "timetolive", &id, "--keys"]));
+    let ttl = common::stdout(&s.etcdctl(&["lease", "timetolive", &id, "--keys"]));
     assert!(ttl.contains("attached keys([leased])"), "{ttl}");
-    let ka = support::stdout(&s.etcdctl(&["lease", "keep-alive", "--once", &id]));
+    let ka = common::stdout(&s.etcdctl(&["lease", "keep-alive", "--once", &id]));
     assert_eq!(ka.trim(), format!("lease {id} keepalived with TTL(100)"));
-    let list = support::stdout(&s.etcdctl(&["lease", "list"]));
+    let list = common::stdout(&s.etcdctl(&["lease", "list"]));
     assert!(list.contains(&id), "{list}");
-    let revoke = support::stdout(&s.etcdctl(&["lease", "revoke", &id]));
+    let revoke = common::stdout(&s.etcdctl(&["lease", "revoke", &id]));
     assert_eq!(revoke.trim(), format!("lease {id} revoked"));
-    assert_eq!(support::stdout(&s.etcdctl(&["get", "leased"])), "");
+    assert_eq!(common::stdout(&s.etcdctl(&["get", "leased"])), "");
 
-    let lock = support::stdout(&s.etcdctl(&["lock", "mylock", "echo", "holding"]));
+    let lock = common::stdout(&s.etcdctl(&["lock", "mylock", "echo", "holding"]));
     assert_eq!(lock.trim(), "holding");
 
     let mut leader = etcdctl_child(&s, &["elect", "myelection", "proposal-1"]);

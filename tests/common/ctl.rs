@@ -2,7 +2,7 @@
 //! sides, outputs compared after normalizing what legitimately differs between two servers
 //! (member and cluster IDs, ports, lease IDs, timings).
 //!
-//! A side is a CLI (`etcdctl` or `corekvctl`) talking to a server (etcd, later corekv). The step
+//! A side is a CLI (`etcdctl` or `corekvctl`) talking to a server (etcd or corekv). The step
 //! list lives in `ctl_steps.rs`, in one place for every pairing.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,6 +12,17 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{DieWithTest, Server};
+use corekv::client::{run_local, Client, ClientOptions};
+
+/// The server's (member ID, cluster ID), from a Status call.
+pub fn ids(server: &Server) -> (u64, u64) {
+    let opts = ClientOptions::new(vec![server.endpoint()]);
+    run_local(move || async move {
+        let client = Client::connect(opts).await.expect("connect to the server");
+        let h = client.status().await.expect("status").header.unwrap();
+        (h.member_id, h.cluster_id)
+    })
+}
 
 /// Which command-line client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +70,7 @@ pub struct Step {
     pub args: &'static [&'static str],
     /// Standard input (closed right after, or kept open while a `Stream` step runs).
     pub stdin: Option<&'static str>,
-    /// Extra environment.
+    /// Extra environment; `{EP}` in a value stands for this side's endpoint.
     pub env: &'static [(&'static str, &'static str)],
     pub mode: Mode,
 }
@@ -75,7 +86,7 @@ pub struct Output {
 /// A CLI pointed at a server, with what its outputs need normalized.
 pub struct Side<'a> {
     pub tool: Tool,
-    pub server: &'a dyn Server,
+    pub server: &'a Server,
     /// (text, placeholder) pairs replaced in outputs, longest first.
     replace: Vec<(String, String)>,
     member_hex: String,
@@ -83,8 +94,9 @@ pub struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
-    /// `member_id` and `cluster_id` are the server's (from a Status call).
-    pub fn new(tool: Tool, server: &'a dyn Server, member_id: u64, cluster_id: u64) -> Side<'a> {
+    /// `tool` on `server` (asked for its member and cluster IDs, to normalize them).
+    pub fn new(tool: Tool, server: &'a Server) -> Side<'a> {
+        let (member_id, cluster_id) = ids(server);
         let mut replace = Vec::new();
         for (id, name) in [(member_id, "{MEMBER}"), (cluster_id, "{CLUSTER}")] {
             replace.push((format!("{id:x}"), name.to_string()));
@@ -127,9 +139,14 @@ impl<'a> Side<'a> {
                 cmd.env_remove(k);
             }
         }
+        let endpoint = self.server.endpoint();
         cmd.env("ETCDCTL_API", "3")
-            .env("ETCDCTL_ENDPOINTS", self.server.endpoint())
-            .envs(step.env.iter().copied())
+            .env("ETCDCTL_ENDPOINTS", &endpoint)
+            .envs(
+                step.env
+                    .iter()
+                    .map(|(k, v)| (k, v.replace("{EP}", &endpoint))),
+            )
             .args(self.args(step))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -478,12 +495,12 @@ pub fn report(a: &Side, b: &Side, bad: &[Mismatch]) -> String {
             m.step.env,
             m.step.mode,
             a.tool.name(),
-            a.server.kind(),
+            a.server.kind.name(),
             m.a.status,
             m.a.stdout,
             m.a.stderr,
             b.tool.name(),
-            b.server.kind(),
+            b.server.kind.name(),
             m.b.status,
             m.b.stdout,
             m.b.stderr,

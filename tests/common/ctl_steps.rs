@@ -1,7 +1,8 @@
 //! The one list of CLI steps every differential pairing runs (etcdctl vs corekvctl on etcd;
-//! later the same CLIs on corekv). Steps run in order on a fresh single-member server, so
-//! revisions are the same on both sides; some steps depend on earlier ones (lease `{L0}` is the
-//! first lease granted, watches replay history from revision 1 before the compaction).
+//! etcdctl on etcd vs etcdctl on corekv; etcdctl vs corekvctl on corekv). Steps run in order
+//! on a fresh single-member server, so revisions are the same on both sides; some steps depend
+//! on earlier ones (lease `{L0}` is the first lease granted, watches replay history from
+//! revision 1 before the compaction).
 
 use super::ctl::{mode, run, stream_with_stdin, with_env, with_stdin, Mode, Step};
 
@@ -89,6 +90,8 @@ pub const STEPS: &[Step] = &[
         &["get", "foo", "-w", "simple"],
         &[("ETCDCTL_WRITE_OUT", "json")],
     ),
+    // An endpoint written as a URL, as etcd's docs write them.
+    with_env(&["get", "foo"], &[("ETCDCTL_ENDPOINTS", "http://{EP}")]),
     with_env(
         &["get", "foo"],
         &[
@@ -120,6 +123,8 @@ pub const STEPS: &[Step] = &[
     with_stdin(&["txn"], "\nput k v\n\n"),
     with_stdin(&["txn", "extra"], "\n\n\n"),
     // ---- watch: history from revision 1 (before any compaction) ----
+    // A stream step's line count is everything the command prints before it waits for more:
+    // fewer, and the interrupt can cut off a line still being printed.
     run(&["put", "w1", "a"]),
     run(&["put", "w1", "b"]),
     run(&["del", "w1"]),
@@ -127,7 +132,7 @@ pub const STEPS: &[Step] = &[
     mode(&["watch", "w1", "--rev", "1"], Mode::Stream(9)),
     mode(
         &["watch", "w1", "--rev", "1", "--prev-kv"],
-        Mode::Stream(11),
+        Mode::Stream(13),
     ),
     mode(
         &["watch", "w1", "--rev", "1", "-w", "json"],
@@ -135,7 +140,7 @@ pub const STEPS: &[Step] = &[
     ),
     mode(
         &["watch", "w1", "--rev", "1", "-w", "fields"],
-        Mode::Stream(19),
+        Mode::Stream(25),
     ),
     mode(&["watch", "w", "--prefix", "--rev", "1"], Mode::Stream(12)),
     mode(&["watch", "w1", "w3", "--rev", "1"], Mode::Stream(12)),

@@ -1,49 +1,52 @@
-//! Shared integration-test helpers: start a server on free ports with a temporary data dir,
-//! kill it on drop.
+//! Shared integration-test helpers: start real servers — corekv (the binary under test) or
+//! etcd 3.4 (the oracle) — each single-member, on unique free ports with its own temporary
+//! data dir, ready once `GET /health` answers healthy, killed when dropped or when the test's
+//! thread ends.
 //!
-//! `Server` is what tests talk to; `Etcd` is the real etcd 3.4 (the oracle). A `Corekv` process
-//! can implement the same trait and be picked with [`start`] — tests written against
-//! `dyn Server` then run unchanged against both.
+//! - [`Server::start`] / [`Server::start_with`] (extra flags, named the same for both kinds) /
+//!   [`Server::start_advertising`] (a given peer URL: member and cluster IDs derive from the
+//!   advertised peer URLs and the cluster token, so two servers of one kind advertising the
+//!   same URL have the same IDs — a lone member never dials it).
+//! - [`Server::kill`] is SIGKILL (nothing flushed); [`Server::restart`] starts the same kind
+//!   again on the same ports and data dir.
+//! - [`Server::etcdctl`] runs stock etcdctl against it.
+//!
+//! Start servers on the test's own thread: a server gets SIGKILL when the thread that started
+//! it ends ([`DieWithTest`]), so a killed test binary leaves none behind.
 #![allow(dead_code)]
 
 pub mod ctl;
 pub mod ctl_steps;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A running server a test can talk to.
-pub trait Server {
-    /// What it is ("etcd", "corekv"), for messages.
-    fn kind(&self) -> &'static str;
-    /// The client endpoint, `127.0.0.1:PORT`.
-    fn endpoint(&self) -> String;
-    /// The advertised client URL, `http://127.0.0.1:PORT`.
-    fn client_url(&self) -> String {
-        format!("http://{}", self.endpoint())
-    }
-    /// The advertised peer URL.
-    fn peer_url(&self) -> String;
-    /// The data directory.
-    fn data_dir(&self) -> &Path;
-}
-
-/// Which server binary to start.
+/// Which server binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    Corekv,
     Etcd,
 }
 
-/// Starts a single-member server of `kind` on free ports.
-pub fn start(kind: Kind) -> Box<dyn Server> {
-    match kind {
-        Kind::Etcd => Box::new(Etcd::start()),
+impl Kind {
+    /// "corekv" or "etcd", for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Corekv => "corekv",
+            Kind::Etcd => "etcd",
+        }
+    }
+
+    fn binary(self) -> PathBuf {
+        match self {
+            Kind::Corekv => corekv_bin().to_path_buf(),
+            Kind::Etcd => require_binary("etcd"),
+        }
     }
 }
 
@@ -53,7 +56,8 @@ fn taken() -> &'static Mutex<HashSet<u16>> {
     TAKEN.get_or_init(Default::default)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago and was not handed out before.
+/// A TCP port on 127.0.0.1 that was free a moment ago and was not handed out before by this
+/// process.
 pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -67,7 +71,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Processes a test starts must not outlive it, even if the test binary is killed: the child
-/// gets SIGKILL when the thread that started it ends, so start servers on the test's thread.
+/// gets SIGKILL when the thread that started it ends, so start them on the test's thread.
 pub trait DieWithTest {
     fn die_with_test(&mut self) -> &mut Self;
 }
@@ -97,146 +101,267 @@ pub fn require_binary(name: &str) -> PathBuf {
     panic!(
         "`{name}` is not installed (not on PATH). These tests compare corekv with the real \
          etcd 3.4: install Debian's etcd-server and etcd-client packages \
-         (apt-get install etcd-server etcd-client), as the project's test command does."
+         (apt-get install etcd-server etcd-client), as ./test.sh does."
     );
 }
 
-/// A real etcd 3.4, single member, on free ports; killed (and its data removed) on drop.
-pub struct Etcd {
-    /// The running process (none while stopped).
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-    peer_url: String,
-    log: std::sync::Arc<Mutex<String>>,
+/// The corekv binary's path (for tests that run it by hand).
+pub fn corekv_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_corekv"))
 }
 
-impl Etcd {
-    /// Starts etcd and waits until it serves clients. Panics (with etcd's log) if it cannot.
-    pub fn start() -> Etcd {
-        Etcd::start_advertising(None)
+/// Raft timings given to both kinds unless a test passes its own: a lone member elects
+/// itself after one election timeout, so a short one makes every start fast.
+const FAST_TIMINGS: [&str; 2] = ["--heartbeat-interval=20", "--election-timeout=200"];
+
+/// How long a server may take to answer healthy; only a broken one takes this long.
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// A running single-member server; killed (and its data removed) on drop.
+pub struct Server {
+    pub kind: Kind,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The server's data directory (inside a temporary directory that also holds its log).
+    pub data_dir: PathBuf,
+    pub client_port: u16,
+    /// The port it listens on for peers.
+    pub peer_port: u16,
+    /// The peer URL it advertises (by default the one it listens on).
+    peer_url: String,
+    flags: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server of `kind` and waits until it is healthy.
+    pub fn start(kind: Kind) -> Server {
+        Server::launch(kind, &[], None)
     }
 
-    /// Like [`Etcd::start`], advertising `peer_url` instead of the peer URL it listens on. A lone
-    /// member never dials its peers, and member and cluster IDs derive from the advertised URLs:
-    /// two servers advertising the same URL have the same IDs, so their outputs compare as is.
-    pub fn start_advertising(peer_url: Option<&str>) -> Etcd {
-        let mut last_log = String::new();
+    /// Starts a server with extra flags (etcd's names; corekv takes the same).
+    pub fn start_with(kind: Kind, flags: &[&str]) -> Server {
+        Server::launch(kind, flags, None)
+    }
+
+    /// Starts a server advertising `peer_url` instead of the peer URL it listens on. Member
+    /// and cluster IDs derive from the advertised URLs (and the cluster token): two servers of
+    /// one kind advertising the same URL have the same IDs, so their outputs compare as is.
+    pub fn start_advertising(kind: Kind, peer_url: &str) -> Server {
+        Server::launch(kind, &[], Some(peer_url))
+    }
+
+    /// Starts on fresh ports, trying again (on other ports) if the server exits at start — a
+    /// port handed out a moment ago can still be taken by someone else meanwhile.
+    fn launch(kind: Kind, flags: &[&str], peer_url: Option<&str>) -> Server {
+        let mut last = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("cannot make a temp dir");
-            let client_port = free_port();
             let peer_port = free_port();
-            let peer_url = peer_url.map_or(format!("http://127.0.0.1:{peer_port}"), String::from);
-            let log = std::sync::Arc::new(Mutex::new(String::new()));
-            let mut etcd = Etcd {
+            let mut s = Server {
+                kind,
                 child: None,
+                data_dir: dir.path().join("data"),
                 dir,
-                client_port,
+                client_port: free_port(),
                 peer_port,
-                peer_url,
-                log,
+                peer_url: peer_url.map_or(format!("http://127.0.0.1:{peer_port}"), String::from),
+                flags: flags.iter().map(|f| f.to_string()).collect(),
             };
-            match etcd.spawn() {
-                Ok(()) => return etcd,
-                Err(log) => last_log = log,
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(e) => last = e,
             }
         }
-        panic!("etcd did not start (tried 3 times on fresh ports); its last log:\n{last_log}");
+        panic!(
+            "{} did not start (tried 3 times on fresh ports): {last}",
+            kind.name()
+        );
     }
 
-    /// Starts the etcd process on this member's ports and data dir; waits until it serves.
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.kind.name()))
+    }
+
+    /// Starts the process on this server's ports and data dir; waits until it is healthy.
     fn spawn(&mut self) -> Result<(), String> {
-        let bin = require_binary("etcd");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let advertised = &self.peer_url;
-        let mut child = Command::new(&bin)
+        let bin = self.kind.binary();
+        let client = self.url();
+        let listen_peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("cannot open the server's log file");
+        let sets_timings = self
+            .flags
+            .iter()
+            .any(|f| f.starts_with("--heartbeat-interval") || f.starts_with("--election-timeout"));
+        let child = Command::new(&bin)
             .arg("--name=default")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
+            .arg(format!("--data-dir={}", self.data_dir.display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={advertised}"))
-            .arg(format!("--initial-cluster=default={advertised}"))
-            // A lone member elects itself after one election timeout: keep it short.
-            .args(["--heartbeat-interval=20", "--election-timeout=200"])
+            .arg(format!("--listen-peer-urls={listen_peer}"))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-cluster=default={}", self.peer_url))
+            .args(if sets_timings {
+                &[][..]
+            } else {
+                &FAST_TIMINGS[..]
+            })
+            .args(&self.flags)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(log.try_clone().expect("cannot share the log file"))
+            .stderr(log)
             .die_with_test()
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("serving insecure client requests") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
         self.child = Some(child);
-        // Generous: only a broken etcd takes this long; a slow machine still passes.
-        match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                self.stop();
-                Err(self.log())
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!(
+                    "it exited at start ({status}); log:\n{}",
+                    self.log()
+                ));
             }
+            if http_get(self.client_port, "/health").is_some_and(|b| b.contains("\"true\"")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "not healthy within {READY_LIMIT:?}; log:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Kills the process (SIGKILL); the data dir stays.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Kills etcd and starts it again on the same ports and data.
-    pub fn restart(&mut self) {
-        self.stop();
-        if let Err(log) = self.spawn() {
-            panic!("etcd did not restart; its log:\n{log}");
-        }
-    }
-
-    /// etcd's log so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Server for Etcd {
-    fn kind(&self) -> &'static str {
-        "etcd"
-    }
-    fn endpoint(&self) -> String {
+    /// The client endpoint, `127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
-    fn peer_url(&self) -> String {
-        self.peer_url.clone()
+
+    /// The advertised client URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.endpoint())
     }
-    fn data_dir(&self) -> &Path {
-        self.dir.path()
+
+    /// The advertised peer URL.
+    pub fn peer_url(&self) -> &str {
+        &self.peer_url
+    }
+
+    /// Everything the server logged so far, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// SIGKILL: no chance to flush anything. The data dir stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server (if running) and starts it again on the same ports and data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.wait_for_ports();
+        if let Err(e) = self.spawn() {
+            panic!("{} did not restart: {e}", self.kind.name());
+        }
+    }
+
+    /// Waits until the ports of a killed server can be bound again. corekv's listening sockets
+    /// outlive its process by a few milliseconds (io_uring tears its rings down after the
+    /// process is gone), and a restart in that window fails with "Address already in use".
+    fn wait_for_ports(&self) {
+        let deadline = Instant::now() + READY_LIMIT;
+        for port in [self.client_port, self.peer_port] {
+            while TcpListener::bind(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {port} still taken {READY_LIMIT:?} after {} was killed",
+                    self.kind.name()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// A stock etcdctl (API v3) command aimed at this server.
+    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(require_binary("etcdctl"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ETCDCTL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint())
+            .args(args)
+            .die_with_test();
+        cmd
+    }
+
+    /// Runs stock etcdctl against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_stdin(args, "")
+    }
+
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .etcdctl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run etcdctl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     }
 }
 
-impl Drop for Etcd {
+impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
     }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:`port`; the body if the answer is 200, else None.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
