@@ -122,7 +122,6 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             corekv: env!("CARGO_PKG_VERSION").into(),
         },
         metrics: metrics.clone(),
-        member_id: cfg.member_id,
         client_addrs: cfg.client_addrs.clone(),
     };
     // Executor 0 runs the consensus core beside its share of the network; the others reach
@@ -243,7 +242,6 @@ struct NetShared {
     limits: Limits,
     version: VersionInfo,
     metrics: Arc<Metrics>,
-    member_id: u64,
     client_addrs: Vec<SocketAddr>,
 }
 
@@ -257,7 +255,6 @@ async fn serve_network(core: Rc<CoreClient>, net: NetShared, peer_addrs: Vec<Soc
             watch_streams,
             limits: net.limits,
             metrics: net.metrics,
-            member_id: net.member_id,
         },
         version: net.version,
     });
@@ -367,13 +364,28 @@ async fn open_member(
         // The first record pins the initial membership, whatever later flags say.
         let mut meta = raft::eraftpb::SnapshotMetadata::default();
         meta.set_conf_state(bootstrap.clone());
-        let (t, b) = wal_records::encode_snapshot(&meta);
-        wal.append(t, &b)
+        // Like etcd, the bootstrap happens in term 1 and the first leader is elected in 2.
+        let hs = raft::eraftpb::HardState {
+            term: 1,
+            ..Default::default()
+        };
+        let first = [
+            wal_records::encode_snapshot(&meta),
+            wal_records::encode_hard_state(&hs),
+        ];
+        let refs: Vec<(u8, &[u8])> = first.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+        wal.append_batch(&refs)
             .await
-            .map_err(|e| format!("writing the first WAL record: {e}"))?;
+            .map_err(|e| format!("writing the first WAL records: {e}"))?;
     }
     let mut log = wal_records::recover_raft_log(&recovery.records, bootstrap)
         .map_err(|e| format!("recovering the raft log from {}: {e}", wal_dir.display()))?;
+    if fresh {
+        log.set_hard_state(raft::eraftpb::HardState {
+            term: 1,
+            ..Default::default()
+        });
+    }
     let db_path = member_dir.join("db");
     let sm = Applier::open(&db_path, cfg, metrics)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
@@ -391,6 +403,9 @@ async fn open_member(
         ));
     }
     log.raise_commit(applied);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let node_cfg = NodeConfig {
         id: cfg.member_id,
         cluster_id: cfg.cluster_id,
@@ -398,9 +413,11 @@ async fn open_member(
         heartbeat_tick: 1,
         request_timeout_ticks: (7000 / cfg.flags.heartbeat_interval).max(1),
         // Nanoseconds since the epoch: batch ids of this run start past any earlier run's.
-        first_batch_id: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
+        first_batch_id: now.as_nanos() as u64,
+        // Like etcd's idutil: the member's low 16 bits, then milliseconds, then a counter;
+        // positive, and past every ID an earlier run of this member handed out.
+        first_lease_id: ((cfg.member_id & 0x7fff) << 48
+            | (now.as_millis() as u64 & 0xff_ffff_ffff) << 8) as i64,
         members: members(cfg),
         version: ETCD_API_VERSION.into(),
     };

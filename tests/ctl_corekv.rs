@@ -22,8 +22,6 @@ struct Known {
     args: &'static [&'static str],
     env: &'static [(&'static str, &'static str)],
     why: &'static str,
-    /// The difference shows only on some runs, so its absence proves nothing.
-    sometimes: bool,
 }
 
 const fn known(args: &'static [&'static str], why: &'static str) -> Known {
@@ -31,7 +29,6 @@ const fn known(args: &'static [&'static str], why: &'static str) -> Known {
         args,
         env: &[],
         why,
-        sometimes: false,
     }
 }
 
@@ -48,56 +45,14 @@ const AUTHORITY: &str = "corekv resets the stream (PROTOCOL_ERROR) when the HTTP
                          is a URL (`http://host:port`), which etcdctl 3.4 sends for Maintenance \
                          calls to an endpoint written with a scheme; etcd accepts it";
 
-/// Lease IDs: corekv lists leases by ID, etcd by expiry (so in grant order for equal TTLs);
-/// corekv's IDs begin with bits of the executor thread that took the grant, so two leases
-/// granted one after the other list in either order.
-const LEASE_ORDER: &str = "corekv's LeaseLeases lists leases by ID and its IDs do not grow \
-                           with time (their top bits come from the executor thread); etcd \
-                           lists them by expiry";
-
-/// A step whose output depends on the lease order above.
-const fn lease_order(args: &'static [&'static str]) -> Known {
-    Known {
-        args,
-        env: &[],
-        why: LEASE_ORDER,
-        sometimes: true,
-    }
-}
-
 /// Where corekv answers stock etcdctl differently from etcd.
 const SERVER_DIFFERENCES: &[Known] = &[
-    known(
-        &["watch", "w1", "--rev", "1", "-w", "json"],
-        "corekv's watch responses carry no raft_term in their header (etcd's do)",
-    ),
-    known(
-        &["watch", "w1", "--rev", "1", "-w", "fields"],
-        "corekv's watch responses carry no raft_term in their header (etcd's do)",
-    ),
-    known(
-        &["watch", "w1", "--rev", "2", "-w", "json"],
-        "a watch canceled for compaction: etcd's header has raft_term and revision 0, \
-         corekv's has the current revision and no raft_term",
-    ),
     known(&["endpoint", "hashkv"], NOT_YET),
     known(&["endpoint", "hashkv", "-w", "json"], NOT_YET),
     known(&["endpoint", "hashkv", "-w", "table"], NOT_YET),
     known(
         &["endpoint", "hashkv", "--rev", "5", "-w", "fields"],
         NOT_YET,
-    ),
-    lease_order(&["lease", "list"]),
-    lease_order(&["lease", "list", "-w", "json"]),
-    known(
-        &["member", "list", "-w", "json"],
-        "corekv's MemberList header carries the store revision; etcd's Cluster service \
-         headers have none (0)",
-    ),
-    known(
-        &["member", "list", "-w", "fields"],
-        "corekv's MemberList header carries the store revision; etcd's Cluster service \
-         headers have none (0)",
     ),
     known(&["member", "remove", "1234"], NOT_YET),
     known(
@@ -125,40 +80,8 @@ const SERVER_DIFFERENCES: &[Known] = &[
 /// Where etcdctl and corekvctl print differently against corekv: both print what corekv
 /// answered, so these are server differences too.
 const CLIENT_DIFFERENCES: &[Known] = &[
-    lease_order(&["lease", "list"]),
-    lease_order(&["lease", "list", "-w", "json"]),
     known(&["endpoint", "status", "--cluster"], AUTHORITY),
     known(&["defrag", "--cluster"], AUTHORITY),
-];
-
-/// A difference in every response of some kind, rewritten in corekv's outputs into etcd's
-/// text so the rest of each output is still compared.
-struct Rewrite {
-    from: &'static str,
-    to: &'static str,
-    why: &'static str,
-}
-
-const TERM: &str = "a fresh corekv member leads in raft term 1; etcd's leads in term 2 (its \
-                    bootstrap conf changes are at term 1, its first election makes term 2)";
-
-const SERVER_REWRITES: &[Rewrite] = &[
-    // A header object, and the lease commands' JSON (header fields inlined).
-    Rewrite {
-        from: "\"raft_term\":1}",
-        to: "\"raft_term\":2}",
-        why: TERM,
-    },
-    Rewrite {
-        from: "\"raft_term\":1,",
-        to: "\"raft_term\":2,",
-        why: TERM,
-    },
-    Rewrite {
-        from: "\"RaftTerm\" : 1\n",
-        to: "\"RaftTerm\" : 2\n",
-        why: TERM,
-    },
 ];
 
 /// Table borders and padding with runs of `-` and spaces squeezed to one: two servers' member
@@ -181,24 +104,6 @@ fn squeeze_tables(s: &str) -> String {
         .collect()
 }
 
-fn rewrite(o: &Output, rewrites: &[Rewrite], used: &mut [bool]) -> Output {
-    let fix = |s: &str, used: &mut [bool]| {
-        let mut s = s.to_string();
-        for (r, used) in rewrites.iter().zip(used.iter_mut()) {
-            if s.contains(r.from) {
-                *used = true;
-                s = s.replace(r.from, r.to);
-            }
-        }
-        s
-    };
-    Output {
-        stdout: fix(&o.stdout, used),
-        stderr: fix(&o.stderr, used),
-        status: o.status.clone(),
-    }
-}
-
 fn same(a: &Output, b: &Output, step: &Step) -> bool {
     match step.mode {
         Mode::CodeOnly => a.status == b.status,
@@ -207,29 +112,20 @@ fn same(a: &Output, b: &Output, step: &Step) -> bool {
 }
 
 /// Sorts the mismatches of a run into known and unexpected ones; returns what is wrong (empty
-/// if nothing). `b` is the side whose outputs get `rewrites`.
-fn judge(
-    a: &Side,
-    b: &Side,
-    bad: Vec<Mismatch>,
-    known: &[Known],
-    rewrites: &[Rewrite],
-    squeeze: bool,
-) -> String {
-    let mut rewrite_used = vec![false; rewrites.len()];
+/// if nothing).
+fn judge(a: &Side, b: &Side, bad: Vec<Mismatch>, known: &[Known], squeeze: bool) -> String {
     let mut known_seen = vec![false; known.len()];
     let mut unexpected = Vec::new();
     for m in bad {
-        let fixed = rewrite(&m.b, rewrites, &mut rewrite_used);
         let (oa, ob) = if squeeze {
             let sq = |o: &Output| Output {
                 stdout: squeeze_tables(&o.stdout),
                 stderr: squeeze_tables(&o.stderr),
                 status: o.status.clone(),
             };
-            (sq(&m.a), sq(&fixed))
+            (sq(&m.a), sq(&m.b))
         } else {
-            (m.a.clone(), fixed.clone())
+            (m.a.clone(), m.b.clone())
         };
         if same(&oa, &ob, &m.step) {
             continue;
@@ -239,11 +135,7 @@ fn judge(
             .position(|k| k.args == m.step.args && k.env == m.step.env)
         {
             Some(i) => known_seen[i] = true,
-            None => unexpected.push(Mismatch {
-                step: m.step,
-                a: m.a,
-                b: fixed,
-            }),
+            None => unexpected.push(m),
         }
     }
     // Shown with the test's output (on failure, or with --nocapture).
@@ -262,19 +154,11 @@ fn judge(
         ));
     }
     for (k, seen) in known.iter().zip(&known_seen) {
-        if !seen && !k.sometimes {
+        if !seen {
             problems.push_str(&format!(
                 "\nlisted as a known difference but now the same ({}): {:?} env {:?} — \
                  remove it from the list",
                 k.why, k.args, k.env
-            ));
-        }
-    }
-    for (r, used) in rewrites.iter().zip(&rewrite_used) {
-        if !used {
-            problems.push_str(&format!(
-                "\nthe rewrite {:?} -> {:?} ({}) was never needed — remove it",
-                r.from, r.to, r.why
             ));
         }
     }
@@ -283,12 +167,7 @@ fn judge(
 
 /// Runs every step with `tool_a` on a fresh `kind_a` server and `tool_b` on a fresh `kind_b`
 /// server, both advertising one peer URL, and judges the differences.
-fn compare(
-    (kind_a, tool_a): (Kind, Tool),
-    (kind_b, tool_b): (Kind, Tool),
-    known: &[Known],
-    rewrites: &[Rewrite],
-) {
+fn compare((kind_a, tool_a): (Kind, Tool), (kind_b, tool_b): (Kind, Tool), known: &[Known]) {
     let peer = format!("http://127.0.0.1:{}", common::free_port());
     let sa = Server::start_advertising(kind_a, &peer);
     let sb = Server::start_advertising(kind_b, &peer);
@@ -302,7 +181,7 @@ fn compare(
     let mut a = Side::new(tool_a, &sa);
     let mut b = Side::new(tool_b, &sb);
     let bad = diff(&mut a, &mut b, STEPS);
-    let problems = judge(&a, &b, bad, known, rewrites, squeeze);
+    let problems = judge(&a, &b, bad, known, squeeze);
     assert!(problems.is_empty(), "{problems}");
 }
 
@@ -312,7 +191,6 @@ fn corekv_answers_etcdctl_like_etcd() {
         (Kind::Etcd, Tool::Etcdctl),
         (Kind::Corekv, Tool::Etcdctl),
         SERVER_DIFFERENCES,
-        SERVER_REWRITES,
     );
 }
 
@@ -322,6 +200,5 @@ fn corekvctl_prints_what_etcdctl_prints_on_corekv() {
         (Kind::Corekv, Tool::Etcdctl),
         (Kind::Corekv, Tool::Corekvctl),
         CLIENT_DIFFERENCES,
-        &[],
     );
 }

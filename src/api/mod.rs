@@ -112,7 +112,6 @@ pub struct Api {
     pub watch_streams: Rc<watch::WatchStreams>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub member_id: u64,
 }
 
 fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
@@ -189,9 +188,7 @@ impl Api {
                 Request::Txn(kv::check_txn(decode(body)?, self.limits.max_txn_ops)?)
             }
             Unary::Compact => Request::Compact(kv::check_compaction(decode(body)?)?),
-            Unary::LeaseGrant => {
-                Request::LeaseGrant(lease::check_grant(decode(body)?, self.member_id)?)
-            }
+            Unary::LeaseGrant => Request::LeaseGrant(lease::check_grant(decode(body)?)?),
             Unary::LeaseRevoke => Request::LeaseRevoke(decode(body)?),
             Unary::LeaseTimeToLive => Request::LeaseTimeToLive(decode(body)?),
             Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),

@@ -93,10 +93,15 @@ impl Lessor {
         self.leases.contains_key(&id)
     }
 
-    pub fn ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.leases.keys().copied().collect();
+    /// Lease IDs, soonest to expire first (as etcd lists them), ties by ID.
+    pub fn ids_by_expiry(&self) -> Vec<i64> {
+        let mut ids: Vec<(i64, i64)> = self
+            .leases
+            .keys()
+            .map(|id| (self.remaining_secs(*id).unwrap_or(i64::MAX), *id))
+            .collect();
         ids.sort_unstable();
-        ids
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
     pub fn len(&self) -> usize {

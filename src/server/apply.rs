@@ -268,7 +268,7 @@ impl StateMachine for Applier {
                 header: None,
                 leases: self
                     .lessor
-                    .ids()
+                    .ids_by_expiry()
                     .into_iter()
                     .map(|id| pb::LeaseStatus { id })
                     .collect(),
@@ -337,6 +337,10 @@ impl StateMachine for Applier {
             });
         }
         out
+    }
+
+    fn set_raft_term(&mut self, term: u64) {
+        self.hub.header.raft_term = term;
     }
 
     fn watch(&mut self, executor: u16, stream: u64, command: WatchCommand) {

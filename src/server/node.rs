@@ -14,7 +14,7 @@ use raft::{RawNode, StateRole, Storage};
 use super::message::{Kind, Reply, ReplyTo, Request, Response, WatchCommand, WatchDelivery};
 use super::raft_log::RaftLog;
 use crate::net::grpc::{Code, Status};
-use crate::proto::corekvpb::{RaftBatch, RaftRequest};
+use crate::proto::corekvpb::{raft_request, RaftBatch, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 
 /// The applied state the consensus core drives: MVCC, leases, members.
@@ -36,6 +36,8 @@ pub trait StateMachine {
     fn tick(&mut self, _now: u64, _is_leader: bool) -> Vec<RaftRequest> {
         Vec::new()
     }
+    /// The raft term changed (watch responses carry it in their headers).
+    fn set_raft_term(&mut self, _term: u64) {}
     /// A command from a watch stream on network executor `executor`.
     fn watch(&mut self, _executor: u16, _stream: u64, _command: WatchCommand) {}
     /// Responses for watch streams produced since the last call, by executor.
@@ -56,6 +58,9 @@ pub struct NodeConfig {
     /// The first proposal batch id. It must differ between runs of the member (the driver
     /// takes the clock), so a new batch is never mistaken for an old one still in the log.
     pub first_batch_id: u64,
+    /// The first lease ID handed out for grants that leave the ID to the server; later ones
+    /// count up from it, so every member applies the proposer's choice.
+    pub first_lease_id: i64,
     pub members: Vec<pb::Member>,
     pub version: String,
 }
@@ -99,6 +104,9 @@ pub struct Node<S: StateMachine> {
     cfg: NodeConfig,
     ticks: u64,
     next_batch_id: u64,
+    next_lease_id: i64,
+    /// The raft term the state machine was last told.
+    term_told: u64,
     next_read_ctx: u64,
     /// Writes collected since the last proposal; proposed together as one entry.
     proposing: Vec<(RaftRequest, Option<ReplyTo>)>,
@@ -158,12 +166,15 @@ impl<S: StateMachine> Node<S> {
         raft_cfg.validate()?;
         let raw = RawNode::new(&raft_cfg, log, logger)?;
         let first_batch_id = cfg.first_batch_id;
+        let next_lease_id = cfg.first_lease_id.max(1);
         Ok(Node {
             raw,
             sm,
             cfg,
             ticks: 0,
             next_batch_id: first_batch_id,
+            next_lease_id,
+            term_told: 0,
             next_read_ctx: 1,
             proposing: Vec::new(),
             proposing_since: 0,
@@ -219,7 +230,13 @@ impl<S: StateMachine> Node<S> {
     /// Accepts a client request; its reply appears in a later [`Output`].
     pub fn submit(&mut self, req: Request, to: ReplyTo) {
         match req.kind() {
-            Kind::Write(w) => {
+            Kind::Write(mut w) => {
+                if let Some(raft_request::Request::LeaseGrant(g)) = &mut w.request {
+                    if g.id == 0 {
+                        g.id = self.next_lease_id;
+                        self.next_lease_id += 1;
+                    }
+                }
                 self.propose_later(w, Some(to));
             }
             Kind::LinearizableRead(r) => {
@@ -293,6 +310,10 @@ impl<S: StateMachine> Node<S> {
             }
         }
         self.serve_ready_reads();
+        if self.term() != self.term_told {
+            self.term_told = self.term();
+            self.sm.set_raft_term(self.term_told);
+        }
         self.out.watch.extend(self.sm.take_watch_deliveries());
     }
 
@@ -541,11 +562,13 @@ impl<S: StateMachine> Node<S> {
 
     fn fill_header(&self, mut reply: Reply, term: u64) -> Reply {
         if let Ok(resp) = &mut reply {
+            // etcd's Cluster service header carries no revision.
+            let with_revision = !matches!(resp, Response::MemberList(_));
             if let Some(h) = resp.header_mut() {
                 h.cluster_id = self.cfg.cluster_id;
                 h.member_id = self.cfg.id;
                 h.raft_term = term;
-                if h.revision == 0 {
+                if h.revision == 0 && with_revision {
                     h.revision = self.sm.revision();
                 }
             }

@@ -72,6 +72,7 @@ fn single_node() -> Node<ToyState> {
         heartbeat_tick: 1,
         request_timeout_ticks: 70,
         first_batch_id: 1,
+        first_lease_id: 1,
         members: vec![],
         version: "3.4.0".into(),
     };
@@ -185,6 +186,7 @@ fn requests_time_out_when_raft_cannot_serve_them() {
         heartbeat_tick: 1,
         request_timeout_ticks: 5,
         first_batch_id: 1,
+        first_lease_id: 1,
         members: vec![],
         version: "3.4.0".into(),
     };

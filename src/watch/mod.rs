@@ -340,8 +340,9 @@ impl WatchHub {
         let w = &self.watchers[idx];
         let (executor, stream, watch_id) = (w.executor, w.stream, w.watch_id);
         if from_rev < compacted {
+            // etcd's compaction notice carries no revision in its header.
             let response = pb::WatchResponse {
-                header: self.header(current),
+                header: self.header(0),
                 watch_id,
                 canceled: true,
                 compact_revision: compacted,
