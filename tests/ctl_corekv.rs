@@ -32,8 +32,6 @@ const fn known(args: &'static [&'static str], why: &'static str) -> Known {
     }
 }
 
-const NOT_YET: &str = "not implemented in corekv yet";
-
 /// etcdctl 3.4 makes the Maintenance calls aimed at one endpoint (Status, Defragment, HashKV,
 /// MoveLeader, Snapshot) on a connection dialed to the endpoint as written, and grpc-go sends
 /// that as the HTTP/2 `:authority`: `http://127.0.0.1:PORT` when the endpoint has a scheme, as
@@ -47,14 +45,6 @@ const AUTHORITY: &str = "corekv resets the stream (PROTOCOL_ERROR) when the HTTP
 
 /// Where corekv answers stock etcdctl differently from etcd.
 const SERVER_DIFFERENCES: &[Known] = &[
-    known(&["endpoint", "hashkv"], NOT_YET),
-    known(&["endpoint", "hashkv", "-w", "json"], NOT_YET),
-    known(&["endpoint", "hashkv", "-w", "table"], NOT_YET),
-    known(
-        &["endpoint", "hashkv", "--rev", "5", "-w", "fields"],
-        NOT_YET,
-    ),
-    known(&["member", "remove", "1234"], NOT_YET),
     known(
         &["endpoint", "status"],
         "dbSize: corekv's backend file grows in 1 MiB steps (1.1 MB after a few writes), \
@@ -66,15 +56,7 @@ const SERVER_DIFFERENCES: &[Known] = &[
          etcd's bbolt file is about 20 kB",
     ),
     known(&["endpoint", "status", "--cluster"], AUTHORITY),
-    known(&["alarm", "list"], NOT_YET),
-    known(&["alarm", "list", "-w", "json"], NOT_YET),
-    known(&["alarm", "disarm"], NOT_YET),
-    known(&["defrag"], NOT_YET),
-    known(
-        &["defrag", "--cluster"],
-        "not implemented in corekv yet (and --cluster dials the client URL, see AUTHORITY)",
-    ),
-    known(&["move-leader", "{MEMBER}"], NOT_YET),
+    known(&["defrag", "--cluster"], AUTHORITY),
 ];
 
 /// Where etcdctl and corekvctl print differently against corekv: both print what corekv

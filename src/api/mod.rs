@@ -49,6 +49,14 @@ pub enum Unary {
     MemberList,
     Status,
     HealthCheck,
+    MemberAdd,
+    MemberRemove,
+    MemberUpdate,
+    MemberPromote,
+    Alarm,
+    HashKv,
+    Defragment,
+    MoveLeader,
 }
 
 /// Streaming methods.
@@ -79,6 +87,14 @@ pub fn route(path: &str) -> Option<Route> {
         "/etcdserverpb.Cluster/MemberList" => Route::Unary(MemberList),
         "/etcdserverpb.Maintenance/Status" => Route::Unary(Status),
         "/grpc.health.v1.Health/Check" => Route::Unary(HealthCheck),
+        "/etcdserverpb.Cluster/MemberAdd" => Route::Unary(MemberAdd),
+        "/etcdserverpb.Cluster/MemberRemove" => Route::Unary(MemberRemove),
+        "/etcdserverpb.Cluster/MemberUpdate" => Route::Unary(MemberUpdate),
+        "/etcdserverpb.Cluster/MemberPromote" => Route::Unary(MemberPromote),
+        "/etcdserverpb.Maintenance/Alarm" => Route::Unary(Alarm),
+        "/etcdserverpb.Maintenance/HashKV" => Route::Unary(HashKv),
+        "/etcdserverpb.Maintenance/Defragment" => Route::Unary(Defragment),
+        "/etcdserverpb.Maintenance/MoveLeader" => Route::Unary(MoveLeader),
         "/etcdserverpb.Watch/Watch" => Route::Streaming(Streaming::Watch),
         "/etcdserverpb.Lease/LeaseKeepAlive" => Route::Streaming(Streaming::LeaseKeepAlive),
         _ => return None,
@@ -102,6 +118,14 @@ impl Unary {
             Unary::MemberList => "MemberList",
             Unary::Status => "Status",
             Unary::HealthCheck => "Check",
+            Unary::MemberAdd => "MemberAdd",
+            Unary::MemberRemove => "MemberRemove",
+            Unary::MemberUpdate => "MemberUpdate",
+            Unary::MemberPromote => "MemberPromote",
+            Unary::Alarm => "Alarm",
+            Unary::HashKv => "HashKV",
+            Unary::Defragment => "Defragment",
+            Unary::MoveLeader => "MoveLeader",
         }
     }
 }
@@ -194,6 +218,14 @@ impl Api {
             Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),
             Unary::MemberList => Request::MemberList(decode(body)?),
             Unary::Status => Request::Status(decode(body)?),
+            Unary::MemberAdd => Request::MemberAdd(decode(body)?),
+            Unary::MemberRemove => Request::MemberRemove(decode(body)?),
+            Unary::MemberUpdate => Request::MemberUpdate(decode(body)?),
+            Unary::MemberPromote => Request::MemberPromote(decode(body)?),
+            Unary::Alarm => Request::Alarm(decode(body)?),
+            Unary::HashKv => Request::HashKv(decode(body)?),
+            Unary::Defragment => Request::Defragment(decode(body)?),
+            Unary::MoveLeader => Request::MoveLeader(decode(body)?),
             Unary::HealthCheck => unreachable!("answered without the core"),
         };
         Ok(req)
@@ -215,5 +247,13 @@ pub fn encode_response(resp: &Response) -> Bytes {
         Response::LeaseLeases(r) => encode_message(r),
         Response::Status(r) => encode_message(r),
         Response::MemberList(r) => encode_message(r),
+        Response::MemberAdd(r) => encode_message(r),
+        Response::MemberRemove(r) => encode_message(r),
+        Response::MemberUpdate(r) => encode_message(r),
+        Response::MemberPromote(r) => encode_message(r),
+        Response::Alarm(r) => encode_message(r),
+        Response::HashKv(r) => encode_message(r),
+        Response::Defragment(r) => encode_message(r),
+        Response::MoveLeader(r) => encode_message(r),
     }
 }

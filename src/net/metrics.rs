@@ -59,7 +59,7 @@ pub struct RpcMetrics {
 }
 
 /// The RPCs counted, by gRPC method name.
-pub const RPCS: [&str; 20] = [
+pub const RPCS: [&str; 24] = [
     "Range",
     "Put",
     "DeleteRange",
@@ -80,6 +80,10 @@ pub const RPCS: [&str; 20] = [
     "Snapshot",
     "MoveLeader",
     "Check",
+    "MemberAdd",
+    "MemberRemove",
+    "MemberUpdate",
+    "MemberPromote",
 ];
 
 pub struct Metrics {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 
 use super::backend::{Committed, OverlayBackend, CONSISTENT_INDEX_KEY};
@@ -19,7 +20,7 @@ use crate::net::grpc::{Code, Status};
 use crate::net::metrics::Metrics;
 use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
 use crate::proto::etcdserverpb as pb;
-use crate::proto::mvccpb::Event;
+use crate::proto::mvccpb::{Event, KeyValue};
 use crate::storage::{Bucket, Db, DbOptions, StorageError};
 use crate::watch::{HeaderInfo, History, WatchHub};
 
@@ -224,6 +225,101 @@ impl Applier {
         }
     }
 
+    /// NOSPACE is raised while the backend is over its quota (writes are refused then);
+    /// corekv keeps no other alarms, so activating or deactivating changes nothing.
+    fn alarm(&self, _req: &pb::AlarmRequest) -> pb::AlarmResponse {
+        let alarms = if self.over_quota() {
+            vec![pb::AlarmMember {
+                member_id: self.hub.header.member_id,
+                alarm: pb::AlarmType::Nospace as i32,
+            }]
+        } else {
+            vec![]
+        };
+        pb::AlarmResponse {
+            header: None,
+            alarms,
+        }
+    }
+
+    /// etcd's HashKV: CRC-32C over the key bucket's name and every revision key and value up
+    /// to `revision` (0: the current one), leaving out revisions below the compaction point
+    /// that a compaction at `revision` would drop. The bucket has etcd's layout, so the hash
+    /// equals etcd's for the same history.
+    fn hash_kv(&self, revision: i64) -> Result<pb::HashKvResponse, Status> {
+        let current = self.kv.current_revision();
+        let compacted = self.kv.compact_revision();
+        if revision > 0 && revision <= compacted {
+            return Err(kv_status(KvError::Compacted));
+        }
+        if revision > current {
+            return Err(kv_status(KvError::FutureRev));
+        }
+        let upto = if revision == 0 { current } else { revision };
+        let at = |key: &Bytes| {
+            let req = pb::RangeRequest {
+                key: key.clone(),
+                revision: upto,
+                ..Default::default()
+            };
+            self.kv.range(&req).map_err(kv_status)
+        };
+        // etcd skips nothing when no key is live at `upto` (its keep set is empty).
+        let any_live = {
+            let all = pb::RangeRequest {
+                key: Bytes::from_static(b"\0"),
+                range_end: Bytes::from_static(b"\0"),
+                revision: upto,
+                count_only: true,
+                ..Default::default()
+            };
+            self.kv.range(&all).map_err(kv_status)?.count > 0
+        };
+        let end = mvcc::encode_rev(
+            mvcc::Revision {
+                main: upto + 1,
+                sub: 0,
+            },
+            false,
+        );
+        let mut crc = Crc32c::new();
+        crc.update(b"key");
+        let entries = mvcc::KvBackend::range(
+            self.kv.backend(),
+            mvcc::Bucket::Key,
+            Bound::Unbounded,
+            Bound::Excluded(&end.0[..end.1]),
+            false,
+        );
+        for item in entries {
+            let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
+            let Some((rev, _)) = mvcc::decode_rev(&k) else {
+                return Err(Status::internal(
+                    "a malformed revision key in the key bucket",
+                ));
+            };
+            if rev.main <= compacted && any_live {
+                // Kept only if it is still the key's latest revision at `upto`.
+                let kv =
+                    KeyValue::decode(v.as_slice()).map_err(|e| Status::internal(e.to_string()))?;
+                let latest = at(&kv.key)?.kvs.first().map(|kv| kv.mod_revision);
+                if latest != Some(rev.main) {
+                    continue;
+                }
+            }
+            crc.update(&k);
+            crc.update(&v);
+        }
+        Ok(pb::HashKvResponse {
+            header: Some(pb::ResponseHeader {
+                revision: current,
+                ..Default::default()
+            }),
+            hash: crc.finish(),
+            compact_revision: compacted,
+        })
+    }
+
     fn time_to_live(&self, r: &pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse {
         match self.lessor.get(r.id) {
             // etcd answers an unknown lease with TTL -1, not an error.
@@ -286,6 +382,8 @@ impl StateMachine for Applier {
                     ttl,
                 }))
             }
+            Request::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
+            Request::HashKv(h) => self.hash_kv(h.revision).map(Response::HashKv),
             other => Err(Status::internal(format!(
                 "{} is not a read",
                 other.method()
@@ -376,6 +474,10 @@ impl super::driver::DurableStateMachine for Applier {
     fn uncommitted_writes(&self) -> u64 {
         self.uncommitted_writes
     }
+
+    fn db(&self) -> Db {
+        self.db().clone()
+    }
 }
 
 /// Watch history read from the MVCC store's key bucket.
@@ -400,5 +502,56 @@ impl History for KvHistory<'_> {
         self.0
             .events_matching(from_rev, to_rev + 1, true, in_range)
             .unwrap_or_default()
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum etcd's HashKV uses.
+struct Crc32c(u32);
+
+impl Crc32c {
+    fn table() -> &'static [u32; 256] {
+        static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+        TABLE.get_or_init(|| {
+            let mut t = [0u32; 256];
+            for (i, slot) in t.iter_mut().enumerate() {
+                let mut c = i as u32;
+                for _ in 0..8 {
+                    c = if c & 1 != 0 {
+                        0x82f6_3b78 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+                *slot = c;
+            }
+            t
+        })
+    }
+
+    fn new() -> Crc32c {
+        Crc32c(!0)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        let t = Self::table();
+        for b in bytes {
+            self.0 = t[((self.0 ^ *b as u32) & 0xff) as usize] ^ (self.0 >> 8);
+        }
+    }
+
+    fn finish(&self) -> u32 {
+        !self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Crc32c;
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        let mut c = Crc32c::new();
+        c.update(b"123456789");
+        assert_eq!(c.finish(), 0xe306_9283);
     }
 }

@@ -13,10 +13,12 @@ use raft::eraftpb::{HardState, SnapshotMetadata};
 
 use super::backend::Committed;
 use super::link::{BatchQueue, CoreClient, Envelope, ReplyBatch, ToNet};
-use super::message::ReplyTo;
+use super::message::{ReplyTo, Request, Response};
 use super::node::{Node, Output, Persist, StateMachine};
 use super::wal_records;
+use crate::net::grpc::Status;
 use crate::net::metrics::Metrics;
+use crate::proto::etcdserverpb as pb;
 
 /// Something the core loop must react to.
 enum Event {
@@ -27,6 +29,8 @@ enum Event {
     Persisted(u64, Option<(u64, wal::Position)>),
     /// A snapshot marker for this index is durable at this WAL position.
     SnapshotSaved(u64, wal::Position),
+    /// A request answered outside the node (defragment).
+    Answer(ReplyTo, super::message::Reply),
 }
 
 /// The core loop's wake-up queue, fed by the link receivers, the ticker and persist tasks.
@@ -67,6 +71,8 @@ pub trait DurableStateMachine: StateMachine {
     fn poll_commit(&mut self) -> Option<Result<Committed, String>>;
     /// Writes applied since the last commit started.
     fn uncommitted_writes(&self) -> u64;
+    /// The backend, for work done off the core (defragment).
+    fn db(&self) -> crate::storage::Db;
 }
 
 #[derive(Clone, Debug)]
@@ -221,8 +227,15 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                         executor,
                         token: env.token,
                     };
-                    self.node.submit(env.request, to);
+                    if let Request::Defragment(_) = env.request {
+                        self.defragment(to);
+                    } else {
+                        self.node.submit(env.request, to);
+                    }
                 }
+            }
+            Event::Answer(to, reply) => {
+                self.ports[to.executor as usize].push(ToNet::Reply(to.token, reply));
             }
             Event::Tick => self.node.tick(),
             Event::Persisted(number, at) => {
@@ -289,6 +302,30 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 }
                 Err(e) => fatal(&format!("WAL append failed: {e}")),
             }
+        })
+        .detach();
+    }
+
+    /// Rewrites the backend file on a blocking thread; the core keeps applying meanwhile (the
+    /// B+tree lets commits continue until the final swap).
+    fn defragment(&mut self, to: ReplyTo) {
+        let db = self.node.state_machine().db();
+        let header = self.node.header();
+        let inbox = self.inbox.clone();
+        glommio::spawn_local(async move {
+            let result = glommio::executor()
+                .spawn_blocking(move || db.defragment())
+                .await;
+            let reply = match result {
+                Ok(report) => {
+                    tracing::info!(?report, "defragmented the backend");
+                    Ok(Response::Defragment(pb::DefragmentResponse {
+                        header: Some(header),
+                    }))
+                }
+                Err(e) => Err(Status::internal(format!("defragment: {e}"))),
+            };
+            inbox.push(Event::Answer(to, reply));
         })
         .detach();
     }

@@ -27,6 +27,14 @@ pub enum Request {
     LeaseLeases(pb::LeaseLeasesRequest),
     Status(pb::StatusRequest),
     MemberList(pb::MemberListRequest),
+    MemberAdd(pb::MemberAddRequest),
+    MemberRemove(pb::MemberRemoveRequest),
+    MemberUpdate(pb::MemberUpdateRequest),
+    MemberPromote(pb::MemberPromoteRequest),
+    Alarm(pb::AlarmRequest),
+    HashKv(pb::HashKvRequest),
+    Defragment(pb::DefragmentRequest),
+    MoveLeader(pb::MoveLeaderRequest),
     /// A command from a watch stream; its answers come back as [`WatchDelivery`]s.
     Watch {
         stream: u64,
@@ -89,6 +97,14 @@ pub enum Response {
     LeaseLeases(pb::LeaseLeasesResponse),
     Status(pb::StatusResponse),
     MemberList(pb::MemberListResponse),
+    MemberAdd(pb::MemberAddResponse),
+    MemberRemove(pb::MemberRemoveResponse),
+    MemberUpdate(pb::MemberUpdateResponse),
+    MemberPromote(pb::MemberPromoteResponse),
+    Alarm(pb::AlarmResponse),
+    HashKv(pb::HashKvResponse),
+    Defragment(pb::DefragmentResponse),
+    MoveLeader(pb::MoveLeaderResponse),
 }
 
 pub type Reply = Result<Response, Status>;
@@ -103,6 +119,8 @@ pub enum Kind {
     LocalRead(Request),
     /// For the watch hub.
     Watch { stream: u64, command: WatchCommand },
+    /// Rewrites the backend file: run off the consensus core, answered when done.
+    Defragment,
 }
 
 impl Request {
@@ -123,6 +141,14 @@ impl Request {
                 Kind::LocalRead(r)
             }
             Request::Watch { stream, command } => Kind::Watch { stream, command },
+            Request::Defragment(_) => Kind::Defragment,
+            r @ (Request::Alarm(_)
+            | Request::HashKv(_)
+            | Request::MoveLeader(_)
+            | Request::MemberAdd(_)
+            | Request::MemberRemove(_)
+            | Request::MemberUpdate(_)
+            | Request::MemberPromote(_)) => Kind::LocalRead(r),
             r => Kind::LinearizableRead(r),
         }
     }
@@ -143,6 +169,14 @@ impl Request {
             Request::Status(_) => "Status",
             Request::MemberList(_) => "MemberList",
             Request::Watch { .. } => "Watch",
+            Request::MemberAdd(_) => "MemberAdd",
+            Request::MemberRemove(_) => "MemberRemove",
+            Request::MemberUpdate(_) => "MemberUpdate",
+            Request::MemberPromote(_) => "MemberPromote",
+            Request::Alarm(_) => "Alarm",
+            Request::HashKv(_) => "HashKV",
+            Request::Defragment(_) => "Defragment",
+            Request::MoveLeader(_) => "MoveLeader",
         }
     }
 }
@@ -170,6 +204,15 @@ impl Response {
             Response::LeaseLeases(r) => &mut r.header,
             Response::Status(r) => &mut r.header,
             Response::MemberList(r) => &mut r.header,
+            Response::MemberAdd(r) => &mut r.header,
+            Response::MemberRemove(r) => &mut r.header,
+            Response::MemberUpdate(r) => &mut r.header,
+            Response::MemberPromote(r) => &mut r.header,
+            // etcd answers Alarm without a header.
+            Response::Alarm(_) => return None,
+            Response::HashKv(r) => &mut r.header,
+            Response::Defragment(r) => &mut r.header,
+            Response::MoveLeader(r) => &mut r.header,
         };
         Some(h.get_or_insert_with(Default::default))
     }

@@ -144,6 +144,8 @@ fn batch_origin(data: &[u8]) -> Option<(u64, u64)> {
 }
 
 const NO_LEADER: &str = "etcdserver: no leader";
+const MEMBERSHIP_CHANGES: &str =
+    "corekv: membership changes need clustering, which is not implemented yet";
 const TIMED_OUT: &str = "etcdserver: request timed out";
 const LEADER_CHANGED: &str = "etcdserver: leader changed";
 
@@ -250,6 +252,10 @@ impl<S: StateMachine> Node<S> {
                 self.out.replies.push((to, reply));
             }
             Kind::Watch { stream, command } => self.sm.watch(to.executor, stream, command),
+            Kind::Defragment => self
+                .out
+                .replies
+                .push((to, Err(Status::internal("defragment is run by the driver")))),
         }
     }
 
@@ -538,9 +544,53 @@ impl<S: StateMachine> Node<S> {
                 header: None,
                 members: self.cfg.members.clone(),
             })),
+            Request::MoveLeader(r) => self.move_leader(r.target_id),
+            Request::MemberRemove(pb::MemberRemoveRequest { id })
+            | Request::MemberUpdate(pb::MemberUpdateRequest { id, .. })
+            | Request::MemberPromote(pb::MemberPromoteRequest { id }) => {
+                if self.cfg.members.iter().any(|m| m.id == id) {
+                    Err(Status::unimplemented(MEMBERSHIP_CHANGES))
+                } else {
+                    Err(Status::new(Code::NotFound, "etcdserver: member not found"))
+                }
+            }
+            Request::MemberAdd(_) => Err(Status::unimplemented(MEMBERSHIP_CHANGES)),
             other => self.sm.read(other),
         };
         self.fill_header(reply, term)
+    }
+
+    /// etcd's MoveLeader: only the leader moves leadership, and only to a voting member.
+    fn move_leader(&mut self, target: u64) -> Reply {
+        if !self.is_leader() {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: not leader",
+            ));
+        }
+        if !self.raw.store().conf_state().voters.contains(&target) {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        if target != self.cfg.id {
+            // Another voter exists only in a cluster, which corekv cannot form yet.
+            return Err(Status::unimplemented(MEMBERSHIP_CHANGES));
+        }
+        Ok(Response::MoveLeader(pb::MoveLeaderResponse {
+            header: None,
+        }))
+    }
+
+    /// A response header as this member fills it now (for answers made outside `process`).
+    pub fn header(&self) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cfg.cluster_id,
+            member_id: self.cfg.id,
+            revision: self.sm.revision(),
+            raft_term: self.term(),
+        }
     }
 
     fn status(&self) -> pb::StatusResponse {
