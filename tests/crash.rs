@@ -15,8 +15,12 @@ const KILL_AFTER: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_kill_9() {
-    // A small snapshot count so the run crosses snapshots and WAL segment releases too.
-    let mut server = Server::start_with(Kind::Corekv, &["--snapshot-count", "500"]);
+    // A small snapshot count and 1 MiB WAL segments, so the run crosses snapshots and WAL
+    // segment releases too, and recovery starts from a log whose first segments are gone.
+    let mut server = Server::start_with(
+        Kind::Corekv,
+        &["--snapshot-count", "500", "--wal-segment-bytes", "1048576"],
+    );
     let acked: Arc<Mutex<Vec<(String, String, i64)>>> = Arc::default();
     let count = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -30,7 +34,8 @@ async fn every_acknowledged_write_survives_kill_9() {
             };
             for i in 0.. {
                 let key = format!("w{w}/{i}");
-                let value = format!("value-{w}-{i}");
+                // About 1 KiB per write: several WAL segments fill before the kill.
+                let value = format!("value-{w}-{i}-{}", "x".repeat(1000));
                 match c.put(key.clone(), value.clone(), None).await {
                     Ok(r) => {
                         let rev = r.header().unwrap().revision();
@@ -57,10 +62,16 @@ async fn every_acknowledged_write_survives_kill_9() {
     let mut revisions = std::collections::HashSet::new();
     for (key, value, rev) in &acked {
         let r = c.get(key.as_str(), None).await.unwrap();
-        let kv = r
-            .kvs()
-            .first()
-            .unwrap_or_else(|| panic!("acknowledged {key} is gone"));
+        let kv = r.kvs().first().unwrap_or_else(|| {
+            let max_acked = acked.iter().map(|a| a.2).max().unwrap_or(0);
+            panic!(
+                "acknowledged {key} (revision {rev}) is gone; the store is at revision {} after \
+                 restart, {} writes were acknowledged up to revision {max_acked}; log:\n{}",
+                r.header().unwrap().revision(),
+                acked.len(),
+                server.log()
+            )
+        });
         assert_eq!(kv.value_str().unwrap(), value, "{key}");
         assert_eq!(kv.mod_revision(), *rev, "{key}");
         assert!(revisions.insert(*rev), "revision {rev} acknowledged twice");

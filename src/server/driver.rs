@@ -2,7 +2,6 @@
 //! network (the links to the network executors), and commits the backend in batches.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -24,11 +23,16 @@ use crate::proto::etcdserverpb as pb;
 enum Event {
     Requests(u16, Vec<Envelope>),
     Tick,
-    /// Every Ready up to this number is durable; if it held entries, the last entry's index
-    /// and the WAL position where the Ready's records start.
-    Persisted(u64, Option<(u64, wal::Position)>),
-    /// A snapshot marker for this index is durable at this WAL position.
-    SnapshotSaved(u64, wal::Position),
+    /// Every Ready up to `number` is durable; `append` is the sequence number of the WAL
+    /// append that did it, `at` (if it held entries) the last entry's index and the WAL
+    /// position where its records start.
+    Persisted {
+        number: u64,
+        append: u64,
+        at: Option<(u64, wal::Position)>,
+    },
+    /// A snapshot marker is durable.
+    SnapshotSaved(SnapshotSaved),
     /// A request answered outside the node (defragment).
     Answer(ReplyTo, super::message::Reply),
 }
@@ -60,6 +64,16 @@ impl Inbox {
         })
         .await
     }
+}
+
+/// A durable snapshot marker, waiting to release the WAL segments it makes obsolete.
+#[derive(Clone, Copy, Debug)]
+struct SnapshotSaved {
+    index: u64,
+    marker: wal::Position,
+    /// Appends started before the marker's; they must all be durable before releasing, or
+    /// one still in flight could sit in a segment about to go.
+    appends_before: u64,
 }
 
 /// A state machine whose applied state is made durable by background commits.
@@ -135,7 +149,12 @@ struct Driver<S: DurableStateMachine> {
     last_backend_commit: Instant,
     /// (last entry index, first record's WAL position) of persisted Readys, oldest first,
     /// to know which segments a snapshot makes obsolete.
-    persisted_at: VecDeque<(u64, wal::Position)>,
+    persisted_at: Vec<(u64, wal::Position)>,
+    /// Sequence number of the next WAL append, and the appends not yet durable.
+    next_append: u64,
+    appends_in_flight: std::collections::BTreeSet<u64>,
+    /// A snapshot whose WAL release waits for earlier appends to finish.
+    release_pending: Option<SnapshotSaved>,
     last_snapshot_index: u64,
     /// Writes applied since the last snapshot.
     writes_since_snapshot: u64,
@@ -202,7 +221,10 @@ pub async fn run<S: DurableStateMachine + 'static>(
         metrics,
         cfg,
         last_backend_commit: Instant::now(),
-        persisted_at: VecDeque::new(),
+        persisted_at: Vec::new(),
+        next_append: 0,
+        appends_in_flight: Default::default(),
+        release_pending: None,
         last_snapshot_index,
         writes_since_snapshot: 0,
         snapshot_in_flight: false,
@@ -238,13 +260,15 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 self.ports[to.executor as usize].push(ToNet::Reply(to.token, reply));
             }
             Event::Tick => self.node.tick(),
-            Event::Persisted(number, at) => {
+            Event::Persisted { number, append, at } => {
+                self.appends_in_flight.remove(&append);
                 if let Some(at) = at {
-                    self.persisted_at.push_back(at);
+                    self.persisted_at.push(at);
                 }
                 self.node.on_persisted(number);
+                self.release_obsolete_segments();
             }
-            Event::SnapshotSaved(index, position) => self.finish_snapshot(index, position),
+            Event::SnapshotSaved(saved) => self.finish_snapshot(saved),
         }
     }
 
@@ -291,6 +315,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         let inbox = self.inbox.clone();
         let metrics = self.metrics.clone();
         let number = p.number;
+        let append = self.start_append();
         glommio::spawn_local(async move {
             let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
             let started = Instant::now();
@@ -298,7 +323,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 Ok(positions) => {
                     metrics.wal_fsync.observe(started.elapsed());
                     let at = last_entry.zip(positions.first().copied());
-                    inbox.push(Event::Persisted(number, at));
+                    inbox.push(Event::Persisted { number, append, at });
                 }
                 Err(e) => fatal(&format!("WAL append failed: {e}")),
             }
@@ -383,12 +408,17 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         ];
         let wal = self.wal.clone();
         let inbox = self.inbox.clone();
+        let appends_before = self.next_append;
         glommio::spawn_local(async move {
             let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
             match wal.append_batch(&refs).await {
                 Ok(positions) => {
                     let marker = *positions.last().expect("two records were appended");
-                    inbox.push(Event::SnapshotSaved(durable, marker));
+                    inbox.push(Event::SnapshotSaved(SnapshotSaved {
+                        index: durable,
+                        marker,
+                        appends_before,
+                    }));
                 }
                 Err(e) => fatal(&format!("WAL append of a snapshot marker failed: {e}")),
             }
@@ -396,22 +426,42 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         .detach();
     }
 
-    fn finish_snapshot(&mut self, index: u64, marker: wal::Position) {
+    fn start_append(&mut self) -> u64 {
+        let seq = self.next_append;
+        self.next_append += 1;
+        self.appends_in_flight.insert(seq);
+        seq
+    }
+
+    fn finish_snapshot(&mut self, saved: SnapshotSaved) {
         self.snapshot_in_flight = false;
-        self.last_snapshot_index = index;
-        self.node.compact_log(index);
-        // Everything before the marker is covered by it, except entries after `index`:
-        // keep from the first Ready that holds one.
-        while let Some(&(last, _)) = self.persisted_at.front() {
-            if last > index {
-                break;
-            }
-            self.persisted_at.pop_front();
+        self.last_snapshot_index = saved.index;
+        self.node.compact_log(saved.index);
+        self.release_pending = Some(saved);
+        self.release_obsolete_segments();
+    }
+
+    /// Releases the WAL segments a durable snapshot made obsolete, once every append started
+    /// before its marker is durable too: everything before the marker is covered by it,
+    /// except the entries after its index, kept from the first append that holds one.
+    fn release_obsolete_segments(&mut self) {
+        let Some(saved) = self.release_pending else {
+            return;
+        };
+        if self
+            .appends_in_flight
+            .first()
+            .is_some_and(|seq| *seq < saved.appends_before)
+        {
+            return;
         }
+        self.release_pending = None;
+        self.persisted_at.retain(|&(last, _)| last > saved.index);
         let keep_from = self
             .persisted_at
-            .front()
-            .map_or(marker, |&(_, first)| first.min(marker));
+            .iter()
+            .map(|&(_, first)| first)
+            .fold(saved.marker, std::cmp::min);
         let wal = self.wal.clone();
         glommio::spawn_local(async move {
             if let Err(e) = wal.release_before(keep_from).await {

@@ -123,6 +123,8 @@ pub struct Node<S: StateMachine> {
     reads_ready: VecDeque<(u64, Vec<(Request, ReplyTo)>)>,
     /// Messages that may leave only after the Ready with this number is durable.
     held_messages: VecDeque<(u64, Vec<Message>)>,
+    /// Readys not yet reported persisted, in order, and whether each needed a write.
+    unpersisted: VecDeque<(u64, bool)>,
     /// What the state machine was last told about leadership.
     sm_knows_leader: bool,
     out: Output,
@@ -187,6 +189,7 @@ impl<S: StateMachine> Node<S> {
             read_rounds: HashMap::new(),
             reads_ready: VecDeque::new(),
             held_messages: VecDeque::new(),
+            unpersisted: VecDeque::new(),
             sm_knows_leader: false,
             out: Output::default(),
         })
@@ -290,9 +293,20 @@ impl<S: StateMachine> Node<S> {
 
     /// The driver made every Ready up to `number` durable.
     pub fn on_persisted(&mut self, number: u64) {
-        self.raw.on_persist_ready(number);
+        // raft-rs takes "persisted up to N" to cover every Ready before N, so a Ready that
+        // needed no write is reported only once every Ready before it is durable.
+        let mut upto = None;
+        while let Some(&(n, needs_write)) = self.unpersisted.front() {
+            if n > number && needs_write {
+                break;
+            }
+            self.unpersisted.pop_front();
+            upto = Some(n);
+        }
+        let Some(upto) = upto else { return };
+        self.raw.on_persist_ready(upto);
         while let Some((n, _)) = self.held_messages.front() {
-            if *n > number {
+            if *n > upto {
                 break;
             }
             let (_, msgs) = self.held_messages.pop_front().expect("front exists");
@@ -415,6 +429,8 @@ impl<S: StateMachine> Node<S> {
         let needs_persist = rd.must_sync() || !entries.is_empty() || !snapshot.is_empty();
         let persisted_msgs = rd.take_persisted_messages();
         let number = rd.number();
+        // A Ready with nothing to write still waits behind earlier writes in flight.
+        let waits = needs_persist || !self.unpersisted.is_empty();
         if needs_persist {
             self.out.persist.push(Persist {
                 number,
@@ -422,6 +438,9 @@ impl<S: StateMachine> Node<S> {
                 hard_state: Some(self.raw.store().hard_state().clone()),
                 snapshot: (!snapshot.is_empty()).then_some(snapshot),
             });
+        }
+        if waits {
+            self.unpersisted.push_back((number, needs_persist));
             if !persisted_msgs.is_empty() {
                 self.held_messages.push_back((number, persisted_msgs));
             }
@@ -429,7 +448,7 @@ impl<S: StateMachine> Node<S> {
             self.out.messages.extend(persisted_msgs);
         }
         self.raw.advance_append_async(rd);
-        if !needs_persist {
+        if !waits {
             self.raw.on_persist_ready(number);
         }
     }

@@ -220,3 +220,36 @@ fn status_reports_raft_progress() {
     assert_eq!(s.raft_index, s.raft_applied_index);
     assert!(s.raft_term >= 1);
 }
+
+#[test]
+fn a_ready_with_nothing_to_write_does_not_vouch_for_an_earlier_one_in_flight() {
+    let mut node = single_node();
+    settle(&mut node);
+    node.submit(put("a", "1"), to(1));
+    node.process();
+    let first = node.take_output();
+    assert_eq!(first.persist.len(), 1, "the put's entry must be written");
+    // More Readys while that write is in flight: a read, ticks. None of them may let raft
+    // count the entry as durable.
+    node.submit(
+        Request::Range(pb::RangeRequest {
+            key: Bytes::from_static(b"a"),
+            ..Default::default()
+        }),
+        to(2),
+    );
+    for _ in 0..3 {
+        node.tick();
+        node.process();
+    }
+    let out = node.take_output();
+    assert!(
+        out.replies.iter().all(|(t, _)| t.token != 1),
+        "the put was acknowledged before its WAL write finished"
+    );
+    assert_eq!(node.state_machine().kv.len(), 0, "applied before durable");
+    node.on_persisted(first.persist[0].number);
+    let replies = settle(&mut node);
+    assert!(replies.iter().any(|(t, _)| t.token == 1));
+    assert_eq!(node.state_machine().kv.len(), 1);
+}
