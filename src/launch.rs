@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use glommio::channels::shared_channel;
-use glommio::net::TcpListener;
+use glommio::net::{AcceptedTcpStream, TcpListener};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
 use crate::api::watch::WatchStreams;
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::net::conn::{self, ConnContext};
 use crate::net::http1::VersionInfo;
 use crate::net::metrics::Metrics;
+use crate::net::placement::{ConnPlacement, OpenConnection};
 use crate::proto::etcdserverpb as pb;
 use crate::server::apply::Applier;
 use crate::server::driver::{self, DriverConfig, Link};
@@ -27,6 +28,8 @@ use crate::server::wal_records;
 pub const ETCD_API_VERSION: &str = "3.4.0";
 /// Capacity of each cross-executor channel, in batches.
 const LINK_CAPACITY: usize = 1024;
+/// Accepted connections on their way from executor 0 to the executor that serves them.
+const HANDOFF_CAPACITY: usize = 1024;
 /// CPU shares of the consensus task queue against the network's default 1000: on the shared
 /// executor, raft and apply come first.
 const CONSENSUS_SHARES: usize = 2000;
@@ -126,14 +129,20 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     };
     // Executor 0 runs the consensus core beside its share of the network; the others reach
     // it over a pair of channels each.
+    // Executor 0 also accepts every client connection and hands each to the executor that
+    // serves it (see net::placement).
     let mut core_ends = Vec::new();
     let mut net_ends = Vec::new();
+    let mut handoff_senders = Vec::new();
     for _ in 1..cfg.cores {
         let (req_tx, req_rx) = shared_channel::new_bounded::<Vec<Envelope>>(LINK_CAPACITY);
         let (rep_tx, rep_rx) = shared_channel::new_bounded::<ReplyBatch>(LINK_CAPACITY);
+        let (conn_tx, conn_rx) = shared_channel::new_bounded::<Handoff>(HANDOFF_CAPACITY);
         core_ends.push((req_rx, rep_tx));
-        net_ends.push((req_tx, rep_rx));
+        net_ends.push((req_tx, rep_rx, conn_rx));
+        handoff_senders.push(conn_tx);
     }
+    let placement = ConnPlacement::new(cfg.cores);
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let core_cfg = cfg.clone();
@@ -191,7 +200,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             )
             .expect("the consensus task queue exists")
             .detach();
-            serve_network(core, net0, peer_addrs).await;
+            let ctx = conn_context(core, net0.clone());
+            accept_and_place(ctx, net0, peer_addrs, placement, handoff_senders).await;
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
@@ -205,7 +215,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     }
 
     let mut handles = vec![first];
-    for (i, (req_tx, rep_rx)) in net_ends.into_iter().enumerate() {
+    for (i, (req_tx, rep_rx, conn_rx)) in net_ends.into_iter().enumerate() {
         let executor = (i + 1) as u16;
         let net = net.clone();
         let h = LocalExecutorBuilder::new(Placement::Unbound)
@@ -217,7 +227,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                 let core = CoreClient::new(executor);
                 glommio::spawn_local(core.clone().run_sender(to_core)).detach();
                 glommio::spawn_local(core.clone().run_receiver(from_core)).detach();
-                serve_network(core, net, vec![]).await;
+                serve_handed_off(conn_context(core, net), conn_rx).await;
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
         handles.push(h);
@@ -245,11 +255,14 @@ struct NetShared {
     client_addrs: Vec<SocketAddr>,
 }
 
-/// Accepts client connections on this executor until the process ends.
-async fn serve_network(core: Rc<CoreClient>, net: NetShared, peer_addrs: Vec<SocketAddr>) {
+/// A connection accepted on executor 0 for another executor, with its placement slot.
+type Handoff = (AcceptedTcpStream, OpenConnection);
+
+/// What a network executor serves its connections with.
+fn conn_context(core: Rc<CoreClient>, net: NetShared) -> Rc<ConnContext> {
     let watch_streams = Rc::new(WatchStreams::new(net.limits.max_request_bytes));
     core.set_watch_sink(watch_streams.clone());
-    let ctx = Rc::new(ConnContext {
+    Rc::new(ConnContext {
         api: Api {
             core,
             watch_streams,
@@ -257,7 +270,23 @@ async fn serve_network(core: Rc<CoreClient>, net: NetShared, peer_addrs: Vec<Soc
             metrics: net.metrics,
         },
         version: net.version,
-    });
+    })
+}
+
+/// Executor 0: accepts every client connection, serves those placed here and hands the
+/// others over; holds the peer port.
+async fn accept_and_place(
+    ctx: Rc<ConnContext>,
+    net: NetShared,
+    peer_addrs: Vec<SocketAddr>,
+    placement: Arc<ConnPlacement>,
+    handoff_senders: Vec<shared_channel::SharedSender<Handoff>>,
+) {
+    let mut handoffs = Vec::new();
+    for tx in handoff_senders {
+        handoffs.push(Rc::new(tx.connect().await));
+    }
+    let handoffs = Rc::new(handoffs);
     let mut accepts = Vec::new();
     for addr in net.client_addrs {
         let listener = match listen(addr) {
@@ -267,7 +296,31 @@ async fn serve_network(core: Rc<CoreClient>, net: NetShared, peer_addrs: Vec<Soc
                 std::process::exit(1);
             }
         };
-        accepts.push(glommio::spawn_local(accept_loop(listener, ctx.clone())));
+        let (ctx, placement, handoffs) = (ctx.clone(), placement.clone(), handoffs.clone());
+        accepts.push(glommio::spawn_local(async move {
+            loop {
+                match listener.shared_accept().await {
+                    Ok(accepted) => {
+                        let slot = placement.place();
+                        match slot.executor() {
+                            0 => serve_accepted(accepted, slot, ctx.clone()),
+                            e => {
+                                // A full channel only delays this accept loop; the
+                                // connection is queued in the kernel meanwhile.
+                                if handoffs[e - 1].send((accepted, slot)).await.is_err() {
+                                    tracing::warn!("network executor {e} is gone");
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving the open ones.
+                        tracing::warn!("accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }));
     }
     for addr in peer_addrs {
         // Peers of a single member never call; the port is held like etcd holds it.
@@ -284,33 +337,34 @@ async fn serve_network(core: Rc<CoreClient>, net: NetShared, peer_addrs: Vec<Soc
     }
 }
 
-/// A listener on every network executor (SO_REUSEPORT: the kernel spreads connections),
-/// with SO_REUSEADDR so connections of a killed predecessor in TIME_WAIT do not block it.
+/// Executors other than 0: serve the connections executor 0 placed here.
+async fn serve_handed_off(ctx: Rc<ConnContext>, conn_rx: shared_channel::SharedReceiver<Handoff>) {
+    let conn_rx = conn_rx.connect().await;
+    while let Some((accepted, slot)) = conn_rx.recv().await {
+        serve_accepted(accepted, slot, ctx.clone());
+    }
+}
+
+fn serve_accepted(accepted: AcceptedTcpStream, slot: OpenConnection, ctx: Rc<ConnContext>) {
+    let stream = accepted.bind_to_executor();
+    glommio::spawn_local(async move {
+        conn::serve(stream, ctx).await;
+        drop(slot);
+    })
+    .detach();
+}
+
+/// The client listener (executor 0 only), with SO_REUSEADDR so connections of a killed
+/// predecessor in TIME_WAIT do not block it.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     // SAFETY: the descriptor is a listening TCP socket we own; the listener takes it over.
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
-}
-
-async fn accept_loop(listener: TcpListener, ctx: Rc<ConnContext>) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(conn::serve(stream, ctx.clone())).detach();
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving the open connections.
-                tracing::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }
 
 fn members(cfg: &Config) -> Vec<pb::Member> {

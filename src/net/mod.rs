@@ -4,3 +4,4 @@ pub mod conn;
 pub mod grpc;
 pub mod http1;
 pub mod metrics;
+pub mod placement;
