@@ -349,12 +349,41 @@ impl TreeIndex {
         }
     }
 
-    /// Compacts every key at `at_rev`, dropping keys left with no revision.
-    pub(crate) fn compact(&mut self, at_rev: i64, mut removed: impl FnMut(Revision, bool)) {
-        self.map.retain(|_, ki| {
+    /// Compacts at `at_rev` up to `max_keys` keys, in key order from the first key after
+    /// `after` (from the start if None), dropping keys left with no revision. Returns the
+    /// last key it compacted if keys remain after it, None once it reached the end.
+    pub(crate) fn compact_some(
+        &mut self,
+        at_rev: i64,
+        after: Option<&Bytes>,
+        max_keys: usize,
+        mut removed: impl FnMut(Revision, bool),
+    ) -> Option<Bytes> {
+        assert!(max_keys > 0, "mvcc: a compaction step of no keys");
+        let lower = match after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Unbounded,
+        };
+        // One more than the batch, to know whether anything is left after it.
+        let keys: Vec<Bytes> = self
+            .map
+            .range((lower, Bound::Unbounded))
+            .take(max_keys.saturating_add(1))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let more = keys.len() > max_keys;
+        for key in keys.iter().take(max_keys) {
+            let ki = self.map.get_mut(key).expect("a key just listed");
             ki.compact(at_rev, &mut removed);
-            !ki.is_empty()
-        });
+            if ki.is_empty() {
+                self.map.remove(key);
+            }
+        }
+        if more {
+            keys.into_iter().nth(max_keys - 1)
+        } else {
+            None
+        }
     }
 
     /// Every key with its index.

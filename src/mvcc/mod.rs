@@ -16,7 +16,9 @@
 //! store.put(&PutRequest, &leases)   -> (PutResponse, WriteEffects)
 //! store.delete_range(&DeleteRangeRequest) -> (DeleteRangeResponse, WriteEffects)
 //! store.txn(&TxnRequest, &leases)   -> (TxnResponse, WriteEffects)
-//! store.compact(&CompactionRequest) -> CompactionResponse    (always physical, synchronous)
+//! store.start_compaction(&CompactionRequest) -> CompactionResponse   reads below it now fail
+//! store.compact_step(max_keys)      -> CompactionStep    frees old revisions, a batch of keys
+//! store.compact(&CompactionRequest) -> CompactionResponse    both at once (open, tests)
 //! store.delete_keys(&[key])         -> WriteEffects          lease revoke: one revision
 //! store.events_between(from, to, prev_kv) -> Vec<Event>       history for catching-up watchers
 //! store.current_revision() / compact_revision() (-1 = never)
@@ -96,7 +98,7 @@ pub use backend::{Bucket, KvBackend, MemBackend, MemBackendError};
 pub use error::{code, KvError};
 pub use revision::{decode_rev, encode_rev, Revision, MARKED_REV_BYTES_LEN, REV_BYTES_LEN};
 pub use store::{
-    is_txn_readonly, KvStore, LeaseChange, LeaseCheck, NoLeases, WriteEffects,
+    is_txn_readonly, CompactionStep, KvStore, LeaseChange, LeaseCheck, NoLeases, WriteEffects,
     FINISHED_COMPACT_KEY, SCHEDULED_COMPACT_KEY,
 };
 pub use validate::{

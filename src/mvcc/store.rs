@@ -74,9 +74,29 @@ pub struct KvStore<B: KvBackend> {
     index: TreeIndex,
     current_rev: i64,
     compact_rev: i64,
+    /// The compaction whose old revisions are still being removed, if any.
+    compacting: Option<Compacting>,
     poisoned: Option<String>,
     /// Whether write events carry prev_kv (costs a read per changed key).
     event_prev_kv: bool,
+}
+
+/// A scheduled compaction part-way through its keys. Reads already treat everything below
+/// `rev` as compacted; the steps only free the space.
+#[derive(Debug)]
+struct Compacting {
+    rev: i64,
+    /// The last key compacted so far (None: not started).
+    done_through: Option<Bytes>,
+}
+
+/// What one compaction step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionStep {
+    /// Revisions removed from the backend by this step.
+    pub removed: u64,
+    /// The compaction revision, if this step finished that compaction.
+    pub finished: Option<i64>,
 }
 
 /// An open write transaction: all its changes share main revision `begin_rev + 1`.
@@ -212,12 +232,15 @@ impl<B: KvBackend> KvStore<B> {
             index,
             current_rev,
             compact_rev,
+            compacting: None,
             poisoned: None,
             event_prev_kv: true,
         };
         if let Some(scheduled) = scheduled {
             if scheduled > compact_rev {
-                store.compact_at(scheduled)?;
+                // Interrupted by a stop: finish it before serving.
+                store.schedule_compaction(scheduled)?;
+                store.compact_step(usize::MAX)?;
             }
         }
         Ok(store)
@@ -1039,12 +1062,23 @@ impl<B: KvBackend> KvStore<B> {
 
     // ----- compaction -----
 
-    /// Compact: removes every revision at or before `req.revision` except each key's latest
-    /// one (dropped too if it is a deletion), in the backend at once (whatever `physical`
-    /// says; the caller decides when to answer). Fails with Compacted at or below the last
-    /// compaction revision, FutureRev above the current revision. The header carries the
-    /// current revision.
+    /// Compacts at `req.revision`, all at once: [`KvStore::start_compaction`] and then every
+    /// step. Fails with Compacted at or below the last compaction revision, FutureRev above
+    /// the current revision. The header carries the current revision.
     pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, KvError> {
+        let resp = self.start_compaction(req)?;
+        self.compact_step(usize::MAX)?;
+        Ok(resp)
+    }
+
+    /// Schedules a compaction at `req.revision`: from now on reads below it fail with
+    /// Compacted, while [`KvStore::compact_step`] removes the old revisions a batch of keys
+    /// at a time (so the core that owns the store keeps serving between batches). A
+    /// compaction still in progress is taken over by the newer one, which covers it.
+    pub fn start_compaction(
+        &mut self,
+        req: &CompactionRequest,
+    ) -> Result<CompactionResponse, KvError> {
         self.check_poison()?;
         let rev = req.revision;
         if rev <= self.compact_rev {
@@ -1053,28 +1087,65 @@ impl<B: KvBackend> KvStore<B> {
         if rev > self.current_rev {
             return Err(KvError::FutureRev);
         }
-        let r = self.compact_at(rev);
+        let r = self.schedule_compaction(rev);
         self.settle(r, true)?;
         Ok(CompactionResponse {
             header: header(self.current_rev),
         })
     }
 
-    fn compact_at(&mut self, rev: i64) -> Result<(), KvError> {
+    /// The revision of the compaction still removing old revisions, if any.
+    pub fn compaction_in_progress(&self) -> Option<i64> {
+        self.compacting.as_ref().map(|c| c.rev)
+    }
+
+    /// Removes the old revisions of up to `max_keys` more keys of the compaction in progress
+    /// (nothing if there is none). Once every key is done, records the compaction as finished.
+    pub fn compact_step(&mut self, max_keys: usize) -> Result<CompactionStep, KvError> {
+        self.check_poison()?;
+        let r = self.compact_some(max_keys);
+        self.settle(r, true)
+    }
+
+    fn schedule_compaction(&mut self, rev: i64) -> Result<(), KvError> {
+        assert!(
+            rev > self.compact_rev,
+            "mvcc: compaction revision went backwards"
+        );
         self.compact_rev = rev;
         let (rb, n) = encode_rev(Revision::new(rev, 0), false);
         self.backend
             .put(Bucket::Meta, SCHEDULED_COMPACT_KEY, &rb[..n])
             .map_err(internal)?;
-        let KvStore { backend, index, .. } = self;
+        self.compacting = Some(Compacting {
+            rev,
+            done_through: None,
+        });
+        Ok(())
+    }
+
+    fn compact_some(&mut self, max_keys: usize) -> Result<CompactionStep, KvError> {
+        let KvStore {
+            backend,
+            index,
+            compacting,
+            ..
+        } = self;
+        let Some(c) = compacting.as_mut() else {
+            return Ok(CompactionStep {
+                removed: 0,
+                finished: None,
+            });
+        };
         let mut failure = None;
-        index.compact(rev, |r, tombstone| {
+        let mut removed = 0;
+        let next = index.compact_some(c.rev, c.done_through.as_ref(), max_keys, |r, tombstone| {
             if failure.is_some() {
                 return;
             }
             let (kb, kn) = encode_rev(r, tombstone);
             match backend.delete(Bucket::Key, &kb[..kn]) {
-                Ok(true) => {}
+                Ok(true) => removed += 1,
                 Ok(false) => {
                     failure = Some(KvError::Internal(format!(
                         "mvcc: compaction: revision ({}, {}) missing from the backend",
@@ -1087,10 +1158,23 @@ impl<B: KvBackend> KvStore<B> {
         if let Some(e) = failure {
             return Err(e);
         }
-        self.backend
+        if next.is_some() {
+            c.done_through = next;
+            return Ok(CompactionStep {
+                removed,
+                finished: None,
+            });
+        }
+        let rev = c.rev;
+        *compacting = None;
+        let (rb, n) = encode_rev(Revision::new(rev, 0), false);
+        backend
             .put(Bucket::Meta, FINISHED_COMPACT_KEY, &rb[..n])
             .map_err(internal)?;
-        Ok(())
+        Ok(CompactionStep {
+            removed,
+            finished: Some(rev),
+        })
     }
 
     /// Checks that the index and the backend agree (tests).

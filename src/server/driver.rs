@@ -19,6 +19,10 @@ use crate::net::grpc::Status;
 use crate::net::metrics::Metrics;
 use crate::proto::etcdserverpb as pb;
 
+/// How long the core waits for requests between two background (compaction) steps when
+/// none arrive.
+const BACKGROUND_PAUSE: Duration = Duration::from_millis(1);
+
 /// Something the core loop must react to.
 enum Event {
     Requests(u16, Vec<Envelope>),
@@ -231,11 +235,26 @@ pub async fn run<S: DurableStateMachine + 'static>(
     };
     d.step_node();
     loop {
-        let events = d.inbox.wait().await;
+        let events = if d.node.has_background_work() {
+            // Between compaction steps the core waits for requests, but at most a moment.
+            // It must really wait: a task that only yields stays runnable, and glommio then
+            // reaps no I/O completions (WAL writes, sockets) until its preemption timer.
+            futures_lite::future::or(d.inbox.wait(), async {
+                glommio::timer::sleep(BACKGROUND_PAUSE).await;
+                Vec::new()
+            })
+            .await
+        } else {
+            d.inbox.wait().await
+        };
         for ev in events {
             d.handle(ev);
         }
         d.step_node();
+        if d.node.has_background_work() {
+            d.node.background_step();
+            d.step_node();
+        }
         d.maybe_commit_backend();
     }
 }

@@ -44,6 +44,21 @@ pub trait StateMachine {
     fn take_watch_deliveries(&mut self) -> Vec<(u16, WatchDelivery)> {
         Vec::new()
     }
+    /// Called right after [`StateMachine::apply`]: Some(ticket) if that write's answer waits
+    /// for background work (a physical compaction). The node then keeps the client waiting
+    /// until [`StateMachine::background_step`] returns the answer under that ticket.
+    fn defer_last_reply(&mut self) -> Option<u64> {
+        None
+    }
+    /// Whether there is background work (a compaction freeing old revisions).
+    fn has_background_work(&self) -> bool {
+        false
+    }
+    /// Does a bounded slice of the background work, between batches of requests; returns
+    /// the deferred answers that are now due.
+    fn background_step(&mut self) -> Vec<(u64, Reply)> {
+        Vec::new()
+    }
 }
 
 /// Settings of this member's consensus core.
@@ -127,6 +142,8 @@ pub struct Node<S: StateMachine> {
     unpersisted: VecDeque<(u64, bool)>,
     /// What the state machine was last told about leadership.
     sm_knows_leader: bool,
+    /// Clients whose answers wait for background work, by the state machine's ticket.
+    deferred: HashMap<u64, ReplyTo>,
     out: Output,
 }
 
@@ -191,6 +208,7 @@ impl<S: StateMachine> Node<S> {
             held_messages: VecDeque::new(),
             unpersisted: VecDeque::new(),
             sm_knows_leader: false,
+            deferred: HashMap::new(),
             out: Output::default(),
         })
     }
@@ -520,7 +538,33 @@ impl<S: StateMachine> Node<S> {
         let term = self.term();
         for (i, req) in requests.into_iter().enumerate() {
             let reply = self.sm.apply(entry.index, req);
+            let later = self.sm.defer_last_reply();
             if let Some(to) = waiting.as_ref().and_then(|p| p.replies[i]) {
+                match later {
+                    Some(ticket) => {
+                        self.deferred.insert(ticket, to);
+                    }
+                    None => {
+                        let reply = self.fill_header(reply, term);
+                        self.out.replies.push((to, reply));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the state machine has background work to do between batches.
+    pub fn has_background_work(&self) -> bool {
+        self.sm.has_background_work()
+    }
+
+    /// One slice of the state machine's background work; answers it releases go out with
+    /// the next [`Node::take_output`].
+    pub fn background_step(&mut self) {
+        let term = self.term();
+        for (ticket, reply) in self.sm.background_step() {
+            // No one waits on a ticket from a replayed entry or another member's proposal.
+            if let Some(to) = self.deferred.remove(&ticket) {
                 let reply = self.fill_header(reply, term);
                 self.out.replies.push((to, reply));
             }

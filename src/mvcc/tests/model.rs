@@ -409,7 +409,10 @@ enum Op {
     Delete(DeleteRangeRequest),
     Range(RangeRequest),
     Txn(TxnRequest),
+    /// Schedules a compaction; its old revisions go in later `CompactStep`s (or at reopen).
     Compact(i64),
+    /// One step of the compaction in progress, over this many keys.
+    CompactStep(usize),
     DeleteKeys(Vec<Bytes>),
     Reopen,
 }
@@ -572,6 +575,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => range_strategy().prop_map(Op::Range),
         4 => txn_strategy().prop_map(Op::Txn),
         1 => (-1i64..12).prop_map(Op::Compact),
+        2 => (1usize..3).prop_map(Op::CompactStep),
         1 => prop::collection::vec(key(), 0..4).prop_map(Op::DeleteKeys),
         1 => Just(Op::Reopen),
     ]
@@ -636,7 +640,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, want, "op {} {:?}", i, op);
             }
             Op::Compact(rev) => {
-                let got = store.compact(&compact_req(*rev));
+                let got = store.start_compaction(&compact_req(*rev));
                 let want = if *rev <= model.compact {
                     Err(KvError::Compacted)
                 } else if *rev > model.cur() {
@@ -646,6 +650,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Ok(compaction_header(model.cur()))
                 };
                 prop_assert_eq!(got, want, "op {} {:?}", i, op);
+            }
+            Op::CompactStep(keys) => {
+                let in_progress = store.compaction_in_progress();
+                let step = store.compact_step(*keys).expect("compaction step");
+                prop_assert!(step.finished.is_none() || step.finished == in_progress);
+                store.check_consistency();
             }
             Op::DeleteKeys(keys) => {
                 let got = store.delete_keys(keys);
