@@ -12,11 +12,16 @@ use crate::proto::corekvpb::{raft_request, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 
 /// A state machine that keeps the latest value per key and counts revisions.
+/// A compaction takes three background steps; its answer waits for them.
 #[derive(Default)]
 struct ToyState {
     kv: BTreeMap<Bytes, Bytes>,
     revision: i64,
     applied: u64,
+    compaction_steps_left: u32,
+    compaction_waiters: Vec<u64>,
+    next_ticket: u64,
+    deferred_now: Option<u64>,
 }
 
 impl StateMachine for ToyState {
@@ -27,8 +32,31 @@ impl StateMachine for ToyState {
                 self.kv.insert(p.key, p.value);
                 Ok(Response::Put(pb::PutResponse::default()))
             }
+            Some(raft_request::Request::Compaction(_)) => {
+                self.compaction_steps_left = 3;
+                self.compaction_waiters.push(self.next_ticket);
+                self.deferred_now = Some(self.next_ticket);
+                self.next_ticket += 1;
+                Ok(Response::Compact(pb::CompactionResponse::default()))
+            }
             _ => Err(Status::unimplemented("toy")),
         }
+    }
+    fn defer_last_reply(&mut self) -> Option<u64> {
+        self.deferred_now.take()
+    }
+    fn has_background_work(&self) -> bool {
+        self.compaction_steps_left > 0
+    }
+    fn background_step(&mut self) -> Vec<(u64, Reply)> {
+        self.compaction_steps_left -= 1;
+        if self.compaction_steps_left > 0 {
+            return Vec::new();
+        }
+        self.compaction_waiters
+            .drain(..)
+            .map(|t| (t, Ok(Response::Compact(pb::CompactionResponse::default()))))
+            .collect()
     }
     fn read(&mut self, req: Request) -> Reply {
         let Request::Range(r) = req else {
@@ -345,4 +373,37 @@ fn seeded_crash_simulation_keeps_every_acknowledged_write() {
             );
         }
     }
+}
+
+#[test]
+fn an_answer_deferred_to_background_work_goes_out_when_that_work_ends() {
+    let mut node = single_node();
+    settle(&mut node);
+    node.submit(
+        Request::Compact(pb::CompactionRequest {
+            revision: 1,
+            physical: true,
+        }),
+        to(1),
+    );
+    node.submit(put("a", "1"), to(2));
+    let replies = settle(&mut node);
+    let tokens: Vec<u64> = replies.iter().map(|(t, _)| t.token).collect();
+    assert_eq!(tokens, vec![2], "the put is answered, the compaction waits");
+    assert!(node.has_background_work());
+    for _ in 0..2 {
+        node.background_step();
+        assert!(node.take_output().replies.is_empty());
+    }
+    node.background_step();
+    assert!(!node.has_background_work());
+    let out = node.take_output();
+    assert_eq!(out.replies.len(), 1);
+    let (t, reply) = &out.replies[0];
+    assert_eq!(t.token, 1);
+    let Ok(Response::Compact(resp)) = reply else {
+        panic!("{reply:?}");
+    };
+    let h = resp.header.as_ref().expect("header filled");
+    assert_eq!((h.cluster_id, h.member_id), (7, 1));
 }
