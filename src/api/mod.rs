@@ -72,31 +72,32 @@ pub enum Route {
 }
 
 /// Maps a gRPC path (`/package.Service/Method`) to the method that serves it.
-pub fn route(path: &str) -> Option<Route> {
+pub fn route(method: &str) -> Option<Route> {
+    use crate::proto::path;
     use Unary::*;
-    let r = match path {
-        "/etcdserverpb.KV/Range" => Route::Unary(Range),
-        "/etcdserverpb.KV/Put" => Route::Unary(Put),
-        "/etcdserverpb.KV/DeleteRange" => Route::Unary(DeleteRange),
-        "/etcdserverpb.KV/Txn" => Route::Unary(Txn),
-        "/etcdserverpb.KV/Compact" => Route::Unary(Compact),
-        "/etcdserverpb.Lease/LeaseGrant" => Route::Unary(LeaseGrant),
-        "/etcdserverpb.Lease/LeaseRevoke" => Route::Unary(LeaseRevoke),
-        "/etcdserverpb.Lease/LeaseTimeToLive" => Route::Unary(LeaseTimeToLive),
-        "/etcdserverpb.Lease/LeaseLeases" => Route::Unary(LeaseLeases),
-        "/etcdserverpb.Cluster/MemberList" => Route::Unary(MemberList),
-        "/etcdserverpb.Maintenance/Status" => Route::Unary(Status),
-        "/grpc.health.v1.Health/Check" => Route::Unary(HealthCheck),
-        "/etcdserverpb.Cluster/MemberAdd" => Route::Unary(MemberAdd),
-        "/etcdserverpb.Cluster/MemberRemove" => Route::Unary(MemberRemove),
-        "/etcdserverpb.Cluster/MemberUpdate" => Route::Unary(MemberUpdate),
-        "/etcdserverpb.Cluster/MemberPromote" => Route::Unary(MemberPromote),
-        "/etcdserverpb.Maintenance/Alarm" => Route::Unary(Alarm),
-        "/etcdserverpb.Maintenance/HashKV" => Route::Unary(HashKv),
-        "/etcdserverpb.Maintenance/Defragment" => Route::Unary(Defragment),
-        "/etcdserverpb.Maintenance/MoveLeader" => Route::Unary(MoveLeader),
-        "/etcdserverpb.Watch/Watch" => Route::Streaming(Streaming::Watch),
-        "/etcdserverpb.Lease/LeaseKeepAlive" => Route::Streaming(Streaming::LeaseKeepAlive),
+    let r = match method {
+        path::RANGE => Route::Unary(Range),
+        path::PUT => Route::Unary(Put),
+        path::DELETE_RANGE => Route::Unary(DeleteRange),
+        path::TXN => Route::Unary(Txn),
+        path::COMPACT => Route::Unary(Compact),
+        path::LEASE_GRANT => Route::Unary(LeaseGrant),
+        path::LEASE_REVOKE => Route::Unary(LeaseRevoke),
+        path::LEASE_TIME_TO_LIVE => Route::Unary(LeaseTimeToLive),
+        path::LEASE_LEASES => Route::Unary(LeaseLeases),
+        path::MEMBER_LIST => Route::Unary(MemberList),
+        path::STATUS => Route::Unary(Status),
+        path::HEALTH_CHECK => Route::Unary(HealthCheck),
+        path::MEMBER_ADD => Route::Unary(MemberAdd),
+        path::MEMBER_REMOVE => Route::Unary(MemberRemove),
+        path::MEMBER_UPDATE => Route::Unary(MemberUpdate),
+        path::MEMBER_PROMOTE => Route::Unary(MemberPromote),
+        path::ALARM => Route::Unary(Alarm),
+        path::HASH_KV => Route::Unary(HashKv),
+        path::DEFRAGMENT => Route::Unary(Defragment),
+        path::MOVE_LEADER => Route::Unary(MoveLeader),
+        path::WATCH => Route::Streaming(Streaming::Watch),
+        path::LEASE_KEEP_ALIVE => Route::Streaming(Streaming::LeaseKeepAlive),
         _ => return None,
     };
     Some(r)
