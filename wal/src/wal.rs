@@ -34,7 +34,7 @@ pub struct WalOptions {
     /// Whether segments are opened with `O_DSYNC`, so that each commit is
     /// one write that is durable when it completes, instead of a write
     /// followed by an fdatasync. Same guarantee; see the crate docs for
-    /// which is faster here. Default `false`.
+    /// which is faster here. Default `true`.
     pub o_dsync: bool,
 }
 
@@ -54,7 +54,7 @@ impl Default for WalOptions {
             segment_size: 64 << 20,
             io_mode: IoMode::Dma,
             zero_fill: true,
-            o_dsync: false,
+            o_dsync: true,
         }
     }
 }
