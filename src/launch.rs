@@ -284,7 +284,7 @@ async fn accept_and_place(
 ) {
     let mut handoffs = Vec::new();
     for tx in handoff_senders {
-        handoffs.push(Rc::new(tx.connect().await));
+        handoffs.push(tx.connect().await);
     }
     let handoffs = Rc::new(handoffs);
     let mut accepts = Vec::new();

@@ -195,9 +195,9 @@ async fn oversized_requests_get_etcds_errors() {
     assert_eq!(r.kvs()[0].value().len(), 50_000);
 }
 
-/// etcd's Go clients send the endpoint as written, `http://host:port`, as the HTTP/2
-/// :authority (etcdctl for Maintenance calls, clientv3 3.5.0 for every call). That is not a
-/// valid authority, but etcd serves it, so corekv does too (third_party/h2/PATCHED.md).
+/// etcdctl 3.4 sends the endpoint as written, `http://host:port`, as the HTTP/2 :authority of
+/// its Maintenance calls. That is not a valid authority, but etcd serves it, so corekv does
+/// too (third_party/h2/PATCHED.md).
 #[test]
 fn a_url_as_http2_authority_is_served() {
     let s = Server::start(Kind::Corekv);

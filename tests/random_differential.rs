@@ -63,42 +63,32 @@ fn range_of(r: &mut Rng) -> (Bytes, Bytes) {
     }
 }
 
+/// `r.below(bound)` with `percent`% chance, else 0 (the field left unset).
+fn sometimes_below(r: &mut Rng, percent: u64, bound: u64) -> i64 {
+    if r.chance(percent) {
+        r.below(bound) as i64
+    } else {
+        0
+    }
+}
+
 fn range_req(r: &mut Rng, rev_hi: i64) -> pb::RangeRequest {
     let (key, range_end) = range_of(r);
+    let rev_hi = rev_hi as u64;
     pb::RangeRequest {
         key,
         range_end,
-        limit: if r.chance(30) { r.below(4) as i64 } else { 0 },
-        revision: if r.chance(30) {
-            r.below(rev_hi as u64 + 3) as i64
-        } else {
-            0
-        },
+        limit: sometimes_below(r, 30, 4),
+        revision: sometimes_below(r, 30, rev_hi + 3),
         sort_order: r.below(3) as i32,
         sort_target: r.below(5) as i32,
         serializable: r.chance(30),
         keys_only: r.chance(20),
         count_only: r.chance(10),
-        min_mod_revision: if r.chance(10) {
-            r.below(rev_hi as u64) as i64
-        } else {
-            0
-        },
-        max_mod_revision: if r.chance(10) {
-            r.below(rev_hi as u64) as i64
-        } else {
-            0
-        },
-        min_create_revision: if r.chance(10) {
-            r.below(rev_hi as u64) as i64
-        } else {
-            0
-        },
-        max_create_revision: if r.chance(10) {
-            r.below(rev_hi as u64) as i64
-        } else {
-            0
-        },
+        min_mod_revision: sometimes_below(r, 10, rev_hi),
+        max_mod_revision: sometimes_below(r, 10, rev_hi),
+        min_create_revision: sometimes_below(r, 10, rev_hi),
+        max_create_revision: sometimes_below(r, 10, rev_hi),
     }
 }
 

@@ -28,12 +28,14 @@ impl ConnPlacement {
     /// Picks the executor for a new connection and counts it there. Only executor 0 places
     /// connections, so the choice and the increment need no compare-and-swap.
     pub fn place(self: &Arc<Self>) -> OpenConnection {
-        let counts: Vec<usize> = self
+        // min_by_key keeps the first of equals: the lowest index, executor 0 first.
+        let (executor, _) = self
             .open
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let executor = least_loaded(&counts);
+            .enumerate()
+            .min_by_key(|&(_, open)| open)
+            .expect("at least one network executor");
         self.open[executor].fetch_add(1, Ordering::Relaxed);
         OpenConnection {
             placement: self.clone(),
@@ -41,20 +43,10 @@ impl ConnPlacement {
         }
     }
 
-    pub fn open_on(&self, executor: usize) -> usize {
+    #[cfg(test)]
+    fn open_on(&self, executor: usize) -> usize {
         self.open[executor].load(Ordering::Relaxed)
     }
-}
-
-/// The executor with the fewest connections; the lowest index among equals.
-fn least_loaded(counts: &[usize]) -> usize {
-    let mut best = 0;
-    for (i, &n) in counts.iter().enumerate() {
-        if n < counts[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// A placed connection; dropping it (when the connection ends) frees its slot.
