@@ -306,6 +306,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // corekv patch: pairs with the fence the sleeping executor issues between setting
+        // `should_notify` and its last look at its channels (sys/uring.rs, `wait`), which
+        // replaces upstream's membarrier() there. Whatever the caller published before
+        // this call is visible to that look, or this load sees the flag.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

@@ -1044,12 +1044,28 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// Sleeps until the main ring has a completion. `link` is the poll on the latency
+    /// ring's fd that wakes us when that ring completes something.
+    ///
+    /// corekv patch: a link poll still armed from an earlier sleep is reused (`arm_link`
+    /// false), and a new one is submitted with the wait in one `io_uring_enter` instead of
+    /// two.
+    fn sleep(&mut self, link: &Source, arm_link: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        if !arm_link {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1069,31 +1085,27 @@ impl SleepableRing {
                 &mut self.source_map.borrow_mut(),
             );
 
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+            // The kernel waits only if it took the SQE that links the two rings: with
+            // fewer submitted it returns at once, and we must not sleep unlinked.
+            match self.ring.submit_sqes_and_wait(1) {
+                Ok(submitted) => {
+                    self.in_kernel += submitted as usize;
+                    if submitted == 1 {
+                        Ok(1)
+                    } else {
+                        unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                        Err(io::Error::from_raw_os_error(libc::EBUSY))
+                    }
+                }
+                Err(e) => match e.raw_os_error() {
+                    // Interrupted while waiting: the SQE was taken, the rings are linked.
+                    Some(libc::EINTR) => Ok(0),
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) => {
+                        unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                        Err(io::Error::from_raw_os_error(libc::EBUSY))
+                    }
+                    _ => Err(e),
+                },
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1222,7 +1234,13 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// corekv patch: when the armed latency-ring timer fires, so that a timer firing no
+    /// later than needed is left armed instead of cancelled and re-armed on every loop.
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// corekv patch: the poll on the latency ring's fd from an earlier sleep, reused while
+    /// it has not fired.
+    link_src: RefCell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1353,7 +1371,9 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_src: RefCell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1725,7 +1745,16 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    ///
+    /// corekv patch: the poll stays registered after we wake up for another reason and is
+    /// reused by the next sleep, instead of being cancelled and registered again.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        let mut link = self.link_src.borrow_mut();
+        if let Some(armed) = link.as_ref() {
+            if armed.is_pending() {
+                return ring.sleep(armed, false).or_else(Self::busy_ok).map(|_| {});
+            }
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1733,7 +1762,40 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let res = ring.sleep(&link_rings, true).or_else(Self::busy_ok).map(|_| {});
+        *link = Some(link_rings);
+        res
+    }
+
+    /// corekv patch: makes sure a latency-ring timer fires within `within` from now. One
+    /// already armed that fires no later is left alone (firing early only wakes the
+    /// executor or preempts a task queue sooner than necessary); otherwise it is replaced.
+    /// Returns whether a new timer was queued.
+    fn ensure_latency_timer(&self, lat_ring: &mut SleepableRing, within: Duration) -> bool {
+        let now = Instant::now();
+        if let Some(armed) = self.latency_preemption_timeout_src.take() {
+            let fires_in_time = self
+                .latency_timer_deadline
+                .get()
+                .map_or(false, |deadline| deadline <= now + within);
+            if armed.is_pending() && fires_in_time {
+                self.latency_preemption_timeout_src.set(Some(armed));
+                return false;
+            }
+            drop(armed);
+        }
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(within)));
+        self.latency_timer_deadline.set(Some(now + within));
+        true
+    }
+
+    /// corekv patch: cancels the latency-ring timer, if one is armed.
+    fn cancel_latency_timer(&self) {
+        if let Some(armed) = self.latency_preemption_timeout_src.take() {
+            drop(armed);
+        }
+        self.latency_timer_deadline.set(None);
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1814,22 +1876,33 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // corekv patch: upstream cancels and re-arms both preemption timers on every call,
+        // which costs two or three `io_uring_enter` per executor loop and per sleep. Here
+        // they stay armed until they fire. The throughput timer then counts main-ring
+        // completions since it was armed rather than since the last call, and the latency
+        // timer may preempt a task queue sooner than its full slice; both only make a
+        // preemption come earlier, never later.
+        let throughput_armed = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|t| t.is_pending());
+        self.throughput_preemption_timeout_src
+            .set(Some(throughput_armed.unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            })));
+        // With a preemption timer we are about to run task queues; without one we would
+        // like to sleep, and then only a user timer may wake us: a preemption timer with
+        // nothing to preempt must not.
+        let preempt = preempt_timer();
+        match (preempt, user_timer) {
+            (Some(within), _) | (None, Some(within)) => {
+                self.ensure_latency_timer(&mut lat_ring, within);
+            }
+            (None, None) => self.cancel_latency_timer(),
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1841,35 +1914,29 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
         if should_sleep {
-            // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
-            }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // corekv patch: a full fence here and one in `SleepNotifier::notify` before
+            // it reads the flag, instead of `membarrier()` here and only a compiler fence
+            // there. Either way one side sees the other's write; the membarrier system
+            // call interrupts every CPU running this process and, in a VM, cost more than
+            // the rest of a sleep.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
-                    // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -1877,12 +1944,6 @@ impl Reactor {
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
             }
-        }
-
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
