@@ -56,7 +56,9 @@ pub enum WalError {
     Closed,
 }
 
-/// Adapts a glommio error into [`WalError::Io`] with a context.
+/// Adapts a glommio error into [`WalError::Io`] with a context. The context is an
+/// argument, so it is built before the call: on a per-write path, call this inside the
+/// `map_err` closure so the string is formatted only when there is an error.
 pub(crate) fn io_err<T>(
     context: impl Into<String>,
 ) -> impl FnOnce(glommio::GlommioError<T>) -> WalError {

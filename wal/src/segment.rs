@@ -350,7 +350,7 @@ impl SegmentWriter {
                 let mut written = file
                     .write_at(buf, start as u64)
                     .await
-                    .map_err(io_err(ctx()))?;
+                    .map_err(|e| io_err(ctx())(e))?;
                 // Short writes are possible in principle; finish the rest
                 // (still block aligned: O_DIRECT writes whole blocks).
                 while written < total {
@@ -367,7 +367,7 @@ impl SegmentWriter {
                     written += file
                         .write_at(rest, (start + written) as u64)
                         .await
-                        .map_err(io_err(ctx()))?;
+                        .map_err(|e| io_err(ctx())(e))?;
                 }
             }
             Handle::Buffered(file) => {
@@ -376,7 +376,7 @@ impl SegmentWriter {
                     let n = file
                         .write_at(bytes[done..].to_vec(), (self.end + done) as u64)
                         .await
-                        .map_err(io_err(ctx()))?;
+                        .map_err(|e| io_err(ctx())(e))?;
                     if n == 0 {
                         return Err(WalError::Io {
                             context: ctx(),
@@ -397,10 +397,10 @@ impl SegmentWriter {
         if self.dsync {
             return Ok(());
         }
-        let ctx = format!("fdatasync of segment {}", self.path.display());
+        let ctx = || format!("fdatasync of segment {}", self.path.display());
         match &self.handle {
-            Handle::Dma(f) => f.fdatasync().await.map_err(io_err(ctx)),
-            Handle::Buffered(f) => f.fdatasync().await.map_err(io_err(ctx)),
+            Handle::Dma(f) => f.fdatasync().await.map_err(|e| io_err(ctx())(e)),
+            Handle::Buffered(f) => f.fdatasync().await.map_err(|e| io_err(ctx())(e)),
         }
     }
 
