@@ -1044,28 +1044,17 @@ impl SleepableRing {
         }
     }
 
-    /// Sleeps until the main ring has a completion. `link` is the poll on the latency
-    /// ring's fd that wakes us when that ring completes something.
+    /// Sleeps until the main ring has a completion, after registering `link`, a poll on
+    /// the latency ring's fd that wakes us when that ring completes something.
     ///
-    /// corekv patch: a link poll still armed from an earlier sleep is reused (`arm_link`
-    /// false), and a new one is submitted with the wait in one `io_uring_enter` instead of
-    /// two.
-    fn sleep(&mut self, link: &Source, arm_link: bool) -> io::Result<usize> {
+    /// corekv patch: the poll is submitted together with the wait, in one `io_uring_enter`
+    /// instead of two.
+    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
-        if !arm_link {
-            return self
-                .ring
-                .cq()
-                .wait(1)
-                .map(|_| 1)
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok);
-        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1238,9 +1227,6 @@ pub(crate) struct Reactor {
     /// later than needed is left armed instead of cancelled and re-armed on every loop.
     latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
-    /// corekv patch: the poll on the latency ring's fd from an earlier sleep, reused while
-    /// it has not fired.
-    link_src: RefCell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1373,7 +1359,6 @@ impl Reactor {
             latency_preemption_timeout_src: Cell::new(None),
             latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
-            link_src: RefCell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1745,16 +1730,7 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    ///
-    /// corekv patch: the poll stays registered after we wake up for another reason and is
-    /// reused by the next sleep, instead of being cancelled and registered again.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let mut link = self.link_src.borrow_mut();
-        if let Some(armed) = link.as_ref() {
-            if armed.is_pending() {
-                return ring.sleep(armed, false).or_else(Self::busy_ok).map(|_| {});
-            }
-        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1762,9 +1738,7 @@ impl Reactor {
             None,
             None,
         );
-        let res = ring.sleep(&link_rings, true).or_else(Self::busy_ok).map(|_| {});
-        *link = Some(link_rings);
-        res
+        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
     }
 
     /// corekv patch: makes sure a latency-ring timer fires within `within` from now. One
@@ -1788,6 +1762,14 @@ impl Reactor {
             .set(Some(lat_ring.prepare_latency_preemption_timer(within)));
         self.latency_timer_deadline.set(Some(now + within));
         true
+    }
+
+    /// corekv patch: whether a latency-ring timer is armed and has not fired.
+    fn latency_timer_pending(&self) -> bool {
+        let armed = self.latency_preemption_timeout_src.take();
+        let pending = armed.as_ref().is_some_and(|t| t.is_pending());
+        self.latency_preemption_timeout_src.set(armed);
+        pending
     }
 
     /// corekv patch: cancels the latency-ring timer, if one is armed.
@@ -1913,8 +1895,19 @@ impl Reactor {
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
+        // The latency timer was armed before the flush above and may have fired already,
+        // its completion consumed with the others: re-arm a preemption timer that did,
+        // and do not sleep past a user timer that did (the loop then runs it).
+        if let Some(within) = preempt {
+            if self.ensure_latency_timer(&mut lat_ring, within) {
+                flush_rings!(lat_ring)?;
+            }
+        }
+        let user_timer_armed = user_timer.is_none() || self.latency_timer_pending();
+
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt.is_none()
+            && user_timer_armed
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
