@@ -347,6 +347,8 @@ struct Run {
     duration_s: f64,
     server_cpu_s: f64,
     server_cpu_per_100k: f64,
+    /// CPU of the machine's kernel worker threads during the run, per 100k requests.
+    kernel_workers_cpu_per_100k: f64,
     client_cores_used: f64,
     client_busiest_executor: f64,
     report: serde_json::Value,
@@ -370,6 +372,7 @@ fn bench_run(
     args.extend(w.args.iter().cloned());
     let command = format!("corekv-bench {}", args.join(" "));
     let cpu0 = cluster.cpu()?;
+    let workers0 = procstat::kernel_worker_cpu_seconds();
     let out = Command::new(me)
         .args(&args)
         .stdin(Stdio::null())
@@ -378,6 +381,7 @@ fn bench_run(
     // Let work the server queued (backend commits, fsyncs) land in this workload's account.
     std::thread::sleep(Duration::from_millis(250));
     let cpu1 = cluster.cpu()?;
+    let workers1 = procstat::kernel_worker_cpu_seconds();
     cluster.check_alive()?;
     if !out.status.success() {
         return Err(format!(
@@ -396,6 +400,13 @@ fn bench_run(
     let num = |k: &str| report[k].as_f64().unwrap_or(0.0);
     let requests = report["requests"].as_u64().unwrap_or(0);
     let server_cpu_s = cpu1 - cpu0;
+    let per_100k = |s: f64| {
+        if requests > 0 {
+            s / requests as f64 * 100_000.0
+        } else {
+            f64::NAN
+        }
+    };
     Ok(Run {
         server: cluster.kind,
         workload: w.name,
@@ -408,11 +419,8 @@ fn bench_run(
         p99_ms: num("p99_ms"),
         duration_s: num("duration_s"),
         server_cpu_s,
-        server_cpu_per_100k: if requests > 0 {
-            server_cpu_s / requests as f64 * 100_000.0
-        } else {
-            f64::NAN
-        },
+        server_cpu_per_100k: per_100k(server_cpu_s),
+        kernel_workers_cpu_per_100k: per_100k(workers1 - workers0),
         client_cores_used: report["client_cpu"]["cores_used"].as_f64().unwrap_or(0.0),
         client_busiest_executor: report["client_cpu"]["busiest_executor"]
             .as_f64()
@@ -441,6 +449,7 @@ struct Cell {
     p50: f64,
     p99: f64,
     cpu100k: f64,
+    workers100k: f64,
     client: f64,
     /// The load generator's busiest executor thread (1.0 = never idle: it limited the rate).
     busiest: f64,
@@ -461,6 +470,7 @@ fn cell(runs: &[Run], server: &str, workload: &str) -> Option<Cell> {
         p50: m(|r| r.p50_ms),
         p99: m(|r| r.p99_ms),
         cpu100k: m(|r| r.server_cpu_per_100k),
+        workers100k: m(|r| r.kernel_workers_cpu_per_100k),
         client: m(|r| r.client_cores_used),
         busiest: m(|r| r.client_busiest_executor),
         errors: rs.iter().map(|r| r.errors).sum(),
@@ -717,6 +727,29 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
                 );
             }
         }
+    }
+    let _ = writeln!(
+        t,
+        "\nServer CPU with the kernel worker threads added (kworker, ksoftirqd: machine-wide \
+         CPU during the run, mostly finishing the server's disk I/O; CPU s/100k req):"
+    );
+    for w in &ws {
+        let (Some(e), Some(c)) = (cell(&runs, "etcd", w.name), cell(&runs, "corekv", w.name))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            t,
+            "  {:<46} etcd {:.2} + {:.2} = {:.2}   corekv {:.2} + {:.2} = {:.2}   ratio {}",
+            w.name,
+            e.cpu100k,
+            e.workers100k,
+            e.cpu100k + e.workers100k,
+            c.cpu100k,
+            c.workers100k,
+            c.cpu100k + c.workers100k,
+            ratio(c.cpu100k + c.workers100k, e.cpu100k + e.workers100k),
+        );
     }
     let _ = writeln!(
         t,
