@@ -165,3 +165,67 @@ fn stream_workloads_deliver_everything() {
     assert_eq!(ka["requests"], 60, "{ka}");
     assert_eq!(ka["errors"], 0, "{ka}");
 }
+
+/// The corekv server binary next to corekv-bench, built if this test run did not build it.
+fn corekv_binary() -> std::path::PathBuf {
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_corekv-bench"));
+    let server = bench.with_file_name("corekv");
+    if !server.is_file() {
+        let release = bench.parent().is_some_and(|d| d.ends_with("release"));
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "corekv", "--bin", "corekv"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building the corekv binary failed");
+    }
+    server
+}
+
+/// `compare --quick` starts Debian's etcd and corekv, runs every workload on both and prints
+/// one table row per workload with numbers for both, plus the kernel-worker lines.
+#[test]
+fn compare_quick_prints_both_servers_for_every_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
+        .args(["compare", "--quick", "--no-progress", "--corekv-bin"])
+        .arg(corekv_binary())
+        .arg("--data-parent")
+        .arg(dir.path())
+        .output()
+        .expect("running corekv-bench compare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "compare failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let workloads = [
+        "put, 1 client, 1 conn",
+        "put, 16 clients, 1 conn",
+        "put, 1000 clients, 100 conns",
+        "range linearizable, 1000 clients, 100 conns",
+        "range serializable, 1000 clients, 100 conns",
+    ];
+    for w in workloads {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {w} |")))
+            .unwrap_or_else(|| panic!("no table row for {w}:\n{stdout}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 9, "row {row}");
+        for (i, c) in cells.iter().enumerate().skip(1) {
+            assert!(!c.contains("n/a") && !c.is_empty(), "cell {i} of {row}");
+        }
+        let etcd_rps: f64 = cells[1].split_whitespace().next().unwrap().parse().unwrap();
+        let corekv_rps: f64 = cells[2].split_whitespace().next().unwrap().parse().unwrap();
+        assert!(etcd_rps > 0.0 && corekv_rps > 0.0, "row {row}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(w) && l.contains(" = ") && l.contains("ratio")),
+            "no server + kernel workers line for {w}:\n{stdout}"
+        );
+    }
+}
