@@ -1774,9 +1774,7 @@ impl Reactor {
 
     /// corekv patch: cancels the latency-ring timer, if one is armed.
     fn cancel_latency_timer(&self) {
-        if let Some(armed) = self.latency_preemption_timeout_src.take() {
-            drop(armed);
-        }
+        drop(self.latency_preemption_timeout_src.take());
         self.latency_timer_deadline.set(None);
     }
 
