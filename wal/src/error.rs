@@ -56,15 +56,21 @@ pub enum WalError {
     Closed,
 }
 
-/// Adapts a glommio error into [`WalError::Io`] with a context. The context is an
-/// argument, so it is built before the call: on a per-write path, call this inside the
-/// `map_err` closure so the string is formatted only when there is an error.
+/// Adapts a glommio error into [`WalError::Io`] with a context.
 pub(crate) fn io_err<T>(
     context: impl Into<String>,
 ) -> impl FnOnce(glommio::GlommioError<T>) -> WalError {
     let context = context.into();
+    lazy_io_err(move || context)
+}
+
+/// [`io_err`] for per-write paths: `context` is called only if there is an error, so the
+/// string is not formatted on every successful write.
+pub(crate) fn lazy_io_err<T>(
+    context: impl FnOnce() -> String,
+) -> impl FnOnce(glommio::GlommioError<T>) -> WalError {
     move |e| WalError::Io {
-        context,
+        context: context(),
         source: e.into(),
     }
 }

@@ -1,6 +1,6 @@
 //! Segment files: names, headers, preparation and the write path.
 
-use crate::error::{io_err, WalError};
+use crate::error::{io_err, lazy_io_err, WalError};
 use crate::frame::{FRAME_HEADER_LEN, SEAL_LEN};
 use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -350,7 +350,7 @@ impl SegmentWriter {
                 let mut written = file
                     .write_at(buf, start as u64)
                     .await
-                    .map_err(|e| io_err(ctx())(e))?;
+                    .map_err(lazy_io_err(ctx))?;
                 // Short writes are possible in principle; finish the rest
                 // (still block aligned: O_DIRECT writes whole blocks).
                 while written < total {
@@ -367,7 +367,7 @@ impl SegmentWriter {
                     written += file
                         .write_at(rest, (start + written) as u64)
                         .await
-                        .map_err(|e| io_err(ctx())(e))?;
+                        .map_err(lazy_io_err(ctx))?;
                 }
             }
             Handle::Buffered(file) => {
@@ -376,7 +376,7 @@ impl SegmentWriter {
                     let n = file
                         .write_at(bytes[done..].to_vec(), (self.end + done) as u64)
                         .await
-                        .map_err(|e| io_err(ctx())(e))?;
+                        .map_err(lazy_io_err(ctx))?;
                     if n == 0 {
                         return Err(WalError::Io {
                             context: ctx(),
@@ -399,8 +399,8 @@ impl SegmentWriter {
         }
         let ctx = || format!("fdatasync of segment {}", self.path.display());
         match &self.handle {
-            Handle::Dma(f) => f.fdatasync().await.map_err(|e| io_err(ctx())(e)),
-            Handle::Buffered(f) => f.fdatasync().await.map_err(|e| io_err(ctx())(e)),
+            Handle::Dma(f) => f.fdatasync().await.map_err(lazy_io_err(ctx)),
+            Handle::Buffered(f) => f.fdatasync().await.map_err(lazy_io_err(ctx)),
         }
     }
 

@@ -1076,25 +1076,24 @@ impl SleepableRing {
 
             // The kernel waits only if it took the SQE that links the two rings: with
             // fewer submitted it returns at once, and we must not sleep unlinked.
-            match self.ring.submit_sqes_and_wait(1) {
+            let linked = match self.ring.submit_sqes_and_wait(1) {
                 Ok(submitted) => {
                     self.in_kernel += submitted as usize;
-                    if submitted == 1 {
-                        Ok(1)
-                    } else {
-                        unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                        Err(io::Error::from_raw_os_error(libc::EBUSY))
-                    }
+                    submitted == 1
                 }
                 Err(e) => match e.raw_os_error() {
                     // Interrupted while waiting: the SQE was taken, the rings are linked.
-                    Some(libc::EINTR) => Ok(0),
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) => {
-                        unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                        Err(io::Error::from_raw_os_error(libc::EBUSY))
-                    }
-                    _ => Err(e),
+                    Some(libc::EINTR) => return Ok(0),
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) => false,
+                    _ => return Err(e),
                 },
+            };
+            if linked {
+                Ok(1)
+            } else {
+                // Not linked, so we must not sleep: make the SQE a no-op and say so.
+                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                Err(io::Error::from_raw_os_error(libc::EBUSY))
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1928,6 +1927,7 @@ impl Reactor {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
+                    // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
