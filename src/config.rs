@@ -80,6 +80,10 @@ pub struct Flags {
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", env = "ETCD_LOG_LEVEL")]
     pub log_level: String,
+    /// Log format: text (one readable line per event) or json (one JSON object per line,
+    /// for log collectors; etcd 3.5 logs JSON by default).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "ETCD_LOG_FORMAT")]
+    pub log_format: String,
     /// Number of network executors (one per core); default: every core.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -188,6 +192,14 @@ impl Config {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.corekv", flags.name)));
+        // Resolved once, against the directory corekv was started in: every file under it is
+        // then opened by an absolute path, and the log names the directory unambiguously.
+        let data_dir = std::path::absolute(&data_dir).map_err(|e| {
+            ConfigError(format!(
+                "--data-dir: cannot resolve {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         let (_, client_addrs) = parse_urls("listen-client-urls", &flags.listen_client_urls)?;
         let (client_urls, _) = parse_urls("advertise-client-urls", &flags.advertise_client_urls)?;
         let (_, peer_addrs) = parse_urls("listen-peer-urls", &flags.listen_peer_urls)?;
@@ -305,7 +317,8 @@ mod tests {
     #[test]
     fn defaults_are_etcds() {
         let c = Config::from_flags(flags(&[])).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("default.corekv"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.data_dir, cwd.join("default.corekv"));
         assert_eq!(c.client_addrs, vec!["127.0.0.1:2379".parse().unwrap()]);
         assert_eq!(c.peer_addrs, vec!["127.0.0.1:2380".parse().unwrap()]);
         assert_eq!(c.initial_cluster.len(), 1);

@@ -47,3 +47,40 @@ fn short_timers_always_wake_an_otherwise_idle_executor() {
         assert_eq!(slept, 20_000);
     });
 }
+
+/// Patch 3: `Directory::open` of a relative path (upstream: EBADF), and a WAL opened through
+/// one, as corekv's default data dir `default.corekv` is.
+#[test]
+fn a_directory_opens_by_a_relative_path() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // The temp dir as seen from the working directory: up to / and down again.
+    let cwd = std::env::current_dir().expect("a working directory");
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(dir.path().strip_prefix("/").expect("an absolute temp dir"));
+    assert!(relative.is_relative());
+    let wal_dir = relative.join("wal");
+    finishes("opening a relative directory", move || {
+        let executor = LocalExecutorBuilder::default().make().expect("an executor");
+        executor.run(async move {
+            std::fs::create_dir(&wal_dir).expect("mkdir");
+            glommio::io::Directory::open(&wal_dir)
+                .await
+                .expect("a relative directory opens");
+            let (wal, _) = wal::Wal::open(
+                &wal_dir,
+                wal::WalOptions {
+                    segment_size: 1 << 20,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("a WAL opens in a relative directory");
+            wal.append_batch(&[(1, b"x".as_slice())])
+                .await
+                .expect("and takes an append");
+        });
+    });
+}

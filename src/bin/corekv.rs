@@ -31,10 +31,16 @@ fn main() {
     let directives = format!("{},glommio::reactor=off", flags.log_level);
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio::reactor=off"));
-    tracing_subscriber::fmt()
+    // Colour codes only for a person at a terminal; a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(ansi);
+    match flags.log_format.as_str() {
+        "json" => log.json().flatten_event(true).init(),
+        _ => log.init(),
+    }
     let cfg = match Config::from_flags(flags) {
         Ok(c) => c,
         Err(e) => {

@@ -49,7 +49,14 @@ impl Directory {
 
     /// Asynchronously open the directory at path
     pub async fn open<P: AsRef<Path>>(path: P) -> Result<Directory> {
-        let path = path.as_ref().to_owned();
+        // corekv patch: a relative path is taken from the working directory, as files are
+        // (GlommioFile::open_at); upstream passed it with directory fd -1, which fails with
+        // EBADF, so `Directory::open("data")` never worked.
+        let path = if path.as_ref().is_relative() {
+            std::env::current_dir()?.join(path.as_ref())
+        } else {
+            path.as_ref().to_owned()
+        };
         let flags = libc::O_DIRECTORY | libc::O_CLOEXEC;
         let reactor = crate::executor().reactor();
         let source = reactor.open_at(-1, &path, flags, 0o755);
