@@ -161,26 +161,31 @@ pub fn parse_urls(flag: &str, value: &str) -> Result<(Vec<String>, Vec<SocketAdd
     Ok((urls, addrs))
 }
 
-/// FNV-1a, 64 bit: member and cluster IDs must be the same on every member and every build.
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.iter() {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// The first 8 bytes of a SHA-1 digest, big-endian: how etcd turns names into IDs.
+fn sha1_id(bytes: &[u8]) -> u64 {
+    let digest = sha1_smol::Sha1::from(bytes).digest().bytes();
+    u64::from_be_bytes(digest[..8].try_into().expect("SHA-1 has 20 bytes"))
 }
 
-fn member_id(peer_urls: &[String], token: &str) -> u64 {
+/// A member's ID as etcd derives it: SHA-1 over its sorted peer URLs and the cluster token
+/// (etcd's membership.NewMember; a member added at runtime also mixes in the time).
+pub fn member_id(peer_urls: &[String], token: &str, unix_time: Option<i64>) -> u64 {
     let mut sorted = peer_urls.to_vec();
     sorted.sort();
-    let joined = sorted.join(",");
-    // 0 means "no member" to raft; never hand it out.
-    stable_hash(&[joined.as_bytes(), token.as_bytes()]).max(1)
+    let mut b = sorted.concat().into_bytes();
+    b.extend_from_slice(token.as_bytes());
+    if let Some(t) = unix_time {
+        b.extend_from_slice(t.to_string().as_bytes());
+    }
+    sha1_id(&b)
+}
+
+/// The cluster ID as etcd derives it: SHA-1 over the sorted member IDs (8 bytes each).
+pub fn cluster_id(member_ids: &[u64]) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let b: Vec<u8> = ids.iter().flat_map(|i| i.to_be_bytes()).collect();
+    sha1_id(&b)
 }
 
 impl Config {
@@ -234,8 +239,16 @@ impl Config {
                 }),
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for url in by_name.iter().flat_map(|m| &m.peer_urls) {
+            if !seen.insert(url) {
+                return Err(ConfigError(format!(
+                    "--initial-cluster has the peer URL {url} more than once"
+                )));
+            }
+        }
         for m in &mut by_name {
-            m.id = member_id(&m.peer_urls, &flags.initial_cluster_token);
+            m.id = member_id(&m.peer_urls, &flags.initial_cluster_token, None);
         }
         let me = by_name
             .iter()
@@ -259,10 +272,8 @@ impl Config {
             )));
         }
         let member_id = me.id;
-        let mut ids: Vec<u64> = by_name.iter().map(|m| m.id).collect();
-        ids.sort();
-        let id_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_be_bytes()).collect();
-        let cluster_id = stable_hash(&[&id_bytes, flags.initial_cluster_token.as_bytes()]);
+        let ids: Vec<u64> = by_name.iter().map(|m| m.id).collect();
+        let cluster_id = cluster_id(&ids);
         if flags.max_txn_ops == 0 {
             return Err(ConfigError("--max-txn-ops must be at least 1".into()));
         }
@@ -293,6 +304,11 @@ impl Config {
     /// The election timeout in raft ticks (one tick per heartbeat interval).
     pub fn election_ticks(&self) -> usize {
         (self.flags.election_timeout / self.flags.heartbeat_interval) as usize
+    }
+
+    /// etcd's request timeout (5 s + 2 election timeouts), in raft ticks.
+    pub fn request_timeout_ticks(&self) -> u64 {
+        ((5000 + 2 * self.flags.election_timeout) / self.flags.heartbeat_interval).max(1)
     }
 
     /// The 2 GiB default applies when --quota-backend-bytes is 0.
@@ -337,6 +353,54 @@ mod tests {
             let e = Config::from_flags(flags(&["--listen-client-urls", bad])).unwrap_err();
             assert!(e.0.contains("--listen-client-urls"), "{bad}: {}", e.0);
         }
+    }
+
+    #[test]
+    fn ids_are_etcds() {
+        // From a 3-member etcd 3.4 cluster started with these flags.
+        let cluster = "a=http://127.0.0.1:12380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380";
+        let a = Config::from_flags(flags(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:12380",
+            "--initial-cluster-token",
+            "tkn",
+        ]))
+        .unwrap();
+        assert_eq!(a.member_id, 0x77f4_1cbd_7102_8a3a);
+        let ids: Vec<u64> = a.initial_cluster.iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            [
+                0x77f4_1cbd_7102_8a3a,
+                0xe523_2947_0e35_c0c0,
+                0x763c_9e70_aa15_678a
+            ]
+        );
+        assert_eq!(a.cluster_id, 11064646220597656917);
+    }
+
+    #[test]
+    fn mismatched_cluster_flags_are_one_clear_line() {
+        let e = Config::from_flags(flags(&[
+            "--name",
+            "x",
+            "--initial-cluster",
+            "a=http://127.0.0.1:1",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("no member named \"x\""), "{}", e.0);
+        let e = Config::from_flags(flags(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2380",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("more than once"), "{}", e.0);
     }
 
     #[test]

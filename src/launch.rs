@@ -17,12 +17,16 @@ use crate::net::conn::{self, ConnContext};
 use crate::net::http1::VersionInfo;
 use crate::net::metrics::Metrics;
 use crate::net::placement::{ConnPlacement, OpenConnection};
-use crate::proto::etcdserverpb as pb;
-use crate::server::apply::Applier;
-use crate::server::driver::{self, DriverConfig, Link};
+use crate::proto::corekvpb::MemberIdentity;
+use crate::server::apply::{self, Applier};
+use crate::server::backend::CONSISTENT_INDEX_KEY;
+use crate::server::datadir::{DataDir, ReceivedSnapshot};
+use crate::server::driver::{self, DriverConfig, Link, Peers};
 use crate::server::link::{CoreClient, Envelope, ReplyBatch};
+use crate::server::members::Members;
 use crate::server::node::{Node, NodeConfig};
 use crate::server::wal_records;
+use crate::storage::Bucket;
 
 /// The etcd API level corekv implements, reported where etcd reports its version.
 pub const ETCD_API_VERSION: &str = "3.4.0";
@@ -147,13 +151,12 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let core_cfg = cfg.clone();
     let net0 = net.clone();
-    let peer_addrs = cfg.peer_addrs.clone();
     let spin = Duration::from_micros(cfg.flags.spin_us);
     let first = LocalExecutorBuilder::new(Placement::Unbound)
         .name("net-0+consensus")
         .spin_before_park(spin)
         .spawn(move || async move {
-            let (node, wal) = match open_member(&core_cfg, net0.metrics.clone()).await {
+            let (node, wal, peers) = match open_member(&core_cfg, net0.metrics.clone()).await {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -194,14 +197,14 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                     for c in connects {
                         links.push(c.await);
                     }
-                    driver::run(node, wal, links, driver_cfg, metrics).await;
+                    driver::run(node, wal, links, driver_cfg, metrics, peers).await;
                 },
                 consensus,
             )
             .expect("the consensus task queue exists")
             .detach();
             let ctx = conn_context(core, net0.clone());
-            accept_and_place(ctx, net0, peer_addrs, placement, handoff_senders).await;
+            accept_and_place(ctx, net0, placement, handoff_senders).await;
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
@@ -274,11 +277,10 @@ fn conn_context(core: Rc<CoreClient>, net: NetShared) -> Rc<ConnContext> {
 }
 
 /// Executor 0: accepts every client connection, serves those placed here and hands the
-/// others over; holds the peer port.
+/// others over.
 async fn accept_and_place(
     ctx: Rc<ConnContext>,
     net: NetShared,
-    peer_addrs: Vec<SocketAddr>,
     placement: Arc<ConnPlacement>,
     handoff_senders: Vec<shared_channel::SharedSender<Handoff>>,
 ) {
@@ -322,16 +324,6 @@ async fn accept_and_place(
             }
         }));
     }
-    for addr in peer_addrs {
-        // Peers of a single member never call; the port is held like etcd holds it.
-        if let Ok(listener) = listen(addr) {
-            accepts.push(glommio::spawn_local(async move {
-                while let Ok(s) = listener.accept().await {
-                    drop(s);
-                }
-            }));
-        }
-    }
     for a in accepts {
         a.await;
     }
@@ -367,30 +359,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-fn members(cfg: &Config) -> Vec<pb::Member> {
-    cfg.initial_cluster
-        .iter()
-        .map(|m| pb::Member {
-            id: m.id,
-            name: m.name.clone(),
-            peer_ur_ls: m.peer_urls.clone(),
-            client_ur_ls: if m.id == cfg.member_id {
-                cfg.client_urls.clone()
-            } else {
-                vec![]
-            },
-            is_learner: false,
-        })
-        .collect()
-}
-
-/// Opens the WAL and the backend, replays the log, and builds the consensus core.
+/// Opens the WAL and the backend, replays the log, and builds the consensus core. A fresh
+/// data dir is bootstrapped from the --initial-* flags; an existing one ignores them and
+/// keeps the identity it was bootstrapped with, as etcd does.
 async fn open_member(
     cfg: &Config,
     metrics: Arc<Metrics>,
-) -> Result<(Node<Applier>, wal::Wal), String> {
-    let member_dir = cfg.data_dir.join("member");
-    let wal_dir = member_dir.join("wal");
+) -> Result<(Node<Applier>, wal::Wal, Peers), String> {
+    let dd = DataDir::new(&cfg.data_dir);
+    let wal_dir = dd.wal();
     // The WAL's default O_DSYNC writes measured faster here than write + fdatasync in all
     // six server A/B pairs: 1 client 1876 vs 1064 and 1586 vs 1378 puts/s, 16 clients +9%
     // and +19%, 1000 clients +2% and +6%, with lower p99 in five of six.
@@ -412,7 +389,45 @@ async fn open_member(
     let voters: Vec<u64> = cfg.initial_cluster.iter().map(|m| m.id).collect();
     let bootstrap = raft::eraftpb::ConfState::from((voters.clone(), vec![]));
     let fresh = recovery.records.is_empty();
+    let db_path = dd.db();
+    let mut cfg = cfg.clone();
     if fresh {
+        if cfg.flags.initial_cluster_state == "existing" {
+            return Err(format!(
+                "joining an existing cluster (--initial-cluster-state existing) from an empty \
+                 data dir ({}) needs runtime membership changes (member add), which corekv \
+                 does not implement yet",
+                cfg.data_dir.display()
+            ));
+        }
+        if crate::storage::Db::open(&db_path, Default::default())
+            .map(|db| {
+                db.begin_read()
+                    .get(Bucket::Meta, CONSISTENT_INDEX_KEY)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .unwrap_or(false)
+        {
+            return Err(format!(
+                "the WAL in {} is empty but the backend {} holds applied entries: the WAL was \
+                 lost; restore the data dir from a backup, or remove the member and add it again",
+                wal_dir.display(),
+                db_path.display()
+            ));
+        }
+        dd.write_identity(&MemberIdentity {
+            name: cfg.flags.name.clone(),
+            member_id: cfg.member_id,
+            cluster_id: cfg.cluster_id,
+        })?;
+        apply::bootstrap_backend(
+            &db_path,
+            &Members::initial(&cfg.initial_cluster),
+            &bootstrap,
+        )
+        .map_err(|e| format!("bootstrapping the backend {}: {e}", db_path.display()))?;
         // The first record pins the initial membership, whatever later flags say.
         let mut meta = raft::eraftpb::SnapshotMetadata::default();
         meta.set_conf_state(bootstrap.clone());
@@ -429,7 +444,32 @@ async fn open_member(
         wal.append_batch(&refs)
             .await
             .map_err(|e| format!("writing the first WAL records: {e}"))?;
+        tracing::info!(
+            member_id = format!("{:x}", cfg.member_id),
+            cluster_id = format!("{:x}", cfg.cluster_id),
+            members = cfg.initial_cluster.len(),
+            "bootstrapped a new cluster member"
+        );
+    } else {
+        match dd.read_identity()? {
+            Some(id) => {
+                cfg.member_id = id.member_id;
+                cfg.cluster_id = id.cluster_id;
+                tracing::info!(
+                    member_id = format!("{:x}", id.member_id),
+                    cluster_id = format!("{:x}", id.cluster_id),
+                    "restarting a member from its data dir (the --initial-cluster flags are ignored)"
+                );
+            }
+            // A data dir from before corekv kept its identity: the flags give it, once.
+            None => dd.write_identity(&MemberIdentity {
+                name: cfg.flags.name.clone(),
+                member_id: cfg.member_id,
+                cluster_id: cfg.cluster_id,
+            })?,
+        }
     }
+    let cfg = &cfg;
     let mut log = wal_records::recover_raft_log(&recovery.records, bootstrap)
         .map_err(|e| format!("recovering the raft log from {}: {e}", wal_dir.display()))?;
     if fresh {
@@ -438,8 +478,8 @@ async fn open_member(
             ..Default::default()
         });
     }
-    let db_path = member_dir.join("db");
-    let sm = Applier::open(&db_path, cfg, metrics)
+    finish_interrupted_install(&dd, &recovery.records)?;
+    let sm = Applier::open(&db_path, cfg, log.conf_state(), metrics)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
     let snap_index = log.snapshot_metadata().index;
     let applied = crate::server::node::StateMachine::applied_index(&sm);
@@ -463,14 +503,15 @@ async fn open_member(
         cluster_id: cfg.cluster_id,
         election_tick: cfg.election_ticks(),
         heartbeat_tick: 1,
-        request_timeout_ticks: (7000 / cfg.flags.heartbeat_interval).max(1),
+        request_timeout_ticks: cfg.request_timeout_ticks(),
         // Nanoseconds since the epoch: batch ids of this run start past any earlier run's.
         first_batch_id: now.as_nanos() as u64,
         // Like etcd's idutil: the member's low 16 bits, then milliseconds, then a counter;
         // positive, and past every ID an earlier run of this member handed out.
         first_lease_id: ((cfg.member_id & 0x7fff) << 48
             | (now.as_millis() as u64 & 0xff_ffff_ffff) << 8) as i64,
-        members: members(cfg),
+        name: cfg.flags.name.clone(),
+        client_urls: cfg.client_urls.clone(),
         version: ETCD_API_VERSION.into(),
     };
     let voters_now = log.conf_state().voters.clone();
@@ -480,7 +521,46 @@ async fn open_member(
         // A lone voter need not wait out an election timeout.
         node.campaign().map_err(|e| format!("raft: {e}"))?;
     }
-    Ok((node, wal))
+    let mut listeners = Vec::new();
+    for addr in &cfg.peer_addrs {
+        listeners.push(listen(*addr).map_err(|e| format!("listen on {addr}: {e}"))?);
+    }
+    let peers = Peers {
+        listeners,
+        snap_dir: dd.snap(),
+        started_empty: fresh,
+    };
+    Ok((node, wal, peers))
+}
+
+/// A crash after the WAL recorded a snapshot from the leader but before the backend was
+/// replaced by it leaves the received file in member/snap/: install it now. Other files
+/// there are leftovers.
+fn finish_interrupted_install(dd: &DataDir, records: &[wal::Record]) -> Result<(), String> {
+    if let Some(index) = wal_records::newest_installed_snapshot(records) {
+        let received = dd.received_snapshot(index);
+        if received.is_file() {
+            let db = dd.db();
+            let applied = crate::storage::Db::open(&db, Default::default())
+                .ok()
+                .and_then(|d| {
+                    d.begin_read()
+                        .get(Bucket::Meta, CONSISTENT_INDEX_KEY)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+                })
+                .unwrap_or(0);
+            if applied < index {
+                tracing::info!("finishing the install of the snapshot at raft index {index}");
+                ReceivedSnapshot::new(received.clone())
+                    .install_as(&db)
+                    .map_err(|e| format!("installing {}: {e}", received.display()))?;
+            }
+        }
+    }
+    dd.clean_snapshots(None);
+    Ok(())
 }
 
 #[cfg(test)]

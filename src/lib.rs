@@ -8,6 +8,7 @@ pub mod launch;
 pub mod lease;
 pub mod mvcc;
 pub mod net;
+pub mod peer;
 pub mod proto;
 pub mod server;
 pub mod storage;

@@ -9,6 +9,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use corekv::config::{Config, Flags};
 
 fn main() {
+    // A panic on any thread (an executor, the committer) leaves the member unable to keep
+    // its promises: report it and stop the whole process, rather than serve half-dead.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("corekv: a thread panicked; stopping");
+        std::process::exit(70);
+    }));
     let flags = match Flags::try_parse() {
         Ok(f) => f,
         Err(e) => {

@@ -1,10 +1,15 @@
-//! Leases: the table every member applies deterministically, and the leader-only expiry
-//! clock, kept in raft ticks so the consensus core stays free of wall-clock reads.
+//! Leases: the table every member applies deterministically, and the expiry clock, kept in
+//! raft ticks so the consensus core stays free of wall-clock reads.
 //!
 //! Expiry is decided by the leader alone; it proposes a revoke through raft, so every
-//! member deletes the lease's keys at the same revision. The leader also proposes
-//! checkpoints of each lease's remaining TTL, so a restart or a new leader resumes the
-//! countdown instead of granting a fresh TTL (etcd without checkpointing resets it).
+//! member deletes the lease's keys at the same revision. Every member keeps counting each
+//! lease down from what it applied (the grant, then checkpoints of the remaining TTL), and
+//! the leader checkpoints a renewed lease at the next tick, so a new leader knows every
+//! deadline to within a tick or two. It adds one election timeout to each (as etcd's
+//! promote does), so a lease never expires before its time because leadership moved, and
+//! never outlives it by more than an election timeout. Checkpoints are stored, so a
+//! restart resumes the countdown instead of granting a fresh TTL (etcd without
+//! checkpointing resets it).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -35,8 +40,8 @@ pub struct Lease {
     /// The last checkpointed remaining TTL in seconds; 0 means none (count from `ttl`).
     pub remaining_ttl: i64,
     pub keys: BTreeSet<Bytes>,
-    /// Leader only: the tick at which the lease expires.
-    expiry: Option<u64>,
+    /// The tick at which the lease expires, as this member counts it.
+    deadline: u64,
 }
 
 /// What the leader's lease clock wants proposed through raft.
@@ -57,26 +62,30 @@ pub struct Lessor {
     leases: HashMap<i64, Lease>,
     min_ttl: i64,
     ticks_per_sec: u64,
+    /// Ticks a new leader adds to every deadline (one election timeout).
+    extend: u64,
     now: u64,
     primary: bool,
     /// Expired leases whose revoke was proposed, with the tick it was proposed at.
     revoking: HashMap<i64, u64>,
     checkpoint_every: u64,
     last_checkpoint: u64,
-    /// Leases renewed since the last checkpoint round: their stored remaining TTL is stale.
+    /// Leases renewed since the last tick: checkpointed at the next one.
     renewed: HashSet<i64>,
 }
 
 impl Lessor {
     /// `min_ttl`: the smallest TTL granted, in seconds (etcd: ceil(1.5 × election timeout)).
-    /// `ticks_per_sec`: how many raft ticks make a second.
-    pub fn new(min_ttl: i64, ticks_per_sec: u64) -> Lessor {
+    /// `ticks_per_sec`: how many raft ticks make a second. `extend`: ticks a new leader adds
+    /// to every deadline. `now`: the current tick.
+    pub fn new(min_ttl: i64, ticks_per_sec: u64, extend: u64, now: u64) -> Lessor {
         let ticks_per_sec = ticks_per_sec.max(1);
         Lessor {
             leases: HashMap::new(),
             min_ttl,
             ticks_per_sec,
-            now: 0,
+            extend,
+            now,
             primary: false,
             revoking: HashMap::new(),
             checkpoint_every: 5 * ticks_per_sec,
@@ -124,7 +133,7 @@ impl Lessor {
             return Err(LeaseError::Exists);
         }
         let ttl = ttl.max(self.min_ttl);
-        let expiry = self.primary.then(|| self.now + self.ticks(ttl));
+        let deadline = self.now + self.ticks(ttl);
         self.leases.insert(
             id,
             Lease {
@@ -132,14 +141,17 @@ impl Lessor {
                 ttl,
                 remaining_ttl: 0,
                 keys: BTreeSet::new(),
-                expiry,
+                deadline,
             },
         );
         Ok(ttl)
     }
 
-    /// Restores a lease read back from the backend at start-up.
+    /// Restores a lease read back from the backend (at start-up, or from a snapshot): its
+    /// countdown resumes from the last checkpoint.
     pub fn restore(&mut self, id: i64, ttl: i64, remaining_ttl: i64) {
+        let left = if remaining_ttl > 0 { remaining_ttl } else { ttl };
+        let deadline = self.now + self.ticks(left);
         self.leases.insert(
             id,
             Lease {
@@ -147,7 +159,7 @@ impl Lessor {
                 ttl,
                 remaining_ttl,
                 keys: BTreeSet::new(),
-                expiry: None,
+                deadline,
             },
         );
     }
@@ -172,10 +184,16 @@ impl Lessor {
         }
     }
 
-    /// Applies a checkpoint of the remaining TTL (0 clears it).
+    /// Applies a checkpoint of the remaining TTL (0 clears it). A follower counts down from
+    /// it; the leader, which made it, keeps its own deadline.
     pub fn checkpoint(&mut self, id: i64, remaining_ttl: i64) {
+        let now = self.now;
+        let per_sec = self.ticks_per_sec;
         if let Some(l) = self.leases.get_mut(&id) {
             l.remaining_ttl = remaining_ttl;
+            if !self.primary && remaining_ttl > 0 {
+                l.deadline = now + (remaining_ttl as u64).saturating_mul(per_sec);
+            }
         }
     }
 
@@ -194,26 +212,20 @@ impl Lessor {
         if self.revoking.contains_key(&id) {
             return Err(LeaseError::NotFound);
         }
-        l.expiry = Some(now + (l.ttl.max(0) as u64).saturating_mul(per_sec));
-        if l.remaining_ttl > 0 {
-            self.renewed.insert(id);
-        }
+        l.deadline = now + (l.ttl.max(0) as u64).saturating_mul(per_sec);
+        self.renewed.insert(id);
         Ok(l.ttl)
     }
 
-    /// Seconds left before the lease expires, as etcd reports it (truncated; -1 if unknown).
+    /// Seconds left before the lease expires, as etcd reports it (truncated).
     pub fn remaining_secs(&self, id: i64) -> Option<i64> {
         let l = self.leases.get(&id)?;
-        Some(match l.expiry {
-            Some(at) => (at.saturating_sub(self.now) / self.ticks_per_sec) as i64,
-            None if l.remaining_ttl > 0 => l.remaining_ttl,
-            None => l.ttl,
-        })
+        Some((l.deadline.saturating_sub(self.now) / self.ticks_per_sec) as i64)
     }
 
-    /// Advances the clock. A new leader starts every lease's countdown from its checkpoint;
-    /// the leader returns what must go through raft: revokes of expired leases and
-    /// checkpoints of remaining TTLs.
+    /// Advances the clock. The leader returns what must go through raft: revokes of expired
+    /// leases, checkpoints of leases renewed since the last tick, and every few seconds
+    /// checkpoints of remaining TTLs that went stale (for restarts).
     pub fn tick(&mut self, now: u64, is_leader: bool) -> LeaseProposals {
         self.now = now;
         if is_leader != self.primary {
@@ -221,9 +233,6 @@ impl Lessor {
             if is_leader {
                 self.promote();
             } else {
-                for l in self.leases.values_mut() {
-                    l.expiry = None;
-                }
                 self.revoking.clear();
                 self.renewed.clear();
             }
@@ -235,8 +244,7 @@ impl Lessor {
         // Re-propose a revoke that did not come back within a few seconds (leader change).
         let retry_after = 3 * self.ticks_per_sec;
         for l in self.leases.values() {
-            let Some(at) = l.expiry else { continue };
-            if at > now {
+            if l.deadline > now {
                 continue;
             }
             match self.revoking.get(&l.id) {
@@ -248,50 +256,42 @@ impl Lessor {
         for id in &out.revoke {
             self.revoking.insert(*id, now);
         }
+        let left = |l: &Lease| ((l.deadline.saturating_sub(now) / self.ticks_per_sec) as i64).max(1);
+        let mut cps: Vec<(i64, i64)> = Vec::new();
+        for id in self.renewed.drain() {
+            if let Some(l) = self.leases.get(&id) {
+                if !self.revoking.contains_key(&id) {
+                    cps.push((id, left(l)));
+                }
+            }
+        }
         if now >= self.last_checkpoint + self.checkpoint_every {
             self.last_checkpoint = now;
-            let mut cps: Vec<(i64, i64)> = Vec::new();
             for l in self.leases.values() {
-                if self.revoking.contains_key(&l.id) {
+                if self.revoking.contains_key(&l.id) || cps.iter().any(|(c, _)| *c == l.id) {
                     continue;
                 }
-                let Some(at) = l.expiry else { continue };
-                let left = (at.saturating_sub(now) / self.ticks_per_sec) as i64;
+                let secs = left(l);
                 // Worth a raft entry only when the stored value is stale by a second or more.
-                if (l.remaining_ttl == 0 && left < l.ttl)
-                    || (l.remaining_ttl > 0 && left != l.remaining_ttl)
+                if (l.remaining_ttl == 0 && secs < l.ttl)
+                    || (l.remaining_ttl > 0 && secs != l.remaining_ttl)
                 {
-                    cps.push((l.id, left.max(1)));
+                    cps.push((l.id, secs));
                 }
             }
-            for id in self.renewed.drain() {
-                if let Some(l) = self.leases.get(&id) {
-                    if !cps.iter().any(|(c, _)| *c == id) {
-                        let left = l.expiry.map_or(l.ttl, |at| {
-                            (at.saturating_sub(now) / self.ticks_per_sec) as i64
-                        });
-                        cps.push((id, left.max(1)));
-                    }
-                }
-            }
-            cps.sort_unstable();
-            out.checkpoints = cps.chunks(CHECKPOINT_BATCH).map(|c| c.to_vec()).collect();
         }
+        cps.sort_unstable();
+        out.checkpoints = cps.chunks(CHECKPOINT_BATCH).map(|c| c.to_vec()).collect();
         out
     }
 
+    /// This member became leader: every lease keeps the deadline this member counted, plus
+    /// one election timeout (a renewal the old leader had not checkpointed yet is covered).
     fn promote(&mut self) {
-        let now = self.now;
-        let per_sec = self.ticks_per_sec;
         for l in self.leases.values_mut() {
-            let secs = if l.remaining_ttl > 0 {
-                l.remaining_ttl
-            } else {
-                l.ttl
-            };
-            l.expiry = Some(now + (secs.max(0) as u64).saturating_mul(per_sec));
+            l.deadline += self.extend;
         }
-        self.last_checkpoint = now;
+        self.last_checkpoint = self.now;
     }
 }
 
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn lease_grant_raises_ttl_to_the_minimum_and_rejects_duplicates() {
-        let mut l = Lessor::new(2, 10);
+        let mut l = Lessor::new(2, 10, 0, 0);
         assert_eq!(l.grant(1, 1), Ok(2));
         assert_eq!(l.grant(1, 10), Err(LeaseError::Exists));
         assert_eq!(l.grant(2, MAX_LEASE_TTL + 1), Err(LeaseError::TtlTooLarge));
@@ -310,11 +310,13 @@ mod tests {
 
     #[test]
     fn lease_expires_only_on_the_leader_and_is_proposed_once() {
-        let mut l = Lessor::new(1, 10);
-        l.grant(7, 2).unwrap();
-        assert!(l.tick(100, false).is_empty());
-        assert!(l.tick(101, true).revoke.is_empty());
-        assert!(l.tick(120, true).revoke.is_empty());
+        let mut l = Lessor::new(1, 10, 0, 0);
+        l.tick(100, false);
+        l.grant(7, 2).unwrap(); // expires at tick 120
+        assert!(l.tick(101, false).is_empty());
+        assert!(l.tick(119, true).revoke.is_empty());
+        assert!(l.tick(119, false).is_empty(), "a follower proposes nothing");
+        assert!(l.tick(120, false).is_empty());
         assert_eq!(l.tick(121, true).revoke, vec![7]);
         assert!(l.tick(122, true).revoke.is_empty(), "proposed twice");
         assert_eq!(
@@ -327,13 +329,15 @@ mod tests {
     }
 
     #[test]
-    fn lease_renew_restarts_the_countdown() {
-        let mut l = Lessor::new(1, 10);
+    fn lease_renew_restarts_the_countdown_and_is_checkpointed_at_the_next_tick() {
+        let mut l = Lessor::new(1, 10, 0, 0);
         l.grant(7, 2).unwrap();
         l.tick(0, true);
         l.tick(15, true);
         assert_eq!(l.renew(7), Ok(2));
         assert_eq!(l.remaining_secs(7), Some(2));
+        assert_eq!(l.tick(16, true).checkpoints, vec![vec![(7, 1)]]);
+        assert!(l.tick(17, true).checkpoints.is_empty(), "one checkpoint per renewal");
         assert!(l.tick(30, true).revoke.is_empty());
         assert_eq!(l.tick(35, true).revoke, vec![7]);
         assert_eq!(
@@ -344,25 +348,47 @@ mod tests {
     }
 
     #[test]
-    fn lease_remaining_ttl_survives_a_new_leader_through_checkpoints() {
-        let mut leader = Lessor::new(1, 10);
-        let mut follower = Lessor::new(1, 10);
-        leader.grant(7, 60).unwrap();
-        follower.grant(7, 60).unwrap();
+    fn a_new_leader_keeps_the_deadline_the_followers_counted_plus_an_election_timeout() {
+        let extend = 10;
+        let mut leader = Lessor::new(1, 10, extend, 0);
+        let mut follower = Lessor::new(1, 10, extend, 0);
         leader.tick(0, true);
-        let p = leader.tick(200, true); // 20 s later
-        assert_eq!(p.checkpoints, vec![vec![(7, 40)]]);
+        follower.tick(0, false);
+        leader.grant(7, 60).unwrap();
+        follower.grant(7, 60).unwrap(); // both count to tick 600
+        leader.tick(200, true);
+        follower.tick(200, false);
+        // Renewed at 20 s: the leader checkpoints 60 s at the next tick, and the follower
+        // counts from when it applies that.
+        leader.renew(7).unwrap();
+        let p = leader.tick(201, true);
+        assert_eq!(p.checkpoints, vec![vec![(7, 59)]]);
+        follower.tick(202, false);
         for (id, left) in &p.checkpoints[0] {
             follower.checkpoint(*id, *left);
         }
-        // The follower becomes leader: the countdown resumes at 40 s, not 60.
-        follower.tick(1000, true);
-        assert_eq!(follower.remaining_secs(7), Some(40));
+        // The leader dies; the follower takes over at 30 s.
+        follower.tick(300, true);
+        let remaining = follower.remaining_secs(7).unwrap();
+        // The lease was renewed at 20 s for 60 s: it must live until 80 s (50 s from now),
+        // and not beyond 80 s plus one election timeout (1 s here).
+        assert!((50..=51).contains(&remaining), "{remaining}");
+        assert!(follower.tick(801, true).revoke.is_empty());
+        assert_eq!(follower.tick(803, true).revoke, vec![7]);
+    }
+
+    #[test]
+    fn a_restart_resumes_the_countdown_from_the_stored_checkpoint() {
+        let mut l = Lessor::new(1, 10, 10, 0);
+        l.restore(7, 60, 40);
+        l.restore(8, 60, 0);
+        assert_eq!(l.remaining_secs(7), Some(40));
+        assert_eq!(l.remaining_secs(8), Some(60));
     }
 
     #[test]
     fn lease_revoke_returns_attached_keys() {
-        let mut l = Lessor::new(1, 10);
+        let mut l = Lessor::new(1, 10, 0, 0);
         l.grant(7, 10).unwrap();
         l.attach(7, Bytes::from_static(b"b"));
         l.attach(7, Bytes::from_static(b"a"));

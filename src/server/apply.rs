@@ -3,16 +3,19 @@
 //! reads from here.
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
+use raft::eraftpb::{ConfState, SnapshotMetadata};
 
 use super::backend::{Committed, OverlayBackend, CONSISTENT_INDEX_KEY};
+use super::datadir::ReceivedSnapshot;
+use super::members::{self, Members, CONF_STATE_KEY};
 use super::message::{Reply, Request, Response, WatchCommand, WatchDelivery};
-use super::node::StateMachine;
+use super::node::{StateMachine, StateSnapshot};
 use crate::config::Config;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{self, KvError, KvStore, LeaseCheck, WriteEffects};
@@ -21,7 +24,7 @@ use crate::net::metrics::Metrics;
 use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, KeyValue};
-use crate::storage::{Bucket, Db, DbOptions, StorageError};
+use crate::storage::{Bucket, Db, DbOptions, ReadTxn, StorageError};
 use crate::watch::{HeaderInfo, History, WatchHub};
 
 struct Leases<'a>(&'a Lessor);
@@ -45,6 +48,104 @@ pub struct Applier {
     next_ticket: u64,
     /// The ticket of the write just applied, if its answer waits.
     deferred_now: Option<u64>,
+    /// Deferred answers due at the next background step (their wait ended another way).
+    due: Vec<(u64, Reply)>,
+    members: Members,
+    conf_state: ConfState,
+    db_path: PathBuf,
+    lease_clock: LeaseClock,
+}
+
+/// How the lease table counts time, from the flags, and the current tick.
+#[derive(Clone, Copy)]
+struct LeaseClock {
+    min_ttl: i64,
+    ticks_per_sec: u64,
+    /// One election timeout, in ticks.
+    extend: u64,
+    now: u64,
+}
+
+/// The applied state read back from a backend file.
+struct Loaded {
+    kv: KvStore<OverlayBackend>,
+    lessor: Lessor,
+    members: Members,
+    conf_state: Option<ConfState>,
+    applied: u64,
+}
+
+fn read_applied_index(txn: &ReadTxn) -> Result<u64, String> {
+    match txn
+        .get(Bucket::Meta, CONSISTENT_INDEX_KEY)
+        .map_err(storage_error)?
+    {
+        Some(b) if b.len() == 8 => Ok(u64::from_be_bytes(b.try_into().expect("8 bytes"))),
+        Some(b) => Err(format!(
+            "the applied index in the backend has {} bytes, not 8",
+            b.len()
+        )),
+        None => Ok(0),
+    }
+}
+
+fn read_conf_state(txn: &ReadTxn) -> Result<Option<ConfState>, String> {
+    match txn
+        .get(Bucket::Meta, CONF_STATE_KEY)
+        .map_err(storage_error)?
+    {
+        None => Ok(None),
+        Some(b) => protobuf::Message::parse_from_bytes(b)
+            .map(Some)
+            .map_err(|e| format!("the membership in the backend does not decode: {e}")),
+    }
+}
+
+fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
+    protobuf::Message::write_to_bytes(cs).expect("encoding into a Vec cannot fail")
+}
+
+/// Writes the initial cluster into a fresh backend, durably, before the WAL's first record:
+/// every member of a new cluster writes the same, derived from the same flags.
+pub fn bootstrap_backend(
+    path: &Path,
+    members: &Members,
+    conf_state: &ConfState,
+) -> Result<(), String> {
+    let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
+    let mut txn = db.begin_write().map_err(storage_error)?;
+    members.write_all(&mut txn).map_err(storage_error)?;
+    txn.put(Bucket::Meta, CONF_STATE_KEY, &encode_conf_state(conf_state))
+        .map_err(storage_error)?;
+    txn.commit().map_err(storage_error)
+}
+
+impl LeaseClock {
+    fn load(&self, db: Db) -> Result<Loaded, String> {
+        let txn = db.begin_read();
+        let applied = read_applied_index(&txn)?;
+        let conf_state = read_conf_state(&txn)?;
+        let members = Members::load(&txn)?;
+        let mut lessor = Lessor::new(self.min_ttl, self.ticks_per_sec, self.extend, self.now);
+        for item in txn.range(Bucket::Lease, Bound::Unbounded, Bound::Unbounded, false) {
+            let (_, v) = item.map_err(storage_error)?;
+            let rec = LeaseRecord::decode(v)
+                .map_err(|e| format!("a lease record does not decode: {e}"))?;
+            lessor.restore(rec.id, rec.ttl, rec.remaining_ttl);
+        }
+        drop(txn);
+        let kv = KvStore::open(OverlayBackend::new(db)).map_err(|e| e.to_string())?;
+        for (key, lease) in kv.leased_keys() {
+            lessor.attach(lease, key.clone());
+        }
+        Ok(Loaded {
+            kv,
+            lessor,
+            members,
+            conf_state,
+            applied,
+        })
+    }
 }
 
 /// Keys a compaction step covers: a step holds the core for about 3 ms here (100k keys with
@@ -70,40 +171,26 @@ fn storage_error(e: StorageError) -> String {
 
 impl Applier {
     /// Opens (or creates) the backend at `path` and rebuilds the in-memory indexes.
-    pub fn open(path: &Path, cfg: &Config, metrics: Arc<Metrics>) -> Result<Applier, String> {
+    /// `conf_state` is the raft log's membership, for a backend that does not record one.
+    pub fn open(
+        path: &Path,
+        cfg: &Config,
+        conf_state: &ConfState,
+        metrics: Arc<Metrics>,
+    ) -> Result<Applier, String> {
         let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
         if let Some(note) = db.recovery_note() {
             tracing::warn!("backend: {note}");
         }
-        let txn = db.begin_read();
-        let applied = match txn
-            .get(Bucket::Meta, CONSISTENT_INDEX_KEY)
-            .map_err(storage_error)?
-        {
-            Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().expect("8 bytes")),
-            Some(b) => {
-                return Err(format!(
-                    "the applied index in the backend has {} bytes, not 8",
-                    b.len()
-                ))
-            }
-            None => 0,
-        };
         let ticks_per_sec = (1000 / cfg.flags.heartbeat_interval.max(1)).max(1);
-        // etcd: the minimum TTL is 1.5 election timeouts, rounded up to whole seconds.
-        let min_ttl = (3 * cfg.flags.election_timeout).div_ceil(2000) as i64;
-        let mut lessor = Lessor::new(min_ttl, ticks_per_sec);
-        for item in txn.range(Bucket::Lease, Bound::Unbounded, Bound::Unbounded, false) {
-            let (_, v) = item.map_err(storage_error)?;
-            let rec = LeaseRecord::decode(v)
-                .map_err(|e| format!("a lease record does not decode: {e}"))?;
-            lessor.restore(rec.id, rec.ttl, rec.remaining_ttl);
-        }
-        drop(txn);
-        let kv = KvStore::open(OverlayBackend::new(db)).map_err(|e| e.to_string())?;
-        for (key, lease) in kv.leased_keys() {
-            lessor.attach(lease, key.clone());
-        }
+        let lease_clock = LeaseClock {
+            // etcd: the minimum TTL is 1.5 election timeouts, rounded up to whole seconds.
+            min_ttl: (3 * cfg.flags.election_timeout).div_ceil(2000) as i64,
+            ticks_per_sec,
+            extend: cfg.election_ticks() as u64,
+            now: 0,
+        };
+        let loaded = lease_clock.load(db)?;
         let mut hub = WatchHub::new(10 * 60 * ticks_per_sec);
         hub.header = HeaderInfo {
             cluster_id: cfg.cluster_id,
@@ -111,17 +198,27 @@ impl Applier {
             raft_term: 0,
         };
         Ok(Applier {
-            kv,
+            kv: loaded.kv,
             metrics,
-            lessor,
+            lessor: loaded.lessor,
             hub,
-            applied,
+            applied: loaded.applied,
             uncommitted_writes: 0,
             quota_bytes: cfg.quota_bytes(),
             physical_waiters: Vec::new(),
             next_ticket: 0,
             deferred_now: None,
+            due: Vec::new(),
+            members: loaded.members,
+            conf_state: loaded.conf_state.unwrap_or_else(|| conf_state.clone()),
+            db_path: path.to_path_buf(),
+            lease_clock,
         })
+    }
+
+    /// The applied members table.
+    pub fn members_table(&self) -> &Members {
+        &self.members
     }
 
     fn save_lease(&mut self, id: i64) -> Result<(), Status> {
@@ -241,6 +338,13 @@ impl Applier {
                 Ok(Response::LeaseRevoke(pb::LeaseRevokeResponse {
                     header: None,
                 }))
+            }
+            R::MemberAttributes(a) => {
+                if self.members.apply_attributes(&a, self.kv.backend_mut()) {
+                    self.uncommitted_writes += 1;
+                }
+                // Nobody waits for a publish either.
+                Ok(Response::MemberList(pb::MemberListResponse::default()))
             }
         }
     }
@@ -364,6 +468,9 @@ impl Applier {
 }
 
 impl StateMachine for Applier {
+    type Snapshot = crate::storage::Snapshot;
+    type Received = ReceivedSnapshot;
+
     fn apply(&mut self, _index: u64, req: RaftRequest) -> Reply {
         let Some(r) = req.request else {
             return Err(Status::invalid_argument("empty raft request"));
@@ -433,6 +540,7 @@ impl StateMachine for Applier {
     }
 
     fn tick(&mut self, now: u64, is_leader: bool) -> Vec<RaftRequest> {
+        self.lease_clock.now = now;
         self.hub.tick(now, self.kv.current_revision());
         let p = self.lessor.tick(now, is_leader);
         let mut out = Vec::new();
@@ -478,10 +586,13 @@ impl StateMachine for Applier {
     }
 
     fn has_background_work(&self) -> bool {
-        self.kv.compaction_in_progress().is_some()
+        self.kv.compaction_in_progress().is_some() || !self.due.is_empty()
     }
 
     fn background_step(&mut self) -> Vec<(u64, Reply)> {
+        if !self.due.is_empty() {
+            return std::mem::take(&mut self.due);
+        }
         let outcome = match self.kv.compact_step(COMPACTION_STEP_KEYS) {
             Ok(step) => {
                 self.uncommitted_writes += step.removed;
@@ -509,9 +620,102 @@ impl StateMachine for Applier {
             })
             .collect()
     }
+
+    fn members(&self) -> Vec<pb::Member> {
+        self.members.list()
+    }
+
+    fn member(&self, id: u64) -> Option<pb::Member> {
+        self.members.get(id).map(members::to_pb)
+    }
+
+    fn set_conf_state(&mut self, conf_state: &ConfState) {
+        self.conf_state = conf_state.clone();
+        self.kv
+            .backend_mut()
+            .put(Bucket::Meta, CONF_STATE_KEY, &encode_conf_state(conf_state));
+        self.uncommitted_writes += 1;
+    }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot<Self::Snapshot>, String> {
+        self.state_snapshot()
+    }
+
+    fn restore(&mut self, meta: &SnapshotMetadata, data: ReceivedSnapshot) -> Result<(), String> {
+        self.restore_from(meta, data)
+    }
+}
+
+impl Applier {
+    fn restore_from(
+        &mut self,
+        meta: &SnapshotMetadata,
+        data: ReceivedSnapshot,
+    ) -> Result<(), String> {
+        let old_revision = self.kv.current_revision();
+        // A commit in flight writes into the file about to be replaced: let it end first.
+        if let Some(Err(e)) = self.kv.backend_mut().wait_commit() {
+            tracing::warn!("the backend commit before a snapshot install failed: {e}");
+        }
+        data.install_as(&self.db_path).map_err(|e| {
+            format!(
+                "moving the received snapshot to {}: {e}",
+                self.db_path.display()
+            )
+        })?;
+        let db = Db::open(&self.db_path, DbOptions::default()).map_err(storage_error)?;
+        let loaded = self.lease_clock.load(db)?;
+        if loaded.applied != meta.index {
+            return Err(format!(
+                "the received backend is at raft index {}, not the snapshot's {}",
+                loaded.applied, meta.index
+            ));
+        }
+        self.kv = loaded.kv;
+        self.lessor = loaded.lessor;
+        self.members = loaded.members.replacing(&self.members);
+        self.conf_state = loaded
+            .conf_state
+            .unwrap_or_else(|| meta.get_conf_state().clone());
+        self.applied = loaded.applied;
+        self.uncommitted_writes = 0;
+        // A physical compaction waiting on the old state is answered now, with the new one.
+        let revision = self.kv.current_revision();
+        for ticket in self.physical_waiters.drain(..) {
+            let reply = Ok(Response::Compact(pb::CompactionResponse {
+                header: Some(pb::ResponseHeader {
+                    revision,
+                    ..Default::default()
+                }),
+            }));
+            self.due.push((ticket, reply));
+        }
+        // Watchers that had seen everything up to the old revision catch up from history.
+        let history = KvHistory(&self.kv);
+        self.hub.resync_all(old_revision + 1, &history);
+        self.metrics.leases.store(self.lessor.len() as i64, Relaxed);
+        Ok(())
+    }
+
+    fn state_snapshot(&mut self) -> Result<StateSnapshot<crate::storage::Snapshot>, String> {
+        let snap = self.db().snapshot().map_err(storage_error)?;
+        let txn = snap.read_txn();
+        let index = read_applied_index(&txn)?;
+        let conf_state = read_conf_state(&txn)?.unwrap_or_else(|| self.conf_state.clone());
+        drop(txn);
+        Ok(StateSnapshot {
+            index,
+            conf_state,
+            data: snap,
+        })
+    }
 }
 
 impl super::driver::DurableStateMachine for Applier {
+    fn members_table(&self) -> (&Members, u64) {
+        (&self.members, self.members.version())
+    }
+
     fn start_commit(&mut self) -> bool {
         let applied = self.applied;
         if !self.kv.backend_mut().start_commit(applied) {

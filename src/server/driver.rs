@@ -8,15 +8,19 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use raft::eraftpb::{HardState, SnapshotMetadata};
+use glommio::net::TcpListener;
+use raft::eraftpb::{HardState, Message, SnapshotMetadata};
 
 use super::backend::Committed;
+use super::datadir::ReceivedSnapshot;
 use super::link::{BatchQueue, CoreClient, Envelope, ReplyBatch, ToNet};
+use super::members::Members;
 use super::message::{ReplyTo, Request, Response};
-use super::node::{Node, Output, Persist, StateMachine};
+use super::node::{Forward, Node, Output, Persist, StateMachine};
 use super::wal_records;
 use crate::net::grpc::Status;
 use crate::net::metrics::Metrics;
+use crate::peer::{PeerInbox, PeerInfo, PeerView, Transport};
 use crate::proto::etcdserverpb as pb;
 
 /// How long the core waits for requests between two background (compaction) steps when
@@ -29,16 +33,26 @@ enum Event {
     Tick,
     /// Every Ready up to `number` is durable; `append` is the sequence number of the WAL
     /// append that did it, `at` (if it held entries) the last entry's index and the WAL
-    /// position where its records start.
+    /// position where its records start, `installed` (if it recorded a snapshot from the
+    /// leader) the snapshot's index and the position of its record.
     Persisted {
         number: u64,
         append: u64,
         at: Option<(u64, wal::Position)>,
+        installed: Option<(u64, wal::Position)>,
     },
     /// A snapshot marker is durable.
     SnapshotSaved(SnapshotSaved),
-    /// A request answered outside the node (defragment).
-    Answer(ReplyTo, super::message::Reply),
+    /// The defragment that was running answered.
+    Defragmented(ReplyTo, super::message::Reply),
+    /// Raft messages and forwarded requests from a peer.
+    PeerMessages(u64, Vec<Message>, Vec<Forward>),
+    /// A snapshot received in full from the leader.
+    PeerSnapshot(Message, ReceivedSnapshot),
+    Unreachable(u64),
+    SnapshotSent(u64, bool),
+    /// A peer says this member must not run.
+    Fatal(String),
 }
 
 /// The core loop's wake-up queue, fed by the link receivers, the ticker and persist tasks.
@@ -57,6 +71,10 @@ impl Inbox {
     }
 
     async fn wait(&self) -> Vec<Event> {
+        self.wait_inner().await
+    }
+
+    async fn wait_inner(&self) -> Vec<Event> {
         std::future::poll_fn(|cx| {
             let mut evs = self.events.borrow_mut();
             if evs.is_empty() {
@@ -70,6 +88,28 @@ impl Inbox {
     }
 }
 
+impl PeerInbox for Inbox {
+    fn messages(&self, from: u64, raft: Vec<Message>, forwards: Vec<Forward>) {
+        self.push(Event::PeerMessages(from, raft, forwards));
+    }
+
+    fn snapshot(&self, _from: u64, msg: Message, data: ReceivedSnapshot) {
+        self.push(Event::PeerSnapshot(msg, data));
+    }
+
+    fn unreachable(&self, id: u64) {
+        self.push(Event::Unreachable(id));
+    }
+
+    fn snapshot_sent(&self, id: u64, delivered: bool) {
+        self.push(Event::SnapshotSent(id, delivered));
+    }
+
+    fn fatal(&self, reason: String) {
+        self.push(Event::Fatal(reason));
+    }
+}
+
 /// A durable snapshot marker, waiting to release the WAL segments it makes obsolete.
 #[derive(Clone, Copy, Debug)]
 struct SnapshotSaved {
@@ -78,10 +118,16 @@ struct SnapshotSaved {
     /// Appends started before the marker's; they must all be durable before releasing, or
     /// one still in flight could sit in a segment about to go.
     appends_before: u64,
+    /// The marker records a snapshot from the leader: every entry written before it is gone.
+    installed: bool,
 }
 
 /// A state machine whose applied state is made durable by background commits.
-pub trait DurableStateMachine: StateMachine {
+pub trait DurableStateMachine:
+    StateMachine<Snapshot = crate::storage::Snapshot, Received = ReceivedSnapshot>
+{
+    /// The members table, and a number that changes whenever it does.
+    fn members_table(&self) -> (&Members, u64);
     /// Starts committing everything applied so far, with the applied index. False if a
     /// commit is still in flight.
     fn start_commit(&mut self) -> bool;
@@ -91,6 +137,14 @@ pub trait DurableStateMachine: StateMachine {
     fn uncommitted_writes(&self) -> u64;
     /// The backend, for work done off the core (defragment).
     fn db(&self) -> crate::storage::Db;
+}
+
+/// The consensus core's side of the peer port.
+pub struct Peers {
+    pub listeners: Vec<TcpListener>,
+    pub snap_dir: std::path::PathBuf,
+    /// The data dir was empty when this member started.
+    pub started_empty: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +217,40 @@ struct Driver<S: DurableStateMachine> {
     /// Writes applied since the last snapshot.
     writes_since_snapshot: u64,
     snapshot_in_flight: bool,
+    transport: Rc<Transport>,
+    /// The members table version the transport last saw.
+    members_seen: u64,
+    /// This member started empty and has not applied anything yet.
+    empty: bool,
+    /// A defragment runs: it renames its copy over the backend when done, so a snapshot
+    /// from the leader waits for it.
+    defragmenting: usize,
+    snapshots_waiting: Vec<(Message, ReceivedSnapshot)>,
+}
+
+/// The transport's view of the cluster, from the applied members table.
+fn peer_view(members: &Members, cluster_id: u64, member_id: u64, empty: bool) -> PeerView {
+    let mut view = PeerView {
+        cluster_id,
+        member_id,
+        empty,
+        ..Default::default()
+    };
+    for rec in members.records() {
+        let addrs = rec
+            .peer_urls
+            .iter()
+            .filter_map(|u| crate::config::parse_urls("peer URL", u).ok())
+            .flat_map(|(_, addrs)| addrs)
+            .collect();
+        let info = PeerInfo {
+            addrs,
+            published: !rec.client_urls.is_empty(),
+        };
+        view.members.insert(rec.id, info);
+    }
+    view.removed = members.removed().collect();
+    view
 }
 
 /// Runs the consensus core until every link closes.
@@ -172,8 +260,16 @@ pub async fn run<S: DurableStateMachine + 'static>(
     links: Vec<Link>,
     cfg: DriverConfig,
     metrics: Arc<Metrics>,
+    peers: Peers,
 ) {
     let inbox = Rc::new(Inbox::default());
+    let empty = peers.started_empty && node.state_machine().applied_index() == 0;
+    let (members, members_seen) = node.state_machine().members_table();
+    let view = peer_view(members, node.cluster_id(), node.id(), empty);
+    let transport = Transport::new(view, peers.snap_dir, inbox.clone());
+    for l in peers.listeners {
+        transport.listen(l);
+    }
     let mut ports = Vec::new();
     for (i, link) in links.into_iter().enumerate() {
         let executor = i as u16;
@@ -232,6 +328,11 @@ pub async fn run<S: DurableStateMachine + 'static>(
         last_snapshot_index,
         writes_since_snapshot: 0,
         snapshot_in_flight: false,
+        transport,
+        members_seen,
+        empty,
+        defragmenting: 0,
+        snapshots_waiting: Vec::new(),
     };
     d.step_node();
     loop {
@@ -275,19 +376,62 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                     }
                 }
             }
-            Event::Answer(to, reply) => {
+            Event::Defragmented(to, reply) => {
+                self.defragmenting -= 1;
                 self.ports[to.executor as usize].push(ToNet::Reply(to.token, reply));
+                if self.defragmenting == 0 {
+                    for (msg, data) in std::mem::take(&mut self.snapshots_waiting) {
+                        self.node.step_snapshot(msg, data);
+                    }
+                }
             }
             Event::Tick => self.node.tick(),
-            Event::Persisted { number, append, at } => {
+            Event::Persisted {
+                number,
+                append,
+                at,
+                installed,
+            } => {
                 self.appends_in_flight.remove(&append);
                 if let Some(at) = at {
                     self.persisted_at.push(at);
                 }
                 self.node.on_persisted(number);
+                if let Some((index, marker)) = installed {
+                    // The backend is the leader's snapshot now; the log restarts after it.
+                    self.last_snapshot_index = index;
+                    self.writes_since_snapshot = 0;
+                    self.release_pending = Some(SnapshotSaved {
+                        index,
+                        marker,
+                        appends_before: append,
+                        installed: true,
+                    });
+                }
                 self.release_obsolete_segments();
             }
             Event::SnapshotSaved(saved) => self.finish_snapshot(saved),
+            Event::PeerMessages(from, raft, forwards) => {
+                for msg in raft {
+                    self.node.step(msg);
+                }
+                for f in forwards {
+                    match f {
+                        Forward::Request(r) => self.node.on_forward_request(from, r),
+                        Forward::Reply(r) => self.node.on_forward_reply(r),
+                    }
+                }
+            }
+            Event::PeerSnapshot(msg, data) => {
+                if self.defragmenting > 0 {
+                    self.snapshots_waiting.push((msg, data));
+                } else {
+                    self.node.step_snapshot(msg, data);
+                }
+            }
+            Event::Unreachable(id) => self.node.report_unreachable(id),
+            Event::SnapshotSent(id, delivered) => self.node.report_snapshot(id, delivered),
+            Event::Fatal(reason) => fatal(&reason),
         }
     }
 
@@ -299,12 +443,22 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             watch,
             persist,
             messages,
+            forwards,
+            snapshots,
         } = self.node.take_output();
         for p in persist {
             self.persist(p);
         }
-        // A single member has no peers to send to; the cluster transport will carry these.
-        drop(messages);
+        for msg in &messages {
+            self.transport.send(msg);
+        }
+        for (to, f) in forwards {
+            self.transport.forward(to, f);
+        }
+        for (msg, data) in snapshots {
+            self.transport.send_snapshot(msg, data);
+        }
+        self.update_peers();
         for (to, reply) in replies {
             self.ports[to.executor as usize].push(ToNet::Reply(to.token, reply));
         }
@@ -327,8 +481,23 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             .store(self.node.state_machine().revision(), Relaxed);
     }
 
+    /// Tells the transport about changed members, and when this member stops being empty.
+    fn update_peers(&mut self) {
+        if self.empty && self.node.state_machine().applied_index() > 0 {
+            self.empty = false;
+            self.transport.set_empty(false);
+        }
+        let (members, version) = self.node.state_machine().members_table();
+        if version != self.members_seen {
+            self.members_seen = version;
+            let view = peer_view(members, self.node.cluster_id(), self.node.id(), self.empty);
+            self.transport.set_view(view);
+        }
+    }
+
     fn persist(&mut self, p: Persist) {
         let last_entry = p.entries.last().map(|e| e.index);
+        let installed = p.snapshot.as_ref().map(|s| s.get_metadata().index);
         let records = wal_records::encode_persist(&p);
         let wal = self.wal.clone();
         let inbox = self.inbox.clone();
@@ -341,8 +510,16 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             match wal.append_batch(&refs).await {
                 Ok(positions) => {
                     metrics.wal_fsync.observe(started.elapsed());
-                    let at = last_entry.zip(positions.first().copied());
-                    inbox.push(Event::Persisted { number, append, at });
+                    // A snapshot's record comes first, then the entries.
+                    let first_entry = positions.get(installed.is_some() as usize).copied();
+                    let at = last_entry.zip(first_entry);
+                    let installed = installed.zip(positions.first().copied());
+                    inbox.push(Event::Persisted {
+                        number,
+                        append,
+                        at,
+                        installed,
+                    });
                 }
                 Err(e) => fatal(&format!("WAL append failed: {e}")),
             }
@@ -353,6 +530,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     /// Rewrites the backend file on a blocking thread; the core keeps applying meanwhile (the
     /// B+tree lets commits continue until the final swap).
     fn defragment(&mut self, to: ReplyTo) {
+        self.defragmenting += 1;
         let db = self.node.state_machine().db();
         let header = self.node.header();
         let inbox = self.inbox.clone();
@@ -369,7 +547,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 }
                 Err(e) => Err(Status::internal(format!("defragment: {e}"))),
             };
-            inbox.push(Event::Answer(to, reply));
+            inbox.push(Event::Defragmented(to, reply));
         })
         .detach();
     }
@@ -437,6 +615,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                         index: durable,
                         marker,
                         appends_before,
+                        installed: false,
                     }));
                 }
                 Err(e) => fatal(&format!("WAL append of a snapshot marker failed: {e}")),
@@ -475,7 +654,12 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             return;
         }
         self.release_pending = None;
-        self.persisted_at.retain(|&(last, _)| last > saved.index);
+        if saved.installed {
+            // Entries written before the leader's snapshot belong to the log it replaced.
+            self.persisted_at.retain(|&(_, first)| first > saved.marker);
+        } else {
+            self.persisted_at.retain(|&(last, _)| last > saved.index);
+        }
         let keep_from = self
             .persisted_at
             .iter()

@@ -117,6 +117,8 @@ pub enum Kind {
     LinearizableRead(Request),
     /// Served from local state at once.
     LocalRead(Request),
+    /// Served by the leader's state (lease expiry lives there); forwarded by a follower.
+    LeaderOnly(Request),
     /// For the watch hub.
     Watch { stream: u64, command: WatchCommand },
     /// Rewrites the backend file: run off the consensus core, answered when done.
@@ -137,9 +139,8 @@ impl Request {
             Request::LeaseGrant(r) => write(R::LeaseGrant(r)),
             Request::LeaseRevoke(r) => write(R::LeaseRevoke(r)),
             Request::Range(r) if r.serializable => Kind::LocalRead(Request::Range(r)),
-            r @ (Request::Status(_) | Request::MemberList(_) | Request::LeaseKeepAlive(_)) => {
-                Kind::LocalRead(r)
-            }
+            r @ (Request::LeaseKeepAlive(_) | Request::LeaseTimeToLive(_)) => Kind::LeaderOnly(r),
+            r @ (Request::Status(_) | Request::MemberList(_)) => Kind::LocalRead(r),
             Request::Watch { stream, command } => Kind::Watch { stream, command },
             Request::Defragment(_) => Kind::Defragment,
             r @ (Request::Alarm(_)

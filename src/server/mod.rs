@@ -3,8 +3,10 @@
 
 pub mod apply;
 pub mod backend;
+pub mod datadir;
 pub mod driver;
 pub mod link;
+pub mod members;
 pub mod message;
 pub mod node;
 pub mod raft_log;
@@ -12,3 +14,5 @@ pub mod wal_records;
 
 #[cfg(test)]
 mod node_tests;
+#[cfg(test)]
+pub(crate) mod toy;

@@ -8,17 +8,37 @@
 use std::collections::{HashMap, VecDeque};
 
 use prost::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, Snapshot};
-use raft::{RawNode, StateRole, Storage};
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType,
+    Snapshot, SnapshotMetadata,
+};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
 use super::message::{Kind, Reply, ReplyTo, Request, Response, WatchCommand, WatchDelivery};
 use super::raft_log::RaftLog;
 use crate::net::grpc::{Code, Status};
-use crate::proto::corekvpb::{raft_request, RaftBatch, RaftRequest};
+use crate::proto::corekvpb::{
+    forward_reply, forward_request, raft_request, ForwardError, ForwardReply, ForwardRequest,
+    MemberAttributes, RaftBatch, RaftRequest,
+};
 use crate::proto::etcdserverpb as pb;
+
+/// A snapshot of the applied state, for a follower that fell behind the leader's log.
+pub struct StateSnapshot<T> {
+    /// The raft index the state is at.
+    pub index: u64,
+    /// The membership at that index.
+    pub conf_state: ConfState,
+    pub data: T,
+}
 
 /// The applied state the consensus core drives: MVCC, leases, members.
 pub trait StateMachine {
+    /// What the leader streams to a follower that needs a snapshot.
+    type Snapshot;
+    /// A snapshot a follower received in full, ready to install.
+    type Received;
+
     /// Applies one committed write and returns the client's answer. A header revision left
     /// at 0 is filled with [`StateMachine::revision`] right after.
     fn apply(&mut self, index: u64, req: RaftRequest) -> Reply;
@@ -59,6 +79,17 @@ pub trait StateMachine {
     fn background_step(&mut self) -> Vec<(u64, Reply)> {
         Vec::new()
     }
+    /// The cluster's members as applied, sorted by ID.
+    fn members(&self) -> Vec<pb::Member>;
+    /// One member as applied.
+    fn member(&self, id: u64) -> Option<pb::Member>;
+    /// Records the membership an applied conf change produced.
+    fn set_conf_state(&mut self, conf_state: &ConfState);
+    /// A consistent snapshot of the applied state (at or below the applied index).
+    fn snapshot(&mut self) -> Result<StateSnapshot<Self::Snapshot>, String>;
+    /// Replaces the whole applied state with a received snapshot. The raft log already
+    /// records the snapshot durably; an error here leaves the member unable to go on.
+    fn restore(&mut self, meta: &SnapshotMetadata, data: Self::Received) -> Result<(), String>;
 }
 
 /// Settings of this member's consensus core.
@@ -76,7 +107,9 @@ pub struct NodeConfig {
     /// The first lease ID handed out for grants that leave the ID to the server; later ones
     /// count up from it, so every member applies the proposer's choice.
     pub first_lease_id: i64,
-    pub members: Vec<pb::Member>,
+    /// This member's name and client URLs, published to the cluster through raft.
+    pub name: String,
+    pub client_urls: Vec<String>,
     pub version: String,
 }
 
@@ -89,15 +122,41 @@ pub struct Persist {
     pub snapshot: Option<Snapshot>,
 }
 
+/// A request or answer for another member, beside raft's own messages.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Forward {
+    /// A follower asks the leader (the leader owns lease expiry).
+    Request(ForwardRequest),
+    /// The leader answers.
+    Reply(ForwardReply),
+}
+
 /// What the driver must do after feeding the node.
-#[derive(Default)]
-pub struct Output {
+pub struct Output<T> {
     pub replies: Vec<(ReplyTo, Reply)>,
     /// Watch responses, by network executor.
     pub watch: Vec<(u16, WatchDelivery)>,
     pub persist: Vec<Persist>,
     /// Raft messages to send to peers now.
     pub messages: Vec<Message>,
+    /// Requests and answers for other members, by member ID.
+    pub forwards: Vec<(u64, Forward)>,
+    /// Snapshots to stream to followers: the raft MsgSnapshot (metadata filled, no data)
+    /// and the state it describes. Report the outcome with [`Node::report_snapshot`].
+    pub snapshots: Vec<(Message, T)>,
+}
+
+impl<T> Default for Output<T> {
+    fn default() -> Self {
+        Output {
+            replies: Vec::new(),
+            watch: Vec::new(),
+            persist: Vec::new(),
+            messages: Vec::new(),
+            forwards: Vec::new(),
+            snapshots: Vec::new(),
+        }
+    }
 }
 
 struct PendingBatch {
@@ -110,6 +169,12 @@ struct PendingBatch {
 
 struct ReadRound {
     reads: Vec<(Request, ReplyTo)>,
+    deadline: u64,
+}
+
+/// A request only the leader can answer, forwarded by this follower.
+struct ForwardedCall {
+    to: ReplyTo,
     deadline: u64,
 }
 
@@ -144,7 +209,25 @@ pub struct Node<S: StateMachine> {
     sm_knows_leader: bool,
     /// Clients whose answers wait for background work, by the state machine's ticket.
     deferred: HashMap<u64, ReplyTo>,
-    out: Output,
+    /// Requests for the leader waiting until one is known, with the tick they came.
+    for_leader: Vec<(Request, ReplyTo, u64)>,
+    /// Requests forwarded to the leader, by forward id.
+    forwarded: HashMap<u64, ForwardedCall>,
+    next_forward_id: u64,
+    /// The leader this member last knew, to notice a change.
+    last_leader: u64,
+    /// A received snapshot raft accepted: installed once the Ready with this number is
+    /// durable.
+    installing: Option<(u64, SnapshotMetadata)>,
+    /// Snapshots received in full, by index, until raft takes or drops them.
+    received: HashMap<u64, S::Received>,
+    /// Whether this member's name and client URLs are in the applied members table.
+    published: bool,
+    /// The tick from which a lost publish may be proposed again.
+    publish_retry_at: u64,
+    /// MoveLeader calls waiting for the transfer: (caller, target, deadline).
+    transfers: Vec<(ReplyTo, u64, u64)>,
+    out: Output<S::Snapshot>,
 }
 
 /// (proposer, batch_id) of an encoded RaftBatch: its fields 1 and 2, read without decoding
@@ -163,10 +246,15 @@ fn batch_origin(data: &[u8]) -> Option<(u64, u64)> {
 }
 
 const NO_LEADER: &str = "etcdserver: no leader";
+const NOT_LEADER: &str = "etcdserver: not leader";
 const MEMBERSHIP_CHANGES: &str =
-    "corekv: membership changes need clustering, which is not implemented yet";
+    "corekv: runtime membership changes (add, remove, update, promote) are not implemented yet";
 const TIMED_OUT: &str = "etcdserver: request timed out";
 const LEADER_CHANGED: &str = "etcdserver: leader changed";
+const TRANSFER_TIMED_OUT: &str = "etcdserver: request timed out, leader transfer took too long";
+/// Writes proposed together go into entries of at most this many encoded bytes (one request
+/// may exceed it), so one entry never dwarfs raft's 1 MiB message limit.
+const MAX_ENTRY_BYTES: usize = 1 << 20;
 
 impl<S: StateMachine> Node<S> {
     /// Creates the node over a recovered raft log and state machine.
@@ -209,12 +297,25 @@ impl<S: StateMachine> Node<S> {
             unpersisted: VecDeque::new(),
             sm_knows_leader: false,
             deferred: HashMap::new(),
+            for_leader: Vec::new(),
+            forwarded: HashMap::new(),
+            next_forward_id: 1,
+            last_leader: 0,
+            installing: None,
+            received: HashMap::new(),
+            published: false,
+            publish_retry_at: 0,
+            transfers: Vec::new(),
             out: Output::default(),
         })
     }
 
     pub fn id(&self) -> u64 {
         self.cfg.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cfg.cluster_id
     }
 
     pub fn state_machine(&self) -> &S {
@@ -231,6 +332,13 @@ impl<S: StateMachine> Node<S> {
 
     pub fn raft_log_mut(&mut self) -> &mut RaftLog {
         self.raw.mut_store()
+    }
+
+    /// raft-rs draws every election timeout from `rand::thread_rng()`, which no seed
+    /// reaches; the seeded cluster simulation sets them from its own generator through this.
+    #[cfg(test)]
+    pub(crate) fn raft_mut(&mut self) -> &mut raft::Raft<RaftLog> {
+        &mut self.raw.raft
     }
 
     pub fn is_leader(&self) -> bool {
@@ -269,15 +377,115 @@ impl<S: StateMachine> Node<S> {
                 self.reads.push((r, to));
             }
             Kind::LocalRead(r) => {
-                let reply = self.read_now(r);
-                self.out.replies.push((to, reply));
+                let reply = self.read_now(r, to);
+                if let Some(reply) = reply {
+                    self.out.replies.push((to, reply));
+                }
             }
+            Kind::LeaderOnly(r) => self.for_leader.push((r, to, self.ticks)),
             Kind::Watch { stream, command } => self.sm.watch(to.executor, stream, command),
             Kind::Defragment => self
                 .out
                 .replies
                 .push((to, Err(Status::internal("defragment is run by the driver")))),
         }
+    }
+
+    /// Serves or forwards the requests only the leader can answer, once a leader is known.
+    fn flush_for_leader(&mut self) {
+        if self.for_leader.is_empty() || self.leader_id() == 0 {
+            return;
+        }
+        let term = self.term();
+        for (req, to, _) in std::mem::take(&mut self.for_leader) {
+            if self.is_leader() {
+                let reply = self.sm.read(req);
+                let reply = self.fill_header(reply, term);
+                self.out.replies.push((to, reply));
+                continue;
+            }
+            let request = match req {
+                Request::LeaseKeepAlive(r) => forward_request::Request::KeepAlive(r),
+                Request::LeaseTimeToLive(r) => forward_request::Request::TimeToLive(r),
+                other => {
+                    let status = Status::internal(format!("{} is not forwarded", other.method()));
+                    self.out.replies.push((to, Err(status)));
+                    continue;
+                }
+            };
+            let id = self.next_forward_id;
+            self.next_forward_id += 1;
+            self.forwarded.insert(
+                id,
+                ForwardedCall {
+                    to,
+                    deadline: self.ticks + self.cfg.request_timeout_ticks,
+                },
+            );
+            let fwd = ForwardRequest {
+                id,
+                request: Some(request),
+            };
+            self.out
+                .forwards
+                .push((self.leader_id(), Forward::Request(fwd)));
+        }
+    }
+
+    /// A follower forwarded a request that only the leader answers.
+    pub fn on_forward_request(&mut self, from: u64, req: ForwardRequest) {
+        let reply = if !self.is_leader() {
+            forward_reply::Reply::Error(ForwardError {
+                code: Code::Unavailable as u32,
+                message: NOT_LEADER.into(),
+            })
+        } else {
+            let term = self.term();
+            let request = match req.request {
+                Some(forward_request::Request::KeepAlive(r)) => Request::LeaseKeepAlive(r),
+                Some(forward_request::Request::TimeToLive(r)) => Request::LeaseTimeToLive(r),
+                None => return,
+            };
+            let reply = self.sm.read(request);
+            match self.fill_header(reply, term) {
+                Ok(Response::LeaseKeepAlive(r)) => forward_reply::Reply::KeepAlive(r),
+                Ok(Response::LeaseTimeToLive(r)) => forward_reply::Reply::TimeToLive(r),
+                Ok(_) => return,
+                Err(s) => forward_reply::Reply::Error(ForwardError {
+                    code: s.code as u32,
+                    message: s.message,
+                }),
+            }
+        };
+        let reply = ForwardReply {
+            id: req.id,
+            reply: Some(reply),
+        };
+        self.out.forwards.push((from, Forward::Reply(reply)));
+    }
+
+    /// The leader answered a request this member forwarded.
+    pub fn on_forward_reply(&mut self, reply: ForwardReply) {
+        let Some(call) = self.forwarded.remove(&reply.id) else {
+            return; // timed out meanwhile
+        };
+        let answer = match reply.reply {
+            Some(forward_reply::Reply::KeepAlive(r)) => Ok(Response::LeaseKeepAlive(r)),
+            Some(forward_reply::Reply::TimeToLive(r)) => Ok(Response::LeaseTimeToLive(r)),
+            Some(forward_reply::Reply::Error(e)) => {
+                Err(Status::new(Code::from_u32(e.code), e.message))
+            }
+            None => Err(Status::internal("an empty answer from the leader")),
+        };
+        // As etcd does, the member the client asked fills the header with its own view.
+        let answer = answer.map(|mut r| {
+            if let Some(h) = r.header_mut() {
+                *h = pb::ResponseHeader::default();
+            }
+            r
+        });
+        let answer = self.fill_header(answer, self.term());
+        self.out.replies.push((call.to, answer));
     }
 
     fn propose_later(&mut self, req: RaftRequest, to: Option<ReplyTo>) {
@@ -291,6 +499,7 @@ impl<S: StateMachine> Node<S> {
         self.ticks += 1;
         self.raw.tick();
         self.tick_state_machine();
+        self.maybe_publish();
         self.expire_requests();
     }
 
@@ -304,9 +513,64 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// Publishes this member's name and client URLs through raft, as etcd's members do at
+    /// start, until the applied members table has them. Only once this member has applied
+    /// something: a member that lost its data can then be told apart (it applied nothing).
+    fn maybe_publish(&mut self) {
+        if self.published || self.leader_id() == 0 || self.sm.applied_index() == 0 {
+            return;
+        }
+        let mine = self.sm.member(self.cfg.id);
+        if mine
+            .as_ref()
+            .is_some_and(|m| m.name == self.cfg.name && m.client_ur_ls == self.cfg.client_urls)
+        {
+            self.published = true;
+            return;
+        }
+        if mine.is_none() || self.ticks < self.publish_retry_at {
+            return;
+        }
+        self.publish_retry_at = self.ticks + self.cfg.request_timeout_ticks;
+        let attrs = MemberAttributes {
+            id: self.cfg.id,
+            name: self.cfg.name.clone(),
+            client_urls: self.cfg.client_urls.clone(),
+        };
+        self.propose_later(
+            RaftRequest {
+                request: Some(raft_request::Request::MemberAttributes(attrs)),
+            },
+            None,
+        );
+    }
+
+    /// A raft message from a peer.
     pub fn step(&mut self, msg: Message) {
         // A message for an unknown peer or from an older term is raft's to ignore.
         let _ = self.raw.step(msg);
+    }
+
+    /// A MsgSnapshot whose data arrived in full: raft decides whether to take it.
+    pub fn step_snapshot(&mut self, msg: Message, data: S::Received) {
+        let index = msg.get_snapshot().get_metadata().index;
+        self.received.insert(index, data);
+        self.step(msg);
+    }
+
+    /// A peer could not be reached: raft stops streaming appends to it until it answers.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    /// How streaming a snapshot to `id` ended.
+    pub fn report_snapshot(&mut self, id: u64, delivered: bool) {
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(id, status);
     }
 
     /// The driver made every Ready up to `number` durable.
@@ -322,13 +586,53 @@ impl<S: StateMachine> Node<S> {
             upto = Some(n);
         }
         let Some(upto) = upto else { return };
+        let installed = match &self.installing {
+            Some((n, _)) if *n <= upto => self.installing.take().map(|(_, meta)| meta),
+            _ => None,
+        };
+        if let Some(meta) = &installed {
+            self.restore_state_machine(meta);
+        }
         self.raw.on_persist_ready(upto);
+        if let Some(meta) = installed {
+            self.raw.advance_apply_to(meta.index);
+        }
         while let Some((n, _)) = self.held_messages.front() {
             if *n > upto {
                 break;
             }
             let (_, msgs) = self.held_messages.pop_front().expect("front exists");
-            self.out.messages.extend(msgs);
+            self.emit_messages(msgs);
+        }
+    }
+
+    /// The snapshot raft took is durable in the log: the state machine becomes it. (etcd's
+    /// order: the WAL records the snapshot first, then the backend is replaced; a crash in
+    /// between is finished at start from the received file.)
+    fn restore_state_machine(&mut self, meta: &SnapshotMetadata) {
+        let data = self.received.remove(&meta.index).unwrap_or_else(|| {
+            panic!(
+                "raft installed the snapshot at {} but its data was not received",
+                meta.index
+            )
+        });
+        // Older snapshots raft did not take are dropped with this one's arrival.
+        self.received.retain(|index, _| *index > meta.index);
+        if let Err(e) = self.sm.restore(meta, data) {
+            panic!("installing the snapshot at raft index {}: {e}", meta.index);
+        }
+        assert_eq!(
+            self.sm.applied_index(),
+            meta.index,
+            "the state machine must be at the snapshot's index after restoring it"
+        );
+        // Requests this member proposed before are lost or applied inside the snapshot:
+        // either way no answer will come from applying them.
+        let lost: Vec<u64> = self.proposed_at.drain(..).map(|(_, id)| id).collect();
+        for id in lost {
+            if let Some(p) = self.pending.remove(&id) {
+                self.fail(p.replies, Status::unavailable(LEADER_CHANGED));
+            }
         }
     }
 
@@ -336,6 +640,7 @@ impl<S: StateMachine> Node<S> {
     pub fn process(&mut self) {
         self.flush_proposals();
         self.flush_reads();
+        self.flush_for_leader();
         while self.raw.has_ready() {
             self.handle_ready();
         }
@@ -347,6 +652,9 @@ impl<S: StateMachine> Node<S> {
                 self.handle_ready();
             }
         }
+        if self.leader_id() != self.last_leader {
+            self.leader_changed();
+        }
         self.serve_ready_reads();
         if self.term() != self.term_told {
             self.term_told = self.term();
@@ -355,7 +663,34 @@ impl<S: StateMachine> Node<S> {
         self.out.watch.extend(self.sm.take_watch_deliveries());
     }
 
-    pub fn take_output(&mut self) -> Output {
+    /// Read-index requests sent to the old leader will not be answered (etcd fails them
+    /// with "leader changed"); leadership transfers that reached their target are done.
+    fn leader_changed(&mut self) {
+        self.last_leader = self.leader_id();
+        let rounds: Vec<ReadRound> = self.read_rounds.drain().map(|(_, r)| r).collect();
+        for round in rounds {
+            let to = round.reads.into_iter().map(|(_, to)| Some(to)).collect();
+            self.fail(to, Status::unavailable(LEADER_CHANGED));
+        }
+        let leader = self.last_leader;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
+            .into_iter()
+            .partition(|(_, target, _)| *target == leader);
+        self.transfers = waiting;
+        let term = self.term();
+        for (to, _, _) in done {
+            let reply = Ok(Response::MoveLeader(pb::MoveLeaderResponse {
+                header: None,
+            }));
+            let reply = self.fill_header(reply, term);
+            self.out.replies.push((to, reply));
+        }
+        // A member that leads (again) may have a new term to publish in.
+        self.publish_retry_at = self.ticks;
+        self.flush_for_leader();
+    }
+
+    pub fn take_output(&mut self) -> Output<S::Snapshot> {
         std::mem::take(&mut self.out)
     }
 
@@ -363,10 +698,29 @@ impl<S: StateMachine> Node<S> {
         if self.proposing.is_empty() || self.leader_id() == 0 {
             return;
         }
+        let mut all = std::mem::take(&mut self.proposing).into_iter().peekable();
+        while all.peek().is_some() {
+            // One entry's worth: at least one request, at most MAX_ENTRY_BYTES after that.
+            let mut requests = Vec::new();
+            let mut replies = Vec::new();
+            let mut bytes = 0;
+            while let Some((req, _)) = all.peek() {
+                let len = req.encoded_len();
+                if !requests.is_empty() && bytes + len > MAX_ENTRY_BYTES {
+                    break;
+                }
+                bytes += len;
+                let (req, to) = all.next().expect("peeked");
+                requests.push(req);
+                replies.push(to);
+            }
+            self.propose_batch(requests, replies);
+        }
+    }
+
+    fn propose_batch(&mut self, requests: Vec<RaftRequest>, replies: Vec<Option<ReplyTo>>) {
         let batch_id = self.next_batch_id;
         self.next_batch_id += 1;
-        let (requests, replies): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.proposing).into_iter().unzip();
         let batch = RaftBatch {
             proposer: self.cfg.id,
             batch_id,
@@ -416,11 +770,12 @@ impl<S: StateMachine> Node<S> {
 
     fn handle_ready(&mut self) {
         let mut rd = self.raw.ready();
-        self.out.messages.extend(rd.take_messages());
+        let msgs = rd.take_messages();
+        self.emit_messages(msgs);
 
         let snapshot = rd.snapshot().clone();
         if !snapshot.is_empty() {
-            self.install_snapshot(&snapshot);
+            self.install_snapshot(rd.number(), &snapshot);
         }
 
         for rs in rd.take_read_states() {
@@ -463,7 +818,7 @@ impl<S: StateMachine> Node<S> {
                 self.held_messages.push_back((number, persisted_msgs));
             }
         } else {
-            self.out.messages.extend(persisted_msgs);
+            self.emit_messages(persisted_msgs);
         }
         self.raw.advance_append_async(rd);
         if !waits {
@@ -471,11 +826,59 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    fn install_snapshot(&mut self, snapshot: &Snapshot) {
-        // Installing the data itself (replacing the backend) is the state machine's job once
-        // clusters stream snapshots; here the log forgets what the snapshot covers.
+    /// Raft took a snapshot from the leader: the log restarts after it now, the state machine
+    /// once the Ready that records it is durable.
+    fn install_snapshot(&mut self, number: u64, snapshot: &Snapshot) {
         let meta = snapshot.get_metadata().clone();
-        self.raw.mut_store().apply_snapshot(meta);
+        self.raw.mut_store().apply_snapshot(meta.clone());
+        self.installing = Some((number, meta));
+    }
+
+    /// Queues raft's messages for the driver; a snapshot for a follower gets the state it
+    /// describes attached first.
+    fn emit_messages(&mut self, msgs: Vec<Message>) {
+        for msg in msgs {
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                self.prepare_snapshot(msg);
+            } else {
+                self.out.messages.push(msg);
+            }
+        }
+    }
+
+    /// raft asked for a snapshot at its compaction point; the state machine's latest durable
+    /// state is at or past it (the log is only compacted up to what the backend holds), so
+    /// the follower gets that state, with the metadata rewritten to match. Its appends
+    /// continue from there.
+    fn prepare_snapshot(&mut self, mut msg: Message) {
+        let to = msg.to;
+        let snap = match self.sm.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot snapshot the state for member {to:x}: {e}");
+                self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                return;
+            }
+        };
+        let log_first = self.raw.store().first_index().unwrap_or(1);
+        let term = match self.raw.store().term(snap.index) {
+            Ok(t) if snap.index + 1 >= log_first => t,
+            _ => {
+                tracing::warn!(
+                    "the state snapshot at {} is outside the raft log (first index {log_first})",
+                    snap.index
+                );
+                self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                return;
+            }
+        };
+        let s = msg.mut_snapshot();
+        s.data = Default::default();
+        let meta = s.mut_metadata();
+        meta.index = snap.index;
+        meta.term = term;
+        meta.set_conf_state(snap.conf_state);
+        self.out.snapshots.push((msg, snap.data));
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) {
@@ -492,6 +895,7 @@ impl<S: StateMachine> Node<S> {
                     let mut cc = ConfChange::default();
                     if protobuf::Message::merge_from_bytes(&mut cc, &entry.data).is_ok() {
                         if let Ok(cs) = self.raw.apply_conf_change(&cc) {
+                            self.sm.set_conf_state(&cs);
                             self.raw.mut_store().set_conf_state(cs);
                         }
                     }
@@ -500,6 +904,7 @@ impl<S: StateMachine> Node<S> {
                     let mut cc = ConfChangeV2::default();
                     if protobuf::Message::merge_from_bytes(&mut cc, &entry.data).is_ok() {
                         if let Ok(cs) = self.raw.apply_conf_change(&cc) {
+                            self.sm.set_conf_state(&cs);
                             self.raw.mut_store().set_conf_state(cs);
                         }
                     }
@@ -593,25 +998,27 @@ impl<S: StateMachine> Node<S> {
             }
             let (_, reads) = self.reads_ready.pop_front().expect("front exists");
             for (req, to) in reads {
-                let reply = self.read_now(req);
-                self.out.replies.push((to, reply));
+                if let Some(reply) = self.read_now(req, to) {
+                    self.out.replies.push((to, reply));
+                }
             }
         }
     }
 
-    fn read_now(&mut self, req: Request) -> Reply {
+    /// Serves a request from this member's state; None if its answer comes later.
+    fn read_now(&mut self, req: Request, to: ReplyTo) -> Option<Reply> {
         let term = self.term();
         let reply = match req {
             Request::Status(_) => Ok(Response::Status(self.status())),
             Request::MemberList(_) => Ok(Response::MemberList(pb::MemberListResponse {
                 header: None,
-                members: self.cfg.members.clone(),
+                members: self.sm.members(),
             })),
-            Request::MoveLeader(r) => self.move_leader(r.target_id),
+            Request::MoveLeader(r) => self.move_leader(r.target_id, to)?,
             Request::MemberRemove(pb::MemberRemoveRequest { id })
             | Request::MemberUpdate(pb::MemberUpdateRequest { id, .. })
             | Request::MemberPromote(pb::MemberPromoteRequest { id }) => {
-                if self.cfg.members.iter().any(|m| m.id == id) {
+                if self.sm.member(id).is_some() {
                     Err(Status::unimplemented(MEMBERSHIP_CHANGES))
                 } else {
                     Err(Status::new(Code::NotFound, "etcdserver: member not found"))
@@ -620,30 +1027,30 @@ impl<S: StateMachine> Node<S> {
             Request::MemberAdd(_) => Err(Status::unimplemented(MEMBERSHIP_CHANGES)),
             other => self.sm.read(other),
         };
-        self.fill_header(reply, term)
+        Some(self.fill_header(reply, term))
     }
 
-    /// etcd's MoveLeader: only the leader moves leadership, and only to a voting member.
-    fn move_leader(&mut self, target: u64) -> Reply {
+    /// etcd's MoveLeader: only the leader moves leadership, and only to a voting member; the
+    /// answer comes once the target leads (None until then).
+    fn move_leader(&mut self, target: u64, to: ReplyTo) -> Option<Reply> {
         if !self.is_leader() {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "etcdserver: not leader",
-            ));
+            return Some(Err(Status::new(Code::FailedPrecondition, NOT_LEADER)));
         }
         if !self.raw.store().conf_state().voters.contains(&target) {
-            return Err(Status::new(
+            return Some(Err(Status::new(
                 Code::FailedPrecondition,
                 "etcdserver: bad leader transferee",
-            ));
+            )));
         }
-        if target != self.cfg.id {
-            // Another voter exists only in a cluster, which corekv cannot form yet.
-            return Err(Status::unimplemented(MEMBERSHIP_CHANGES));
+        if target == self.cfg.id {
+            return Some(Ok(Response::MoveLeader(pb::MoveLeaderResponse {
+                header: None,
+            })));
         }
-        Ok(Response::MoveLeader(pb::MoveLeaderResponse {
-            header: None,
-        }))
+        self.raw.transfer_leader(target);
+        let deadline = self.ticks + self.cfg.request_timeout_ticks;
+        self.transfers.push((to, target, deadline));
+        None
     }
 
     /// A response header as this member fills it now (for answers made outside `process`).
@@ -669,7 +1076,12 @@ impl<S: StateMachine> Node<S> {
             raft_applied_index: self.sm.applied_index(),
             errors: vec![],
             db_size_in_use,
-            is_learner: false,
+            is_learner: self
+                .raw
+                .store()
+                .conf_state()
+                .learners
+                .contains(&self.cfg.id),
         }
     }
 
@@ -715,12 +1127,34 @@ impl<S: StateMachine> Node<S> {
                 true
             }
         });
+        self.for_leader.retain(|(_, to, since)| {
+            if now >= since + timeout {
+                expired.push(Some(*to));
+                false
+            } else {
+                true
+            }
+        });
+        self.forwarded.retain(|_, call| {
+            if now >= call.deadline {
+                expired.push(Some(call.to));
+                false
+            } else {
+                true
+            }
+        });
         let status = if self.leader_id() == 0 {
             Status::unavailable(NO_LEADER)
         } else {
             Status::new(Code::Unavailable, TIMED_OUT)
         };
         self.fail(expired, status);
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
+            .into_iter()
+            .partition(|(_, _, deadline)| now >= *deadline);
+        self.transfers = waiting;
+        let late = late.into_iter().map(|(to, _, _)| Some(to)).collect();
+        self.fail(late, Status::unavailable(TRANSFER_TIMED_OUT));
     }
 
     fn fail(&mut self, to: Vec<Option<ReplyTo>>, status: Status) {

@@ -1,96 +1,12 @@
 //! The consensus core driven by a simulated disk: no I/O, no clock, deterministic.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use super::message::{Reply, ReplyTo, Request, Response};
-use super::node::{Node, NodeConfig, Output, StateMachine};
+use super::node::{Node, NodeConfig, Output};
 use super::raft_log::RaftLog;
-use crate::net::grpc::Status;
-use crate::proto::corekvpb::{raft_request, RaftRequest};
+use super::toy::ToyState;
 use crate::proto::etcdserverpb as pb;
-
-/// A state machine that keeps the latest value per key and counts revisions.
-/// A compaction takes three background steps; its answer waits for them.
-#[derive(Default)]
-struct ToyState {
-    kv: BTreeMap<Bytes, Bytes>,
-    revision: i64,
-    applied: u64,
-    compaction_steps_left: u32,
-    compaction_waiters: Vec<u64>,
-    next_ticket: u64,
-    deferred_now: Option<u64>,
-}
-
-impl StateMachine for ToyState {
-    fn apply(&mut self, _index: u64, req: RaftRequest) -> Reply {
-        match req.request {
-            Some(raft_request::Request::Put(p)) => {
-                self.revision += 1;
-                self.kv.insert(p.key, p.value);
-                Ok(Response::Put(pb::PutResponse::default()))
-            }
-            Some(raft_request::Request::Compaction(_)) => {
-                self.compaction_steps_left = 3;
-                self.compaction_waiters.push(self.next_ticket);
-                self.deferred_now = Some(self.next_ticket);
-                self.next_ticket += 1;
-                Ok(Response::Compact(pb::CompactionResponse::default()))
-            }
-            _ => Err(Status::unimplemented("toy")),
-        }
-    }
-    fn defer_last_reply(&mut self) -> Option<u64> {
-        self.deferred_now.take()
-    }
-    fn has_background_work(&self) -> bool {
-        self.compaction_steps_left > 0
-    }
-    fn background_step(&mut self) -> Vec<(u64, Reply)> {
-        self.compaction_steps_left -= 1;
-        if self.compaction_steps_left > 0 {
-            return Vec::new();
-        }
-        self.compaction_waiters
-            .drain(..)
-            .map(|t| (t, Ok(Response::Compact(pb::CompactionResponse::default()))))
-            .collect()
-    }
-    fn read(&mut self, req: Request) -> Reply {
-        let Request::Range(r) = req else {
-            return Err(Status::unimplemented("toy"));
-        };
-        let kvs = self
-            .kv
-            .get(&r.key)
-            .map(|v| crate::proto::mvccpb::KeyValue {
-                key: r.key.clone(),
-                value: v.clone(),
-                ..Default::default()
-            })
-            .into_iter()
-            .collect::<Vec<_>>();
-        Ok(Response::Range(pb::RangeResponse {
-            count: kvs.len() as i64,
-            kvs,
-            ..Default::default()
-        }))
-    }
-    fn set_applied_index(&mut self, index: u64) {
-        self.applied = index;
-    }
-    fn applied_index(&self) -> u64 {
-        self.applied
-    }
-    fn db_size(&self) -> (i64, i64) {
-        (0, 0)
-    }
-    fn revision(&self) -> i64 {
-        self.revision + 1
-    }
-}
 
 fn single_node() -> Node<ToyState> {
     let cfg = NodeConfig {
@@ -101,7 +17,8 @@ fn single_node() -> Node<ToyState> {
         request_timeout_ticks: 70,
         first_batch_id: 1,
         first_lease_id: 1,
-        members: vec![],
+        name: "toy".into(),
+        client_urls: vec![],
         version: "3.4.0".into(),
     };
     let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1], vec![])));
@@ -215,7 +132,8 @@ fn requests_time_out_when_raft_cannot_serve_them() {
         request_timeout_ticks: 5,
         first_batch_id: 1,
         first_lease_id: 1,
-        members: vec![],
+        name: "toy".into(),
+        client_urls: vec![],
         version: "3.4.0".into(),
     };
     let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![])));
@@ -354,7 +272,8 @@ fn seeded_crash_simulation_keeps_every_acknowledged_write() {
             request_timeout_ticks: 70,
             first_batch_id: 1_000_000,
             first_lease_id: 1,
-            members: vec![],
+            name: "toy".into(),
+            client_urls: vec![],
             version: "3.4.0".into(),
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());

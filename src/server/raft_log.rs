@@ -7,11 +7,6 @@
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-/// Produces the state machine's data for a snapshot sent to a follower that fell behind.
-pub trait SnapshotSource {
-    fn snapshot_data(&self) -> Option<bytes::Bytes>;
-}
-
 #[derive(Default)]
 pub struct RaftLog {
     hard_state: HardState,
@@ -21,8 +16,6 @@ pub struct RaftLog {
     entries: Vec<Entry>,
     /// Approximate bytes held by `entries`.
     bytes: usize,
-    /// Snapshot data prepared by the driver for followers (None: temporarily unavailable).
-    snapshot_data: Option<(SnapshotMetadata, bytes::Bytes)>,
 }
 
 impl RaftLog {
@@ -140,10 +133,6 @@ impl RaftLog {
         Some(self.entries[(idx - self.first()) as usize].term)
     }
 
-    pub fn set_snapshot_data(&mut self, meta: SnapshotMetadata, data: bytes::Bytes) {
-        self.snapshot_data = Some((meta, data));
-    }
-
     fn drop_front(&mut self, n: usize) {
         self.bytes -= self.entries[..n].iter().map(entry_bytes).sum::<usize>();
         self.entries.drain(..n);
@@ -216,18 +205,12 @@ impl Storage for RaftLog {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match &self.snapshot_data {
-            Some((meta, data)) if meta.index >= request_index => {
-                let mut snap = Snapshot::default();
-                snap.set_metadata(meta.clone());
-                snap.set_data(data.clone());
-                Ok(snap)
-            }
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
-        }
+    /// Only the metadata of the compaction point: the node replaces it with the state
+    /// machine's newest durable state (at or past this point) and the driver streams that.
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        snap.set_metadata(self.snapshot.clone());
+        Ok(snap)
     }
 }
 

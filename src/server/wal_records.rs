@@ -10,6 +10,7 @@ use super::raft_log::RaftLog;
 pub const ENTRY: u8 = 1;
 pub const HARD_STATE: u8 = 2;
 pub const SNAPSHOT: u8 = 3;
+pub const INSTALLED_SNAPSHOT: u8 = 4;
 
 #[derive(Debug)]
 pub enum WalRecord {
@@ -17,6 +18,9 @@ pub enum WalRecord {
     HardState(HardState),
     /// Everything up to this index is in the backend; the log restarts after it.
     Snapshot(SnapshotMetadata),
+    /// A snapshot from the leader replaced the backend (at this index). Entries written
+    /// before it belong to the log it replaced, whatever their index.
+    InstalledSnapshot(SnapshotMetadata),
 }
 
 fn encode_msg(record_type: u8, msg: &dyn protobuf::Message) -> (u8, Vec<u8>) {
@@ -40,6 +44,9 @@ pub fn decode(record_type: u8, payload: &[u8]) -> Result<WalRecord, String> {
         ENTRY => WalRecord::Entry(Entry::parse_from_bytes(payload).map_err(err)?),
         HARD_STATE => WalRecord::HardState(HardState::parse_from_bytes(payload).map_err(err)?),
         SNAPSHOT => WalRecord::Snapshot(SnapshotMetadata::parse_from_bytes(payload).map_err(err)?),
+        INSTALLED_SNAPSHOT => {
+            WalRecord::InstalledSnapshot(SnapshotMetadata::parse_from_bytes(payload).map_err(err)?)
+        }
         t => return Err(format!("unknown WAL record type {t}")),
     })
 }
@@ -49,7 +56,8 @@ pub fn decode(record_type: u8, payload: &[u8]) -> Result<WalRecord, String> {
 pub fn encode_persist(p: &Persist) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::with_capacity(p.entries.len() + 2);
     if let Some(s) = &p.snapshot {
-        out.push(encode_snapshot(s.get_metadata()));
+        // A Ready carries a snapshot only when raft took one from the leader.
+        out.push(encode_msg(INSTALLED_SNAPSHOT, s.get_metadata()));
     }
     for e in &p.entries {
         out.push(encode_msg(ENTRY, e));
@@ -80,15 +88,21 @@ pub fn recover_raft_log(
         decoded.push(r);
     }
     let mut log = RaftLog::new(bootstrap);
+    // Entries recorded before the newest installed snapshot belong to the log it replaced.
+    let valid_from = decoded
+        .iter()
+        .rposition(|r| matches!(r, WalRecord::InstalledSnapshot(_)))
+        .unwrap_or(0);
     if let Some(meta) = decoded.iter().rev().find_map(|r| match r {
-        WalRecord::Snapshot(m) => Some(m.clone()),
+        WalRecord::Snapshot(m) | WalRecord::InstalledSnapshot(m) => Some(m.clone()),
         _ => None,
     }) {
         log.apply_snapshot(meta);
     }
     let start = log.snapshot_metadata().index;
-    for r in decoded {
+    for (i, r) in decoded.into_iter().enumerate() {
         match r {
+            WalRecord::Entry(_) if i < valid_from => {}
             WalRecord::Entry(e) if e.index <= start => {}
             WalRecord::Entry(e) => {
                 let last = raft::Storage::last_index(&log).expect("in-memory log");
@@ -102,10 +116,21 @@ pub fn recover_raft_log(
                 log.append(std::slice::from_ref(&e));
             }
             WalRecord::HardState(hs) => log.set_hard_state(hs),
-            WalRecord::Snapshot(_) => {}
+            WalRecord::Snapshot(_) | WalRecord::InstalledSnapshot(_) => {}
         }
     }
     Ok(log)
+}
+
+/// The index of the newest snapshot a leader sent that the WAL records, if any: the backend
+/// must be at least there (else the received file finishes the install at start).
+pub fn newest_installed_snapshot(records: &[wal::Record]) -> Option<u64> {
+    records
+        .iter()
+        .rev()
+        .find(|r| r.record_type == INSTALLED_SNAPSHOT)
+        .and_then(|r| SnapshotMetadata::parse_from_bytes(&r.payload).ok())
+        .map(|m| m.index)
 }
 
 #[cfg(test)]
@@ -152,6 +177,35 @@ mod tests {
         assert_eq!(log.snapshot_metadata().index, 6);
         assert_eq!(raft::Storage::first_index(&log).unwrap(), 7);
         assert_eq!(raft::Storage::last_index(&log).unwrap(), 9);
+    }
+
+    #[test]
+    fn entries_before_an_installed_snapshot_are_forgotten() {
+        // Entries 5..=9 of an old log, then a snapshot from the leader at 6, then the new
+        // log's 7. The old 8 and 9 must not survive behind the new 7.
+        let installed = SnapshotMetadata {
+            index: 6,
+            term: 3,
+            ..Default::default()
+        };
+        let mut records: Vec<(u8, Vec<u8>)> = (5..=9).map(entry).collect();
+        records.push(encode_msg(INSTALLED_SNAPSHOT, &installed));
+        let e7 = Entry {
+            index: 7,
+            term: 3,
+            ..Default::default()
+        };
+        records.push(encode_msg(ENTRY, &e7));
+        let records: Vec<_> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| rec(r, i as u64 * 100))
+            .collect();
+        let log = recover_raft_log(&records, ConfState::default()).unwrap();
+        assert_eq!(raft::Storage::first_index(&log).unwrap(), 7);
+        assert_eq!(raft::Storage::last_index(&log).unwrap(), 7);
+        assert_eq!(raft::Storage::term(&log, 7).unwrap(), 3);
+        assert_eq!(newest_installed_snapshot(&records), Some(6));
     }
 
     #[test]

@@ -476,6 +476,11 @@ impl Snapshot {
         self.v.meta.txn
     }
 
+    /// Reads the very state being copied (to learn what it holds before streaming it).
+    pub fn read_txn(&self) -> crate::storage::ReadTxn {
+        crate::storage::ReadTxn::of(self.v.clone())
+    }
+
     fn fill(&mut self) -> Result<(), StorageError> {
         let v = &*self.v;
         let ps = v.ps;

@@ -545,6 +545,10 @@ pub struct ReadTxn {
 }
 
 impl ReadTxn {
+    pub(crate) fn of(v: Arc<Version>) -> ReadTxn {
+        ReadTxn { v }
+    }
+
     /// The transaction id of the committed state this reads.
     pub fn txn_id(&self) -> u64 {
         self.v.meta.txn

@@ -450,6 +450,22 @@ impl WatchHub {
         }
     }
 
+    /// The store was replaced by a snapshot: watchers that were synced (had seen every event
+    /// before `from_rev`) catch up from the new store's history.
+    pub fn resync_all(&mut self, from_rev: i64, h: &dyn History) {
+        let synced: Vec<usize> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.synced)
+            .map(|(idx, _)| idx)
+            .collect();
+        for idx in synced {
+            self.unsync(idx);
+            self.pending.remove(&idx);
+            self.catch_up(idx, from_rev, h);
+        }
+    }
+
     /// Sends progress notifications to idle synced watchers that asked for them.
     pub fn tick(&mut self, now: u64, revision: i64) {
         if now < self.last_progress + self.progress_every {

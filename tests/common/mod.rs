@@ -13,10 +13,17 @@
 //!
 //! Start servers on the test's own thread: a server gets SIGKILL when the thread that started
 //! it ends ([`DieWithTest`]), so a killed test binary leaves none behind.
+//!
+//! Multi-member clusters (with network partitions), the history recorder and linearizability
+//! checker, and the fault-injecting workload are in [`cluster`], [`history`] and [`nemesis`]
+//! (used by tests/cluster_harness.rs).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod ctl;
 pub mod ctl_steps;
+pub mod history;
+pub mod nemesis;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

@@ -1,0 +1,505 @@
+//! The transport between members on the peer port (default 2380): raft messages, requests
+//! forwarded to the leader, and snapshots, over corekv's own framed protocol
+//! (PROTOCOL.md beside this file).
+//!
+//! Everything here runs on executor 0, beside the consensus core: messages reach the core
+//! loop through [`PeerInbox`] without crossing a thread, and the core hands its outgoing
+//! messages to per-peer queues that one writer task per peer drains into one frame per pass.
+//! Each direction has its own connection: a member dials every other member to send, and
+//! receives on the connections the others dialed to it.
+
+pub mod frame;
+pub mod handshake;
+pub mod snapshot;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::io::BufReader;
+use glommio::net::{TcpListener, TcpStream};
+use raft::eraftpb::Message;
+
+use crate::proto::corekvpb::{
+    peer_frame, ForwardReply, ForwardRequest, PeerBatch, PeerFrame, PeerHello, PeerStream,
+};
+use crate::server::datadir::ReceivedSnapshot;
+use crate::server::node::Forward;
+use frame::FrameError;
+pub use handshake::{PeerInfo, PeerView, Refusal};
+
+/// Time a new connection has to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that makes no progress for this long (the peer stopped reading) ends the
+/// connection; etcd's peer writes time out the same way.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Waits between failed connection attempts, doubling up to the second.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bytes queued for one peer beyond which new messages are dropped (raft resends what it
+/// must): a peer that stopped reading costs bounded memory.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// One frame carries at most about this much of a peer's queue.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// What the transport hands the consensus core.
+pub trait PeerInbox {
+    /// Messages from member `from` (already checked to come from it and be for us).
+    fn messages(&self, from: u64, raft: Vec<Message>, forwards: Vec<Forward>);
+    /// A snapshot received in full and checked, with its raft MsgSnapshot.
+    fn snapshot(&self, from: u64, msg: Message, data: ReceivedSnapshot);
+    /// Messages for `id` were lost: raft should probe it rather than stream to it.
+    fn unreachable(&self, id: u64);
+    /// How streaming a snapshot to `id` ended.
+    fn snapshot_sent(&self, id: u64, delivered: bool);
+    /// A peer told this member it must not run (another cluster, removed, lost its data).
+    fn fatal(&self, reason: String);
+}
+
+/// Outgoing messages for one peer, waiting for its writer task.
+#[derive(Default)]
+struct Outbox {
+    raft: Vec<bytes::Bytes>,
+    requests: Vec<ForwardRequest>,
+    replies: Vec<ForwardReply>,
+    bytes: usize,
+    /// Messages were dropped since the writer last ran: the core hears "unreachable".
+    dropped: bool,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.raft.is_empty() && self.requests.is_empty() && self.replies.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Outbox::default();
+    }
+
+    /// Up to about [`BATCH_BYTES`] of what is queued, as one batch.
+    fn take_batch(&mut self) -> PeerBatch {
+        let mut batch = PeerBatch {
+            requests: std::mem::take(&mut self.requests),
+            replies: std::mem::take(&mut self.replies),
+            raft: Vec::new(),
+        };
+        let mut bytes = 0;
+        let mut n = 0;
+        for m in &self.raft {
+            if n > 0 && bytes + m.len() > BATCH_BYTES {
+                break;
+            }
+            bytes += m.len();
+            n += 1;
+        }
+        batch.raft = self.raft.drain(..n).collect();
+        self.bytes -= bytes;
+        if self.raft.is_empty() {
+            self.bytes = 0;
+        }
+        batch
+    }
+}
+
+/// The sending side of the link to one peer.
+struct PeerLink {
+    id: u64,
+    outbox: RefCell<Outbox>,
+    waker: RefCell<Option<Waker>>,
+    /// The peer is no longer a member: the writer stops.
+    stopped: Cell<bool>,
+    /// The last problem logged for this link, so a down peer is logged once, not per retry.
+    last_logged: RefCell<String>,
+}
+
+impl PeerLink {
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until something is queued (or the link stops: then None).
+    async fn next_batch(&self) -> Option<PeerBatch> {
+        std::future::poll_fn(|cx| {
+            if self.stopped.get() {
+                return Poll::Ready(None);
+            }
+            let mut ob = self.outbox.borrow_mut();
+            if ob.is_empty() {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(Some(ob.take_batch()))
+            }
+        })
+        .await
+    }
+
+    /// Logs `what` unless it is what was logged last for this link (a peer that is down is
+    /// logged once, not at every retry).
+    fn log_once(&self, warn: bool, what: String) {
+        let mut last = self.last_logged.borrow_mut();
+        if *last != what {
+            if warn {
+                tracing::warn!("{what}");
+            } else {
+                tracing::info!("{what}");
+            }
+            *last = what;
+        }
+    }
+}
+
+pub struct Transport {
+    view: RefCell<PeerView>,
+    links: RefCell<HashMap<u64, Rc<PeerLink>>>,
+    inbox: Rc<dyn PeerInbox>,
+    /// Where received snapshots are written.
+    snap_dir: PathBuf,
+}
+
+impl Transport {
+    pub fn new(view: PeerView, snap_dir: PathBuf, inbox: Rc<dyn PeerInbox>) -> Rc<Transport> {
+        let t = Rc::new(Transport {
+            view: RefCell::new(PeerView::default()),
+            links: RefCell::new(HashMap::new()),
+            inbox,
+            snap_dir,
+        });
+        t.set_view(view);
+        t
+    }
+
+    /// Serves peers dialing in on `listener` (until the process ends).
+    pub fn listen(self: &Rc<Self>, listener: TcpListener) {
+        let t = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        let t = t.clone();
+                        glommio::spawn_local(async move { t.serve_inbound(stream).await }).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!("accepting a peer connection failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Takes a new view of the cluster: links to new members start, links to members that
+    /// left stop.
+    pub fn set_view(self: &Rc<Self>, view: PeerView) {
+        let me = view.member_id;
+        let ids: Vec<u64> = view.members.keys().copied().collect();
+        // Stored first: a link task may run as soon as it is spawned.
+        *self.view.borrow_mut() = view;
+        let mut links = self.links.borrow_mut();
+        links.retain(|id, link| {
+            let keep = ids.contains(id);
+            if !keep {
+                link.stopped.set(true);
+                link.wake();
+            }
+            keep
+        });
+        for id in ids.into_iter().filter(|id| *id != me) {
+            links.entry(id).or_insert_with(|| {
+                let link = Rc::new(PeerLink {
+                    id,
+                    outbox: RefCell::default(),
+                    waker: RefCell::default(),
+                    stopped: Cell::new(false),
+                    last_logged: RefCell::default(),
+                });
+                let t = self.clone();
+                let l = link.clone();
+                glommio::spawn_local(async move { t.run_link(l).await }).detach();
+                link
+            });
+        }
+    }
+
+    /// Whether this member started empty and has applied nothing yet (said in handshakes).
+    pub fn set_empty(&self, empty: bool) {
+        self.view.borrow_mut().empty = empty;
+    }
+
+    /// Queues a raft message for its peer.
+    pub fn send(&self, msg: &Message) {
+        let bytes = protobuf::Message::write_to_bytes(msg)
+            .expect("encoding a raft message into a Vec cannot fail");
+        self.queue(msg.to, |ob| {
+            ob.bytes += bytes.len();
+            ob.raft.push(bytes.into());
+        });
+    }
+
+    /// Queues a forwarded request or answer for member `to`.
+    pub fn forward(&self, to: u64, f: Forward) {
+        self.queue(to, |ob| match f {
+            Forward::Request(r) => ob.requests.push(r),
+            Forward::Reply(r) => ob.replies.push(r),
+        });
+    }
+
+    fn queue(&self, to: u64, push: impl FnOnce(&mut Outbox)) {
+        let links = self.links.borrow();
+        let Some(link) = links.get(&to) else {
+            return; // not (or no longer) a member
+        };
+        let mut ob = link.outbox.borrow_mut();
+        if ob.bytes > MAX_QUEUED_BYTES {
+            ob.dropped = true;
+        } else {
+            push(&mut ob);
+        }
+        drop(ob);
+        link.wake();
+    }
+
+    /// Streams a snapshot to its follower on a connection of its own; the outcome goes to
+    /// the inbox.
+    pub fn send_snapshot(self: &Rc<Self>, msg: Message, data: crate::storage::Snapshot) {
+        let t = self.clone();
+        glommio::spawn_local(async move {
+            let to = msg.to;
+            let result = match t.dial(to, PeerStream::Snapshot).await {
+                Ok(stream) => snapshot::send(stream, &msg, data).await,
+                Err(e) => Err(e),
+            };
+            match &result {
+                Ok(bytes) => tracing::info!("sent a snapshot of {bytes} bytes to member {to:x}"),
+                Err(e) => tracing::warn!("sending a snapshot to member {to:x} failed: {e}"),
+            }
+            t.inbox.snapshot_sent(to, result.is_ok());
+        })
+        .detach();
+    }
+
+    /// Connects to member `to` and completes the handshake for `stream`.
+    async fn dial(&self, to: u64, stream: PeerStream) -> Result<TcpStream, String> {
+        let addrs = match self.view.borrow().members.get(&to) {
+            Some(info) => info.addrs.clone(),
+            None => return Err(format!("member {to:x} is not a member")),
+        };
+        let mut last = format!("member {to:x} has no peer URL");
+        for addr in addrs {
+            match self.dial_addr(to, addr, stream).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn dial_addr(
+        &self,
+        to: u64,
+        addr: SocketAddr,
+        stream: PeerStream,
+    ) -> Result<TcpStream, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("member {to:x} at {addr}: {e}");
+        let mut s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| fail(&e))?;
+        let _ = s.set_nodelay(true);
+        let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+        let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let hello = {
+            let v = self.view.borrow();
+            PeerHello {
+                protocol: handshake::PROTOCOL,
+                cluster_id: v.cluster_id,
+                from: v.member_id,
+                to,
+                stream: stream as i32,
+                empty: v.empty,
+            }
+        };
+        let mut first = frame::PREAMBLE.to_vec();
+        frame::encode(
+            &PeerFrame {
+                body: Some(peer_frame::Body::Hello(hello)),
+            },
+            &mut first,
+        );
+        futures_lite::AsyncWriteExt::write_all(&mut s, &first)
+            .await
+            .map_err(|e| fail(&e))?;
+        let reply = match frame::read(&mut s).await.map_err(|e| fail(&e))? {
+            PeerFrame {
+                body: Some(peer_frame::Body::HelloReply(r)),
+            } => r,
+            _ => return Err(fail(&"answered the handshake with something else")),
+        };
+        let checked = self.view.borrow().check_reply(to, &reply);
+        if let Err(r) = checked {
+            if r.fatal {
+                self.inbox
+                    .fatal(format!("member {to:x} refused this member: {}", r.reason));
+            }
+            return Err(fail(&format!("refused: {}", r.reason)));
+        }
+        let _ = s.set_read_timeout(None);
+        Ok(s)
+    }
+
+    /// The writer of one link: connects, then sends whatever is queued, one frame per pass;
+    /// on any failure it drops what is queued, tells raft, and reconnects with backoff.
+    async fn run_link(self: Rc<Self>, link: Rc<PeerLink>) {
+        let mut backoff = BACKOFF_FIRST;
+        while !link.stopped.get() {
+            let mut stream = match self.dial(link.id, PeerStream::Messages).await {
+                Ok(s) => {
+                    backoff = BACKOFF_FIRST;
+                    link.log_once(false, format!("connected to member {:x}", link.id));
+                    s
+                }
+                Err(e) => {
+                    link.log_once(true, format!("cannot reach {e}"));
+                    link.outbox.borrow_mut().clear();
+                    self.inbox.unreachable(link.id);
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let mut buf = Vec::new();
+            while let Some(batch) = link.next_batch().await {
+                if std::mem::take(&mut link.outbox.borrow_mut().dropped) {
+                    self.inbox.unreachable(link.id);
+                }
+                buf.clear();
+                frame::encode(
+                    &PeerFrame {
+                        body: Some(peer_frame::Body::Batch(batch)),
+                    },
+                    &mut buf,
+                );
+                if let Err(e) = futures_lite::AsyncWriteExt::write_all(&mut stream, &buf).await {
+                    link.log_once(
+                        true,
+                        format!("lost the connection to member {:x}: {e}", link.id),
+                    );
+                    link.outbox.borrow_mut().clear();
+                    self.inbox.unreachable(link.id);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A connection a peer dialed: handshake, then its messages or its snapshot.
+    async fn serve_inbound(self: Rc<Self>, mut stream: TcpStream) {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let hello = match read_hello(&mut stream).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("closed a peer connection from {peer}: {e}");
+                return;
+            }
+        };
+        let check = self.view.borrow().check_hello(&hello);
+        let reply = self.view.borrow().reply_to(&check);
+        let answered = frame::write(
+            &mut stream,
+            &PeerFrame {
+                body: Some(peer_frame::Body::HelloReply(reply)),
+            },
+        )
+        .await;
+        if let Err(r) = check {
+            tracing::warn!("refused a peer connection from {peer}: {}", r.reason);
+            return;
+        }
+        if answered.is_err() {
+            return;
+        }
+        let _ = stream.set_read_timeout(None);
+        let from = hello.from;
+        match PeerStream::try_from(hello.stream) {
+            Ok(PeerStream::Messages) => {
+                if let Err(e) = self.receive_messages(from, stream).await {
+                    if !matches!(e, FrameError::Closed) {
+                        tracing::warn!("closed the connection from member {from:x} ({peer}): {e}");
+                    }
+                }
+            }
+            Ok(PeerStream::Snapshot) => {
+                let me = self.view.borrow().member_id;
+                match snapshot::receive(stream, from, me, &self.snap_dir).await {
+                    Ok((msg, data)) => self.inbox.snapshot(from, msg, data),
+                    Err(e) => {
+                        tracing::warn!("receiving a snapshot from member {from:x} failed: {e}")
+                    }
+                }
+            }
+            _ => tracing::warn!(
+                "closed a peer connection from {peer}: unknown stream {}",
+                hello.stream
+            ),
+        }
+    }
+
+    async fn receive_messages(&self, from: u64, stream: TcpStream) -> Result<(), FrameError> {
+        let me = self.view.borrow().member_id;
+        let mut r = BufReader::with_capacity(256 << 10, stream);
+        loop {
+            let batch = match frame::read(&mut r).await?.body {
+                Some(peer_frame::Body::Batch(b)) => b,
+                _ => {
+                    return Err(FrameError::Io(std::io::Error::other(
+                        "a frame other than a batch on a message stream",
+                    )))
+                }
+            };
+            let mut raft = Vec::with_capacity(batch.raft.len());
+            for bytes in batch.raft {
+                let msg: Message =
+                    protobuf::Message::parse_from_carllerche_bytes(&bytes).map_err(|e| {
+                        FrameError::Io(std::io::Error::other(format!(
+                            "a raft message does not decode: {e}"
+                        )))
+                    })?;
+                if msg.from != from || msg.to != me {
+                    return Err(FrameError::Io(std::io::Error::other(format!(
+                        "a raft message from {:x} to {:x} on member {from:x}'s connection",
+                        msg.from, msg.to
+                    ))));
+                }
+                raft.push(msg);
+            }
+            let mut forwards: Vec<Forward> =
+                batch.requests.into_iter().map(Forward::Request).collect();
+            forwards.extend(batch.replies.into_iter().map(Forward::Reply));
+            if self.view.borrow().members.contains_key(&from) {
+                self.inbox.messages(from, raft, forwards);
+            }
+        }
+    }
+}
+
+async fn read_hello(stream: &mut TcpStream) -> Result<PeerHello, FrameError> {
+    frame::read_preamble(stream).await?;
+    match frame::read(stream).await?.body {
+        Some(peer_frame::Body::Hello(h)) => Ok(h),
+        _ => Err(FrameError::Io(std::io::Error::other(
+            "the first frame is not a hello",
+        ))),
+    }
+}
