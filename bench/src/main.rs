@@ -1,7 +1,9 @@
 //! corekv-bench: load generator for any etcd v3 endpoint (corekv or etcd), in the manner of
-//! etcd's own `benchmark` tool, plus `compare`, which runs corekv and etcd side by side.
+//! etcd's own `benchmark` tool, plus `compare`, which runs corekv, etcd 3.4 and etcd 3.5 side by
+//! side.
 
 mod compare;
+mod etcd35;
 mod lease;
 mod procstat;
 mod run;
@@ -236,7 +238,7 @@ enum Cmd {
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Start etcd and corekv side by side and run the same workloads against both.
+    /// Start etcd 3.4, etcd 3.5 and corekv side by side and run the same workloads against all.
     Compare(compare::CompareArgs),
 }
 

@@ -1,5 +1,7 @@
 //! CPU time of another process, from /proc/<pid>/stat (utime + stime: all its threads).
 
+use std::collections::HashMap;
+
 /// Clock ticks per second (the unit of utime and stime).
 fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -17,24 +19,34 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     parse_stat(&text).map(|ticks| ticks as f64 / ticks_per_sec())
 }
 
-/// utime + stime of the kernel's worker threads (kworker/*, ksoftirqd/*) in seconds, machine
-/// wide. Disk I/O a server submits is partly finished there (for direct O_DSYNC writes the
+/// utime + stime of each of the kernel's worker threads (kworker/*, ksoftirqd/*), in ticks, by
+/// pid. Disk I/O a server submits is partly finished there (for direct O_DSYNC writes the
 /// completion and the cache flush run in a kworker), so this is CPU spent for the server that
 /// its own /proc figure does not show; on a machine doing nothing else it is mostly that.
-pub fn kernel_worker_cpu_seconds() -> f64 {
+pub fn kernel_worker_ticks() -> HashMap<u32, u64> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return HashMap::new();
     };
-    let ticks: u64 = dir
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            if !is_kernel_worker(&text) {
+                return None;
+            }
+            Some((pid, parse_stat(&text)?))
         })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|text| is_kernel_worker(text))
-        .filter_map(|text| parse_stat(&text))
+        .collect()
+}
+
+/// Seconds of CPU the kernel workers used between two `kernel_worker_ticks` snapshots. Workers
+/// come and go: one that started in between counts in full, one that exited in between is left
+/// out (its last ticks are lost, rather than its whole lifetime subtracted, which made the
+/// machine-wide sum go negative).
+pub fn kernel_worker_cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> f64 {
+    let ticks: u64 = after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
         .sum();
     ticks as f64 / ticks_per_sec()
 }
@@ -72,6 +84,18 @@ mod tests {
         assert!(is_kernel_worker("77 (kworker/1:2H-kblockd) I 2 0 0"));
         assert!(is_kernel_worker("15 (ksoftirqd/1) S 2 0 0"));
         assert!(!is_kernel_worker("1234 (etcd) S 1 1234"));
+    }
+
+    #[test]
+    fn workers_that_exit_do_not_make_the_sum_negative() {
+        let before = HashMap::from([(10, 500), (11, 7)]);
+        // 10 exited, 11 ran 3 ticks, 12 is new (2 ticks).
+        let after = HashMap::from([(11, 10), (12, 2)]);
+        let tps = ticks_per_sec();
+        assert_eq!(kernel_worker_cpu_between(&before, &after), 5.0 / tps);
+        // 10's pid reused by a new worker with fewer ticks: nothing, not a negative figure.
+        let reused = HashMap::from([(10, 1)]);
+        assert_eq!(kernel_worker_cpu_between(&before, &reused), 0.0);
     }
 
     #[test]

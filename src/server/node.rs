@@ -227,6 +227,8 @@ pub struct Node<S: StateMachine> {
     publish_retry_at: u64,
     /// MoveLeader calls waiting for the transfer: (caller, target, deadline).
     transfers: Vec<(ReplyTo, u64, u64)>,
+    /// Set when this member must stop (see [`Node::fatal`]).
+    fatal: Option<String>,
     out: Output<S::Snapshot>,
 }
 
@@ -306,6 +308,7 @@ impl<S: StateMachine> Node<S> {
             published: false,
             publish_retry_at: 0,
             transfers: Vec::new(),
+            fatal: None,
             out: Output::default(),
         })
     }
@@ -497,7 +500,12 @@ impl<S: StateMachine> Node<S> {
 
     pub fn tick(&mut self) {
         self.ticks += 1;
-        self.raw.tick();
+        // While the Ready that took a leader's snapshot is not durable, raft's applied index
+        // is still below the log's new first index: a campaign would read the compacted
+        // entries in between and raft-rs would panic. The election timer waits that long.
+        if self.installing.is_none() {
+            self.raw.tick();
+        }
         self.tick_state_machine();
         self.maybe_publish();
         self.expire_requests();
@@ -547,8 +555,35 @@ impl<S: StateMachine> Node<S> {
 
     /// A raft message from a peer.
     pub fn step(&mut self, msg: Message) {
+        if self.fatal.is_some() {
+            return;
+        }
+        // The leader commits on a follower only what that follower acknowledged as durable.
+        // A commit beyond this log's end means this member lost what it had acknowledged
+        // (a wiped or replaced data dir): raft-rs would panic; stop with the reason instead.
+        let last = self.raw.raft.raft_log.last_index();
+        if msg.get_msg_type() == MessageType::MsgHeartbeat && msg.commit > last {
+            self.fatal = Some(format!(
+                "member {:x}, the leader, says this member {:x} acknowledged raft entries up \
+                 to {}, but its log ends at {last}: this member lost its data (a wiped or \
+                 replaced data dir). Remove it (member remove {:x}) and add it again (member \
+                 add) before starting it with --initial-cluster-state existing",
+                msg.from, self.cfg.id, msg.commit, self.cfg.id
+            ));
+            return;
+        }
+        // A leader transfer would campaign at once: not while a snapshot is being installed
+        // (see `tick`); the transfer times out instead.
+        if self.installing.is_some() && msg.get_msg_type() == MessageType::MsgTimeoutNow {
+            return;
+        }
         // A message for an unknown peer or from an older term is raft's to ignore.
         let _ = self.raw.step(msg);
+    }
+
+    /// Why this member must stop, if it must: it can no longer keep raft's promises.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
     }
 
     /// A MsgSnapshot whose data arrived in full: raft decides whether to take it.
@@ -765,7 +800,11 @@ impl<S: StateMachine> Node<S> {
                 deadline: self.ticks + self.cfg.request_timeout_ticks,
             },
         );
-        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        // The leader keys pending read-index requests by context, across all members: ours
+        // must not collide with another member's counter.
+        let mut request_ctx = self.cfg.id.to_be_bytes().to_vec();
+        request_ctx.extend_from_slice(&ctx.to_be_bytes());
+        self.raw.read_index(request_ctx);
     }
 
     fn handle_ready(&mut self) {
@@ -779,8 +818,8 @@ impl<S: StateMachine> Node<S> {
         }
 
         for rs in rd.take_read_states() {
-            if rs.request_ctx.len() == 8 {
-                let ctx = u64::from_be_bytes(rs.request_ctx[..8].try_into().expect("8 bytes"));
+            if rs.request_ctx.len() == 16 && rs.request_ctx[..8] == self.cfg.id.to_be_bytes() {
+                let ctx = u64::from_be_bytes(rs.request_ctx[8..].try_into().expect("8 bytes"));
                 if let Some(round) = self.read_rounds.remove(&ctx) {
                     self.reads_ready.push_back((rs.index, round.reads));
                 }

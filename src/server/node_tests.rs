@@ -326,3 +326,37 @@ fn an_answer_deferred_to_background_work_goes_out_when_that_work_ends() {
     let h = resp.header.as_ref().expect("header filled");
     assert_eq!((h.cluster_id, h.member_id), (7, 1));
 }
+
+#[test]
+fn a_follower_told_it_acknowledged_entries_it_does_not_have_stops_instead_of_panicking() {
+    // A member of a 3-voter cluster whose data dir was wiped: the leader's heartbeat commits
+    // up to what the member acknowledged before.
+    let cfg = NodeConfig {
+        id: 2,
+        cluster_id: 7,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        request_timeout_ticks: 70,
+        first_batch_id: 1,
+        first_lease_id: 1,
+        name: "toy".into(),
+        client_urls: vec![],
+        version: "3.4.0".into(),
+    };
+    let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![])));
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = Node::new(cfg, log, ToyState::default(), &logger).unwrap();
+    let mut hb = raft::eraftpb::Message::default();
+    hb.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    hb.from = 1;
+    hb.to = 2;
+    hb.term = 3;
+    hb.commit = 5;
+    node.step(hb);
+    settle(&mut node);
+    let why = node.fatal().expect("the member must stop");
+    assert!(
+        why.contains("lost its data") && why.contains("member remove 2"),
+        "{why}"
+    );
+}

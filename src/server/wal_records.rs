@@ -122,6 +122,16 @@ pub fn recover_raft_log(
     Ok(log)
 }
 
+/// The position of the first raft entry record the WAL recovered, if any. Those records
+/// may hold entries after the next snapshot's index: the driver keeps them, as it keeps the
+/// ones it writes itself, until a snapshot covers the recovered log's last index.
+pub fn first_entry_position(records: &[wal::Record]) -> Option<wal::Position> {
+    records
+        .iter()
+        .find(|r| r.record_type == ENTRY)
+        .map(|r| r.position)
+}
+
 /// The index of the newest snapshot a leader sent that the WAL records, if any: the backend
 /// must be at least there (else the received file finishes the install at start).
 pub fn newest_installed_snapshot(records: &[wal::Record]) -> Option<u64> {

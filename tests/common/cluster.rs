@@ -305,6 +305,11 @@ impl Cluster {
         http_get_at(&m.host, m.client_port, "/health").is_some_and(|b| b.contains("\"true\""))
     }
 
+    /// The --initial-cluster-token every member started with.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -375,6 +380,15 @@ impl Cluster {
 
     pub fn is_running(&self, i: usize) -> bool {
         self.members[i].child.is_some()
+    }
+
+    /// Whether member `i`'s process has exited by itself (after it was started and not
+    /// killed by the test); its exit status if so.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let m = &mut self.members[i];
+        let status = m.child.as_mut()?.try_wait().ok().flatten()?;
+        m.child = None;
+        Some(status)
     }
 
     pub fn is_paused(&self, i: usize) -> bool {
