@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs corekv's whole test suite on a fresh machine: installs what the tests need (real etcd
-# and etcdctl for the comparison tests, protoc for the Rust etcd-client crate), then tests
-# every crate of the workspace.
+# and etcdctl for the comparison tests, protoc for the Rust etcd-client crate, iproute2 for
+# network partitions, honcho for the Procfile), then tests every crate of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,6 +9,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# Network namespaces for the partition tests.
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then
@@ -16,6 +18,12 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   fi
+fi
+
+# honcho runs the Procfile's local cluster (tests/procfile.rs), as the README shows.
+if ! command -v honcho >/dev/null 2>&1; then
+  echo "test.sh: installing honcho (PyPI)" >&2
+  python3 -m pip install -q honcho
 fi
 
 # Release mode: the property and crash tests run many cases, and the integration tests
