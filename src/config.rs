@@ -91,6 +91,9 @@ pub struct Flags {
     /// for fewer wake-ups between requests.
     #[arg(long, default_value_t = 0)]
     pub spin_us: u64,
+    /// Crash on reaching this point (tests only; see src/failpoint.rs).
+    #[arg(long, hide = true)]
+    pub failpoint: Option<String>,
     /// Size of each WAL segment file in bytes (corekv's own; etcd uses 64 MB).
     #[arg(long, default_value_t = 64 << 20)]
     pub wal_segment_bytes: u64,

@@ -4,6 +4,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod ctl;
+pub mod failpoint;
 pub mod launch;
 pub mod lease;
 pub mod mvcc;

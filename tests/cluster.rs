@@ -291,6 +291,55 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     );
 }
 
+/// A crash at either point of a snapshot install leaves the old state or the new one: the
+/// member restarts, finishes (or redoes) the install, and has the leader's state.
+#[test]
+fn a_crash_during_a_snapshot_install_leaves_the_old_state_or_the_new_one() {
+    let mut c = Cluster::start(Kind::Corekv, 3, &["--cores=1", "--snapshot-count=50"]);
+    let leader = c.wait_leader();
+    let behind = follower(&c, leader, &[]);
+    let l = vec![c.endpoint(leader)];
+    for (round, point) in ["snapshot-received", "snapshot-wal-recorded"]
+        .iter()
+        .enumerate()
+    {
+        c.kill(behind);
+        for i in 0..300 {
+            ok(&l, &["put", &format!("r{round}-{i:03}"), "v"]);
+        }
+        c.start_member(behind, &[&format!("--failpoint={point}")]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = c.exited(behind) {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{point} was never reached:\n{}",
+                c.log_tail(behind, 20)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(99), "{}", c.log_tail(behind, 10));
+        c.restart(behind);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.status(behind).map(|s| s.revision) != c.status(leader).map(|s| s.revision) {
+            assert!(Instant::now() < deadline, "{point}: never caught up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let hash = |i: usize| {
+            let v = json(&ok(&[c.endpoint(i)], &["endpoint", "hashkv", "-w", "json"]));
+            v[0]["HashKV"]["hash"].as_u64().unwrap()
+        };
+        assert_eq!(hash(behind), hash(leader), "{point}");
+    }
+    assert!(
+        c.log(behind).contains("finishing the install"),
+        "the install recorded in the WAL was not finished at start:\n{}",
+        c.log_tail(behind, 30)
+    );
+}
+
 #[test]
 fn a_member_restarted_with_an_empty_data_dir_is_refused() {
     let mut c = Cluster::start(Kind::Corekv, 3, FLAGS);

@@ -49,6 +49,9 @@ fn main() {
         "json" => log.json().flatten_event(true).init(),
         _ => log.init(),
     }
+    if let Some(point) = &flags.failpoint {
+        corekv::failpoint::arm(point);
+    }
     let cfg = match Config::from_flags(flags) {
         Ok(c) => c,
         Err(e) => {

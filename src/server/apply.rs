@@ -657,6 +657,7 @@ impl Applier {
         if let Some(Err(e)) = self.kv.backend_mut().wait_commit() {
             tracing::warn!("the backend commit before a snapshot install failed: {e}");
         }
+        crate::failpoint::hit("snapshot-wal-recorded");
         data.install_as(&self.db_path).map_err(|e| {
             format!(
                 "moving the received snapshot to {}: {e}",

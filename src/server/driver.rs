@@ -427,6 +427,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 }
             }
             Event::PeerSnapshot(msg, data) => {
+                crate::failpoint::hit("snapshot-received");
                 if self.defragmenting > 0 {
                     self.snapshots_waiting.push((msg, data));
                 } else {
