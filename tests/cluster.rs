@@ -102,6 +102,7 @@ fn every_member_serves_reads_writes_watches_and_leases() {
     }
     let seen = reader.join().unwrap();
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(seen.contains("PUT\nw\nfrom-a"), "{seen}");
 
     // A write through a follower is read back linearizably through the other follower.
