@@ -25,6 +25,7 @@ use crate::server::driver::{self, DriverConfig, Link, Peers};
 use crate::server::link::{CoreClient, Envelope, ReplyBatch};
 use crate::server::members::Members;
 use crate::server::node::{Node, NodeConfig};
+use crate::server::raft_log::RaftLog;
 use crate::server::wal_records;
 use crate::storage::Bucket;
 
@@ -392,15 +393,30 @@ async fn open_member(
     let fresh = recovery.records.is_empty();
     let db_path = dd.db();
     let mut cfg = cfg.clone();
-    if fresh {
-        if cfg.flags.initial_cluster_state == "existing" {
-            return Err(format!(
-                "joining an existing cluster (--initial-cluster-state existing) from an empty \
-                 data dir ({}) needs runtime membership changes (member add), which corekv \
-                 does not implement yet",
-                cfg.data_dir.display()
-            ));
-        }
+    let mut joining = None;
+    let mut log = if fresh && cfg.flags.initial_cluster_state == "existing" {
+        let info = join_cluster(&cfg)?;
+        cfg.member_id = info.0;
+        cfg.cluster_id = info.1.cluster_id;
+        dd.write_identity(&MemberIdentity {
+            name: cfg.flags.name.clone(),
+            member_id: cfg.member_id,
+            cluster_id: cfg.cluster_id,
+        })?;
+        // A first record, so that a restart knows this data dir belongs to the cluster; the
+        // log itself comes from the leader (its entries from the start, or a snapshot).
+        let hs = wal_records::encode_hard_state(&Default::default());
+        wal.append_batch(&[(hs.0, hs.1.as_slice())])
+            .await
+            .map_err(|e| format!("writing the first WAL record: {e}"))?;
+        joining = Some(Members::from_records(&info.1.members, &info.1.removed));
+        tracing::info!(
+            member_id = format!("{:x}", cfg.member_id),
+            cluster_id = format!("{:x}", cfg.cluster_id),
+            "joining an existing cluster"
+        );
+        RaftLog::new(Default::default())
+    } else if fresh {
         if crate::storage::Db::open(&db_path, Default::default())
             .map(|db| {
                 db.begin_read()
@@ -423,25 +439,26 @@ async fn open_member(
             member_id: cfg.member_id,
             cluster_id: cfg.cluster_id,
         })?;
-        apply::bootstrap_backend(
-            &db_path,
-            &Members::initial(&cfg.initial_cluster),
-            &bootstrap,
+        let initial = Members::initial(&cfg.initial_cluster);
+        apply::bootstrap_backend(&db_path, &initial, &bootstrap)
+            .map_err(|e| format!("bootstrapping the backend {}: {e}", db_path.display()))?;
+        let log = bootstrap_log(&initial, bootstrap.clone());
+        let mut records = vec![wal_records::encode_snapshot(log.snapshot_metadata())];
+        let entries = raft::Storage::entries(
+            &log,
+            1,
+            raft::Storage::last_index(&log).expect("in memory") + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
         )
-        .map_err(|e| format!("bootstrapping the backend {}: {e}", db_path.display()))?;
-        // The first record pins the initial membership, whatever later flags say.
-        let mut meta = raft::eraftpb::SnapshotMetadata::default();
-        meta.set_conf_state(bootstrap.clone());
-        // Like etcd, the bootstrap happens in term 1 and the first leader is elected in 2.
-        let hs = raft::eraftpb::HardState {
-            term: 1,
-            ..Default::default()
-        };
-        let first = [
-            wal_records::encode_snapshot(&meta),
-            wal_records::encode_hard_state(&hs),
-        ];
-        let refs: Vec<(u8, &[u8])> = first.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+        .expect("in memory");
+        records.extend(wal_records::encode_persist(&crate::server::node::Persist {
+            number: 0,
+            entries,
+            hard_state: Some(log.hard_state().clone()),
+            snapshot: None,
+        }));
+        let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
         wal.append_batch(&refs)
             .await
             .map_err(|e| format!("writing the first WAL records: {e}"))?;
@@ -451,6 +468,7 @@ async fn open_member(
             members = cfg.initial_cluster.len(),
             "bootstrapped a new cluster member"
         );
+        log
     } else {
         match dd.read_identity()? {
             Some(id) => {
@@ -462,26 +480,35 @@ async fn open_member(
                     "restarting a member from its data dir (the --initial-cluster flags are ignored)"
                 );
             }
-            // A data dir from before corekv kept its identity: the flags give it, once.
-            None => dd.write_identity(&MemberIdentity {
-                name: cfg.flags.name.clone(),
-                member_id: cfg.member_id,
-                cluster_id: cfg.cluster_id,
-            })?,
+            // A data dir from before corekv kept its identity and members: the flags give
+            // them, once.
+            None => {
+                dd.write_identity(&MemberIdentity {
+                    name: cfg.flags.name.clone(),
+                    member_id: cfg.member_id,
+                    cluster_id: cfg.cluster_id,
+                })?;
+                let initial = Members::initial(&cfg.initial_cluster);
+                apply::bootstrap_backend(&db_path, &initial, &bootstrap)
+                    .map_err(|e| format!("writing the members into {}: {e}", db_path.display()))?;
+            }
         }
-    }
+        wal_records::recover_raft_log(&recovery.records, bootstrap)
+            .map_err(|e| format!("recovering the raft log from {}: {e}", wal_dir.display()))?
+    };
     let cfg = &cfg;
-    let mut log = wal_records::recover_raft_log(&recovery.records, bootstrap)
-        .map_err(|e| format!("recovering the raft log from {}: {e}", wal_dir.display()))?;
-    if fresh {
-        log.set_hard_state(raft::eraftpb::HardState {
-            term: 1,
-            ..Default::default()
-        });
-    }
     finish_interrupted_install(&dd, &recovery.records)?;
     let sm = Applier::open(&db_path, cfg, log.conf_state(), metrics)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
+    if sm.members_table().is_removed(cfg.member_id) {
+        return Err(format!(
+            "this member ({:x}) was removed from the cluster; its data dir ({}) cannot be used \
+             to rejoin: add it again as a new member (member add) and start it with an empty \
+             data dir and --initial-cluster-state existing",
+            cfg.member_id,
+            cfg.data_dir.display()
+        ));
+    }
     let snap_index = log.snapshot_metadata().index;
     let applied = crate::server::node::StateMachine::applied_index(&sm);
     if applied < snap_index {
@@ -531,8 +558,90 @@ async fn open_member(
         listeners,
         snap_dir: dd.snap(),
         started_empty: fresh,
+        joining,
     };
     Ok((node, wal, peers, recovered))
+}
+
+/// The raft log of a new cluster, as etcd bootstraps one: a conf change adding each member
+/// (indexes 1..=n, term 1, committed), carrying the member's record, so that a member that
+/// joins later can rebuild the members from the log alone.
+fn bootstrap_log(initial: &Members, conf_state: raft::eraftpb::ConfState) -> RaftLog {
+    use crate::proto::corekvpb::ConfChangeContext;
+    use prost::Message as _;
+    let mut log = RaftLog::new(conf_state);
+    let mut entries = Vec::new();
+    for (i, rec) in initial.records().enumerate() {
+        let mut single = raft::eraftpb::ConfChangeSingle::default();
+        single.set_change_type(raft::eraftpb::ConfChangeType::AddNode);
+        single.node_id = rec.id;
+        let mut cc = raft::eraftpb::ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        let ctx = ConfChangeContext {
+            proposer: 0,
+            request_id: 0,
+            member: Some(rec.clone()),
+        };
+        let mut e = raft::eraftpb::Entry {
+            index: i as u64 + 1,
+            term: 1,
+            ..Default::default()
+        };
+        e.set_entry_type(raft::eraftpb::EntryType::EntryConfChangeV2);
+        e.data = protobuf::Message::write_to_bytes(&cc)
+            .expect("encoding into a Vec cannot fail")
+            .into();
+        e.context = ctx.encode_to_vec().into();
+        entries.push(e);
+    }
+    log.append(&entries);
+    log.set_hard_state(raft::eraftpb::HardState {
+        term: 1,
+        commit: entries.len() as u64,
+        ..Default::default()
+    });
+    log
+}
+
+/// Asks the running cluster (the other members of --initial-cluster) for its members, and
+/// finds this one among them by its peer URLs: (its ID, the cluster's answer).
+fn join_cluster(cfg: &Config) -> Result<(u64, crate::proto::corekvpb::PeerClusterInfo), String> {
+    let mut mine = cfg.peer_urls.clone();
+    mine.sort();
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|m| m.name != cfg.flags.name)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    if others.is_empty() {
+        return Err(
+            "--initial-cluster-state existing needs the other members in --initial-cluster \
+             (as `member add` prints it)"
+                .into(),
+        );
+    }
+    let info = crate::peer::probe::cluster_info(&others)
+        .map_err(|e| format!("cannot reach the existing cluster to join it: {e}"))?;
+    let me = info.members.iter().find(|m| {
+        let mut urls = m.peer_urls.clone();
+        urls.sort();
+        urls == mine
+    });
+    match me {
+        Some(m) if m.name.is_empty() || m.name == cfg.flags.name => Ok((m.id, info.clone())),
+        Some(m) => Err(format!(
+            "the cluster has member {:x} with these peer URLs, but it is named {:?}, not {:?}",
+            m.id, m.name, cfg.flags.name
+        )),
+        None => Err(format!(
+            "cluster {:x} has no member with the peer URLs {}: add this member first (member \
+             add --peer-urls={})",
+            info.cluster_id,
+            mine.join(","),
+            mine.join(",")
+        )),
+    }
 }
 
 /// A crash after the WAL recorded a snapshot from the leader but before the backend was

@@ -156,7 +156,22 @@ fn member_list_and_endpoint_status_report_the_cluster_as_etcd_does() {
     let c = Cluster::start(Kind::Corekv, 3, FLAGS);
     let leader = c.wait_leader();
     let eps = c.endpoints();
-    let list = json(&ok(&eps[..1], &["member", "list", "-w", "json"]));
+    // Member list is served from the asked member's applied table (as in etcd 3.4): wait until
+    // it has applied every member's publish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let list = loop {
+        let list = json(&ok(&eps[..1], &["member", "list", "-w", "json"]));
+        let started = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["clientURLs"][0].is_string())
+            .count();
+        if started == 3 || std::time::Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let members = list["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{list}");
     let mut ids = Vec::new();
@@ -535,7 +550,7 @@ fn garbage_and_strangers_on_the_peer_port_are_refused_and_the_cluster_goes_on() 
     assert_eq!(ok(&eps, &["put", "after", "garbage"]), "OK\n");
     for e in &eps {
         assert_eq!(
-            ok(&[e.clone()], &["get", "after", "--print-value-only"]),
+            ok(std::slice::from_ref(e), &["get", "after", "--print-value-only"]),
             "garbage\n"
         );
     }

@@ -171,8 +171,17 @@ impl Api {
             }));
         }
         let request = self.decode_request(method, &body)?;
+        if self.learner() && !supported_by_learners(&request) {
+            return Err(not_for_learners());
+        }
         let response = self.core.call(request).await?;
         Ok(encode_response(&response))
+    }
+
+    fn learner(&self) -> bool {
+        self.metrics
+            .is_learner
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves a streaming call until either side ends it.
@@ -182,6 +191,9 @@ impl Api {
         incoming: crate::net::conn::Incoming,
         outgoing: &mut crate::net::conn::Outgoing,
     ) -> Result<(), Status> {
+        if self.learner() {
+            return Err(not_for_learners());
+        }
         match method {
             Streaming::Watch => {
                 watch::serve(&self.core, &self.watch_streams, incoming, outgoing).await
@@ -219,9 +231,20 @@ impl Api {
             Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),
             Unary::MemberList => Request::MemberList(decode(body)?),
             Unary::Status => Request::Status(decode(body)?),
-            Unary::MemberAdd => Request::MemberAdd(decode(body)?),
+            Unary::MemberAdd => {
+                let request: crate::proto::etcdserverpb::MemberAddRequest = decode(body)?;
+                check_peer_urls(&request.peer_ur_ls)?;
+                let unix_time = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                Request::MemberAdd(crate::server::message::MemberAdd { request, unix_time })
+            }
             Unary::MemberRemove => Request::MemberRemove(decode(body)?),
-            Unary::MemberUpdate => Request::MemberUpdate(decode(body)?),
+            Unary::MemberUpdate => {
+                let request: crate::proto::etcdserverpb::MemberUpdateRequest = decode(body)?;
+                check_peer_urls(&request.peer_ur_ls)?;
+                Request::MemberUpdate(request)
+            }
             Unary::MemberPromote => Request::MemberPromote(decode(body)?),
             Unary::Alarm => Request::Alarm(decode(body)?),
             Unary::HashKv => Request::HashKv(decode(body)?),
@@ -231,6 +254,39 @@ impl Api {
         };
         Ok(req)
     }
+}
+
+/// etcd's learners answer only Status and serializable ranges (isRPCSupportedForLearner).
+fn supported_by_learners(req: &Request) -> bool {
+    match req {
+        Request::Status(_) => true,
+        Request::Range(r) => r.serializable,
+        _ => false,
+    }
+}
+
+fn not_for_learners() -> Status {
+    Status::unavailable("etcdserver: rpc not supported for learner")
+}
+
+/// etcd's check of a member's peer URLs: each a URL with a scheme, a host and a port, no path.
+fn check_peer_urls(urls: &[String]) -> Result<(), Status> {
+    let bad = || Status::invalid_argument("etcdserver: given member URLs are invalid");
+    if urls.is_empty() {
+        return Err(bad());
+    }
+    for u in urls {
+        let rest = u
+            .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"))
+            .ok_or_else(bad)?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || rest.contains('/') || port.parse::<u16>().is_err() {
+            return Err(bad());
+        }
+    }
+    Ok(())
 }
 
 /// Encodes the core's answer as one gRPC message.

@@ -1,5 +1,7 @@
 //! HTTP/1.1 on the client port: `GET /health`, `/version` and `/metrics`, as etcd serves them.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -82,7 +84,8 @@ async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'static st
                 key: Bytes::from_static(b"health"),
                 ..Default::default()
             };
-            let healthy = ctx.api.core.call(Request::Range(probe)).await.is_ok();
+            let published = ctx.api.metrics.published.load(Ordering::Relaxed);
+            let healthy = published && ctx.api.core.call(Request::Range(probe)).await.is_ok();
             let body = if healthy {
                 r#"{"health":"true"}"#
             } else {

@@ -101,6 +101,11 @@ pub struct Metrics {
     pub leases: AtomicI64,
     pub lease_checkpoints: AtomicU64,
     pub watchers: AtomicI64,
+    /// This member is a learner: the network executors refuse what etcd's learners refuse.
+    pub is_learner: std::sync::atomic::AtomicBool,
+    /// The members table holds this member's client URLs: until then `/health` says no, as
+    /// etcd serves no client before it has published itself.
+    pub published: std::sync::atomic::AtomicBool,
     /// Build and version facts rendered once.
     pub info: Mutex<String>,
 }
@@ -122,6 +127,8 @@ impl Default for Metrics {
             leases: AtomicI64::new(0),
             lease_checkpoints: AtomicU64::new(0),
             watchers: AtomicI64::new(0),
+            is_learner: std::sync::atomic::AtomicBool::new(false),
+            published: std::sync::atomic::AtomicBool::new(false),
             info: Mutex::new(String::new()),
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use crate::proto::corekvpb::{PeerHello, PeerHelloReply};
+use crate::proto::corekvpb::{MemberRecord, PeerHello, PeerHelloReply};
 
 /// The version of the peer protocol this build speaks.
 pub const PROTOCOL: u32 = 1;
@@ -25,6 +25,8 @@ pub struct PeerView {
     pub removed: HashSet<u64>,
     /// This member started from an empty data dir and has applied nothing yet.
     pub empty: bool,
+    /// The members as `member list` shows them, for a joining member's probe.
+    pub records: Vec<MemberRecord>,
 }
 
 /// A refused connection: the reason, one line, and whether retrying can ever help.

@@ -10,6 +10,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod probe;
 pub mod snapshot;
 
 use std::cell::{Cell, RefCell};
@@ -25,7 +26,8 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::Message;
 
 use crate::proto::corekvpb::{
-    peer_frame, ForwardReply, ForwardRequest, PeerBatch, PeerFrame, PeerHello, PeerStream,
+    peer_frame, ForwardReply, ForwardRequest, PeerBatch, PeerClusterInfo, PeerFrame, PeerHello,
+    PeerStream,
 };
 use crate::server::datadir::ReceivedSnapshot;
 use crate::server::node::Forward;
@@ -38,9 +40,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection; etcd's peer writes time out the same way.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Waits between failed connection attempts, doubling up to the second.
-const BACKOFF_FIRST: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Waits between failed connection attempts, doubling up to 100 ms (as often as etcd
+/// retries): a restarted member is reached again within a tenth of a second.
+const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// Bytes queued for one peer beyond which new messages are dropped (raft resends what it
 /// must): a peer that stopped reading costs bounded memory.
 const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -229,7 +232,8 @@ impl Transport {
         }
     }
 
-    /// Whether this member started empty and has applied nothing yet (said in handshakes).
+    /// Whether this member started empty and has applied nothing from a leader yet (said in
+    /// handshakes).
     pub fn set_empty(&self, empty: bool) {
         self.view.borrow_mut().empty = empty;
     }
@@ -414,7 +418,12 @@ impl Transport {
                 return;
             }
         };
-        let check = self.view.borrow().check_hello(&hello);
+        let probe = hello.stream == PeerStream::Probe as i32;
+        let check = if probe {
+            Ok(())
+        } else {
+            self.view.borrow().check_hello(&hello)
+        };
         let reply = self.view.borrow().reply_to(&check);
         let answered = frame::write(
             &mut stream,
@@ -428,6 +437,24 @@ impl Transport {
             return;
         }
         if answered.is_err() {
+            return;
+        }
+        if probe {
+            let info = {
+                let v = self.view.borrow();
+                PeerClusterInfo {
+                    cluster_id: v.cluster_id,
+                    members: v.records.clone(),
+                    removed: v.removed.iter().copied().collect(),
+                }
+            };
+            let _ = frame::write(
+                &mut stream,
+                &PeerFrame {
+                    body: Some(peer_frame::Body::ClusterInfo(info)),
+                },
+            )
+            .await;
             return;
         }
         let _ = stream.set_read_timeout(None);

@@ -15,7 +15,7 @@ use super::backend::{Committed, OverlayBackend, CONSISTENT_INDEX_KEY};
 use super::datadir::ReceivedSnapshot;
 use super::members::{self, Members, CONF_STATE_KEY};
 use super::message::{Reply, Request, Response, WatchCommand, WatchDelivery};
-use super::node::{StateMachine, StateSnapshot};
+use super::node::{MemberChange, StateMachine, StateSnapshot};
 use crate::config::Config;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{self, KvError, KvStore, LeaseCheck, WriteEffects};
@@ -146,6 +146,53 @@ impl LeaseClock {
             applied,
         })
     }
+}
+
+/// etcd's ValidateConfigurationChange, with its errors as etcd's gRPC API answers them.
+pub fn check_member_change(members: &Members, change: &MemberChange) -> Result<(), Status> {
+    let not_found = || Status::new(Code::NotFound, "etcdserver: member not found");
+    let id = change.id();
+    if members.is_removed(id) {
+        return Err(not_found());
+    }
+    match change {
+        MemberChange::Add(m) => {
+            if members.get(id).is_some() {
+                return Err(Status::new(
+                    Code::FailedPrecondition,
+                    "etcdserver: member ID already exist",
+                ));
+            }
+            if members.peer_url_user(&m.peer_urls, id).is_some() {
+                return Err(Status::new(
+                    Code::FailedPrecondition,
+                    "etcdserver: Peer URLs already exists",
+                ));
+            }
+            if m.is_learner && members.learners() >= 1 {
+                return Err(Status::new(
+                    Code::FailedPrecondition,
+                    "etcdserver: too many learner members in cluster",
+                ));
+            }
+        }
+        MemberChange::Promote(_) => match members.get(id) {
+            None => return Err(not_found()),
+            Some(m) if !m.is_learner => {
+                return Err(Status::new(
+                    Code::FailedPrecondition,
+                    "etcdserver: can only promote a learner member",
+                ))
+            }
+            Some(_) => {}
+        },
+        MemberChange::Remove(_) => {
+            if members.get(id).is_none() {
+                return Err(not_found());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keys a compaction step covers: a step holds the core for about 3 ms here (100k keys with
@@ -337,6 +384,24 @@ impl Applier {
                 // Nobody waits for a checkpoint; answer with the closest response type.
                 Ok(Response::LeaseRevoke(pb::LeaseRevokeResponse {
                     header: None,
+                }))
+            }
+            R::MemberUpdate(u) => {
+                if self.members.get(u.id).is_none() {
+                    return Err(Status::new(Code::NotFound, "etcdserver: member not found"));
+                }
+                if self.members.peer_url_user(&u.peer_urls, u.id).is_some() {
+                    return Err(Status::new(
+                        Code::FailedPrecondition,
+                        "etcdserver: Peer URLs already exists",
+                    ));
+                }
+                self.members
+                    .update_peer_urls(u.id, &u.peer_urls, self.kv.backend_mut());
+                self.uncommitted_writes += 1;
+                Ok(Response::MemberUpdate(pb::MemberUpdateResponse {
+                    header: None,
+                    members: self.members.list(),
                 }))
             }
             R::MemberAttributes(a) => {
@@ -627,6 +692,20 @@ impl StateMachine for Applier {
 
     fn member(&self, id: u64) -> Option<pb::Member> {
         self.members.get(id).map(members::to_pb)
+    }
+
+    fn check_member_change(&self, change: &MemberChange) -> Result<(), Status> {
+        check_member_change(&self.members, change)
+    }
+
+    fn apply_member_change(&mut self, change: &MemberChange) {
+        let backend = self.kv.backend_mut();
+        match change {
+            MemberChange::Add(m) => self.members.add(m.clone(), backend),
+            MemberChange::Promote(id) => self.members.promote(*id, backend),
+            MemberChange::Remove(id) => self.members.remove(*id, backend),
+        }
+        self.uncommitted_writes += 1;
     }
 
     fn set_conf_state(&mut self, conf_state: &ConfState) {

@@ -145,6 +145,9 @@ pub struct Peers {
     pub snap_dir: std::path::PathBuf,
     /// The data dir was empty when this member started.
     pub started_empty: bool,
+    /// A member joining a running cluster: its members as the cluster reported them, whom
+    /// it talks to until it has applied the members table itself.
+    pub joining: Option<Members>,
 }
 
 #[derive(Clone, Debug)]
@@ -226,6 +229,7 @@ struct Driver<S: DurableStateMachine> {
     /// from the leader waits for it.
     defragmenting: usize,
     snapshots_waiting: Vec<(Message, ReceivedSnapshot)>,
+    joining: Option<Members>,
 }
 
 /// The transport's view of the cluster, from the applied members table.
@@ -248,6 +252,7 @@ fn peer_view(members: &Members, cluster_id: u64, member_id: u64, empty: bool) ->
             published: !rec.client_urls.is_empty(),
         };
         view.members.insert(rec.id, info);
+        view.records.push(rec.clone());
     }
     view.removed = members.removed().collect();
     view
@@ -265,8 +270,12 @@ pub async fn run<S: DurableStateMachine + 'static>(
     peers: Peers,
 ) {
     let inbox = Rc::new(Inbox::default());
-    let empty = peers.started_empty && node.state_machine().applied_index() == 0;
+    let empty = peers.started_empty && !node.applied_from_a_leader();
     let (members, members_seen) = node.state_machine().members_table();
+    let members = match &peers.joining {
+        Some(j) if members.is_empty() => j,
+        _ => members,
+    };
     let view = peer_view(members, node.cluster_id(), node.id(), empty);
     let transport = Transport::new(view, peers.snap_dir, inbox.clone());
     for l in peers.listeners {
@@ -337,6 +346,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
         empty,
         defragmenting: 0,
         snapshots_waiting: Vec::new(),
+        joining: peers.joining,
     };
     d.step_node();
     loop {
@@ -491,16 +501,30 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
 
     /// Tells the transport about changed members, and when this member stops being empty.
     fn update_peers(&mut self) {
-        if self.empty && self.node.state_machine().applied_index() > 0 {
+        if self.empty && self.node.applied_from_a_leader() {
             self.empty = false;
             self.transport.set_empty(false);
         }
         let (members, version) = self.node.state_machine().members_table();
         if version != self.members_seen {
             self.members_seen = version;
+            let members = match &self.joining {
+                Some(j) if members.is_empty() => j,
+                _ => {
+                    self.joining = None;
+                    members
+                }
+            };
             let view = peer_view(members, self.node.cluster_id(), self.node.id(), self.empty);
             self.transport.set_view(view);
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .is_learner
+            .store(self.node.is_learner(), Relaxed);
+        self.metrics
+            .published
+            .store(self.node.is_published(), Relaxed);
     }
 
     fn persist(&mut self, p: Persist) {

@@ -57,6 +57,19 @@ impl Members {
         }
     }
 
+    /// The members a running cluster reported (to a member joining it).
+    pub fn from_records(records: &[MemberRecord], removed: &[u64]) -> Members {
+        Members {
+            by_id: records.iter().map(|r| (r.id, r.clone())).collect(),
+            removed: removed.iter().copied().collect(),
+            version: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Reads the members bucket of a committed backend state.
     pub fn load(txn: &ReadTxn) -> Result<Members, String> {
         let mut m = Members::default();
@@ -124,6 +137,53 @@ impl Members {
 
     pub fn removed(&self) -> impl Iterator<Item = u64> + '_ {
         self.removed.iter().copied()
+    }
+
+    /// Adds a member (a learner or a voter), as a conf change that raft accepted.
+    pub fn add(&mut self, rec: MemberRecord, backend: &mut OverlayBackend) {
+        backend.put(Bucket::Members, &key(MEMBER, rec.id), &rec.encode_to_vec());
+        self.by_id.insert(rec.id, rec);
+        self.version += 1;
+    }
+
+    /// A learner becomes a voter.
+    pub fn promote(&mut self, id: u64, backend: &mut OverlayBackend) {
+        if let Some(rec) = self.by_id.get_mut(&id) {
+            rec.is_learner = false;
+            backend.put(Bucket::Members, &key(MEMBER, id), &rec.encode_to_vec());
+            self.version += 1;
+        }
+    }
+
+    /// Removes a member for good: its ID is remembered as removed, never to come back.
+    pub fn remove(&mut self, id: u64, backend: &mut OverlayBackend) {
+        if self.by_id.remove(&id).is_some() {
+            let _ = backend.delete(Bucket::Members, &key(MEMBER, id));
+        }
+        backend.put(Bucket::Members, &key(REMOVED, id), &[]);
+        self.removed.insert(id);
+        self.version += 1;
+    }
+
+    /// A member's new peer URLs.
+    pub fn update_peer_urls(&mut self, id: u64, urls: &[String], backend: &mut OverlayBackend) {
+        if let Some(rec) = self.by_id.get_mut(&id) {
+            rec.peer_urls = urls.to_vec();
+            backend.put(Bucket::Members, &key(MEMBER, id), &rec.encode_to_vec());
+            self.version += 1;
+        }
+    }
+
+    /// The member (other than `except`) that uses one of `urls` as a peer URL, if any.
+    pub fn peer_url_user(&self, urls: &[String], except: u64) -> Option<u64> {
+        self.by_id
+            .values()
+            .find(|m| m.id != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+            .map(|m| m.id)
+    }
+
+    pub fn learners(&self) -> usize {
+        self.by_id.values().filter(|m| m.is_learner).count()
     }
 
     pub fn get(&self, id: u64) -> Option<&MemberRecord> {

@@ -27,7 +27,7 @@ pub enum Request {
     LeaseLeases(pb::LeaseLeasesRequest),
     Status(pb::StatusRequest),
     MemberList(pb::MemberListRequest),
-    MemberAdd(pb::MemberAddRequest),
+    MemberAdd(MemberAdd),
     MemberRemove(pb::MemberRemoveRequest),
     MemberUpdate(pb::MemberUpdateRequest),
     MemberPromote(pb::MemberPromoteRequest),
@@ -40,6 +40,14 @@ pub enum Request {
         stream: u64,
         command: WatchCommand,
     },
+}
+
+/// A MemberAdd, with the time it was asked at: etcd derives the new member's ID from its peer
+/// URLs and the time, and the consensus core reads no clock.
+#[derive(Debug)]
+pub struct MemberAdd {
+    pub request: pb::MemberAddRequest,
+    pub unix_time: i64,
 }
 
 /// What a watch stream asks of the core's watch hub. Nothing is answered by token: every
@@ -123,6 +131,8 @@ pub enum Kind {
     Watch { stream: u64, command: WatchCommand },
     /// Rewrites the backend file: run off the consensus core, answered when done.
     Defragment,
+    /// A membership change (MemberAdd, MemberRemove, MemberUpdate, MemberPromote).
+    Membership(Request),
 }
 
 impl Request {
@@ -143,13 +153,13 @@ impl Request {
             r @ (Request::Status(_) | Request::MemberList(_)) => Kind::LocalRead(r),
             Request::Watch { stream, command } => Kind::Watch { stream, command },
             Request::Defragment(_) => Kind::Defragment,
-            r @ (Request::Alarm(_)
-            | Request::HashKv(_)
-            | Request::MoveLeader(_)
-            | Request::MemberAdd(_)
+            r @ (Request::Alarm(_) | Request::HashKv(_) | Request::MoveLeader(_)) => {
+                Kind::LocalRead(r)
+            }
+            r @ (Request::MemberAdd(_)
             | Request::MemberRemove(_)
             | Request::MemberUpdate(_)
-            | Request::MemberPromote(_)) => Kind::LocalRead(r),
+            | Request::MemberPromote(_)) => Kind::Membership(r),
             r => Kind::LinearizableRead(r),
         }
     }

@@ -13,6 +13,8 @@ pub mod raft_log;
 pub mod wal_records;
 
 #[cfg(test)]
+mod cluster_sim;
+#[cfg(test)]
 mod node_tests;
 #[cfg(test)]
 pub(crate) mod toy;

@@ -9,8 +9,8 @@ use std::collections::{HashMap, VecDeque};
 
 use prost::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType,
-    Snapshot, SnapshotMetadata,
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    HardState, Message, MessageType, Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -18,8 +18,8 @@ use super::message::{Kind, Reply, ReplyTo, Request, Response, WatchCommand, Watc
 use super::raft_log::RaftLog;
 use crate::net::grpc::{Code, Status};
 use crate::proto::corekvpb::{
-    forward_reply, forward_request, raft_request, ForwardError, ForwardReply, ForwardRequest,
-    MemberAttributes, RaftBatch, RaftRequest,
+    forward_reply, forward_request, raft_request, ConfChangeContext, ForwardError, ForwardReply,
+    ForwardRequest, MemberAttributes, MemberRecord, RaftBatch, RaftRequest,
 };
 use crate::proto::etcdserverpb as pb;
 
@@ -30,6 +30,25 @@ pub struct StateSnapshot<T> {
     /// The membership at that index.
     pub conf_state: ConfState,
     pub data: T,
+}
+
+/// A change to the cluster's members that raft applies as a conf change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MemberChange {
+    /// A new member, voter or learner as the record says.
+    Add(MemberRecord),
+    /// A learner becomes a voter.
+    Promote(u64),
+    Remove(u64),
+}
+
+impl MemberChange {
+    pub fn id(&self) -> u64 {
+        match self {
+            MemberChange::Add(m) => m.id,
+            MemberChange::Promote(id) | MemberChange::Remove(id) => *id,
+        }
+    }
 }
 
 /// The applied state the consensus core drives: MVCC, leases, members.
@@ -85,6 +104,11 @@ pub trait StateMachine {
     fn member(&self, id: u64) -> Option<pb::Member>;
     /// Records the membership an applied conf change produced.
     fn set_conf_state(&mut self, conf_state: &ConfState);
+    /// Whether a membership change is valid against the applied members (run at apply, so
+    /// every member decides the same).
+    fn check_member_change(&self, change: &MemberChange) -> Result<(), Status>;
+    /// Applies a membership change raft accepted.
+    fn apply_member_change(&mut self, change: &MemberChange);
     /// A consistent snapshot of the applied state (at or below the applied index).
     fn snapshot(&mut self) -> Result<StateSnapshot<Self::Snapshot>, String>;
     /// Replaces the whole applied state with a received snapshot. The raft log already
@@ -103,6 +127,8 @@ pub struct NodeConfig {
     pub request_timeout_ticks: u64,
     /// The first proposal batch id. It must differ between runs of the member (the driver
     /// takes the clock), so a new batch is never mistaken for an old one still in the log.
+    /// Read-index contexts and forwarded-request ids count up from it too: the leader may
+    /// still answer the previous run's requests, and those answers must match nothing.
     pub first_batch_id: u64,
     /// The first lease ID handed out for grants that leave the ID to the server; later ones
     /// count up from it, so every member applies the proposer's choice.
@@ -172,6 +198,14 @@ struct ReadRound {
     deadline: u64,
 }
 
+/// Who waits for a membership change: a client of this member, or a follower that
+/// forwarded it (a promote: only the leader can tell whether a learner has caught up).
+#[derive(Clone, Copy, Debug)]
+enum Waiter {
+    Local(ReplyTo),
+    Forwarded { from: u64, id: u64 },
+}
+
 /// A request only the leader can answer, forwarded by this follower.
 struct ForwardedCall {
     to: ReplyTo,
@@ -229,6 +263,12 @@ pub struct Node<S: StateMachine> {
     transfers: Vec<(ReplyTo, u64, u64)>,
     /// Set when this member must stop (see [`Node::fatal`]).
     fatal: Option<String>,
+    /// Membership changes this member proposed, by request id, with their deadline.
+    conf_waiting: HashMap<u64, (Waiter, u64)>,
+    next_conf_id: u64,
+    /// The tick this member applied its own removal: it stops shortly after, once the
+    /// others have likely learned that the removal is committed.
+    removed_at: Option<u64>,
     out: Output<S::Snapshot>,
 }
 
@@ -249,11 +289,14 @@ fn batch_origin(data: &[u8]) -> Option<(u64, u64)> {
 
 const NO_LEADER: &str = "etcdserver: no leader";
 const NOT_LEADER: &str = "etcdserver: not leader";
-const MEMBERSHIP_CHANGES: &str =
-    "corekv: runtime membership changes (add, remove, update, promote) are not implemented yet";
 const TIMED_OUT: &str = "etcdserver: request timed out";
 const LEADER_CHANGED: &str = "etcdserver: leader changed";
 const TRANSFER_TIMED_OUT: &str = "etcdserver: request timed out, leader transfer took too long";
+const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+const NOT_ENOUGH_STARTED: &str =
+    "etcdserver: re-configuration failed due to not enough started members";
+/// etcd promotes a learner whose log is within 10% of the leader's.
+const LEARNER_READY: f64 = 0.9;
 /// Writes proposed together go into entries of at most this many encoded bytes (one request
 /// may exceed it), so one entry never dwarfs raft's 1 MiB message limit.
 const MAX_ENTRY_BYTES: usize = 1 << 20;
@@ -286,7 +329,7 @@ impl<S: StateMachine> Node<S> {
             next_batch_id: first_batch_id,
             next_lease_id,
             term_told: 0,
-            next_read_ctx: 1,
+            next_read_ctx: first_batch_id,
             proposing: Vec::new(),
             proposing_since: 0,
             pending: HashMap::new(),
@@ -301,7 +344,7 @@ impl<S: StateMachine> Node<S> {
             deferred: HashMap::new(),
             for_leader: Vec::new(),
             forwarded: HashMap::new(),
-            next_forward_id: 1,
+            next_forward_id: first_batch_id,
             last_leader: 0,
             installing: None,
             received: HashMap::new(),
@@ -309,6 +352,9 @@ impl<S: StateMachine> Node<S> {
             publish_retry_at: 0,
             transfers: Vec::new(),
             fatal: None,
+            conf_waiting: HashMap::new(),
+            next_conf_id: first_batch_id,
+            removed_at: None,
             out: Output::default(),
         })
     }
@@ -346,6 +392,28 @@ impl<S: StateMachine> Node<S> {
 
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Whether this member has applied an entry some leader made: beyond a new cluster's
+    /// bootstrap entries (term 1; leaders are elected from term 2).
+    pub fn applied_from_a_leader(&self) -> bool {
+        let applied = self.sm.applied_index();
+        applied > 0 && self.raw.store().term(applied).map_or(true, |t| t > 1)
+    }
+
+    /// Whether the applied members table holds this member's name and client URLs (etcd's
+    /// members serve clients only from then on).
+    pub fn is_published(&self) -> bool {
+        self.published
+    }
+
+    /// Whether this member is a learner (receives the log, does not vote).
+    pub fn is_learner(&self) -> bool {
+        self.raw
+            .store()
+            .conf_state()
+            .learners
+            .contains(&self.cfg.id)
     }
 
     pub fn leader_id(&self) -> u64 {
@@ -391,6 +459,192 @@ impl<S: StateMachine> Node<S> {
                 .out
                 .replies
                 .push((to, Err(Status::internal("defragment is run by the driver")))),
+            Kind::Membership(r) => self.membership(r, Waiter::Local(to)),
+        }
+    }
+
+    /// Starts a membership change with etcd's checks (--strict-reconfig-check), or answers
+    /// why not.
+    fn membership(&mut self, req: Request, waiter: Waiter) {
+        let result = match req {
+            Request::MemberAdd(add) => self.member_add(add, waiter),
+            Request::MemberRemove(r) => self.member_remove(r.id, waiter),
+            Request::MemberPromote(r) => self.member_promote(r.id, waiter),
+            Request::MemberUpdate(r) => match waiter {
+                Waiter::Local(to) => {
+                    let update = crate::proto::corekvpb::MemberUpdate {
+                        id: r.id,
+                        peer_urls: r.peer_ur_ls,
+                    };
+                    let req = RaftRequest {
+                        request: Some(raft_request::Request::MemberUpdate(update)),
+                    };
+                    self.propose_later(req, Some(to));
+                    Ok(())
+                }
+                Waiter::Forwarded { .. } => Err(Status::internal("updates are not forwarded")),
+            },
+            other => Err(Status::internal(format!(
+                "{} is not a membership change",
+                other.method()
+            ))),
+        };
+        if let Err(status) = result {
+            self.answer(waiter, Err(status));
+        }
+    }
+
+    /// Voting members that have started (published their client URLs), and all voters.
+    fn started_voters(&self, except: Option<u64>) -> (usize, usize) {
+        let voters: Vec<pb::Member> = self
+            .sm
+            .members()
+            .into_iter()
+            .filter(|m| !m.is_learner && Some(m.id) != except)
+            .collect();
+        let started = voters.iter().filter(|m| !m.client_ur_ls.is_empty()).count();
+        (started, voters.len())
+    }
+
+    fn member_add(&mut self, add: super::message::MemberAdd, waiter: Waiter) -> Result<(), Status> {
+        let urls = add.request.peer_ur_ls;
+        let learner = add.request.is_learner;
+        if !learner {
+            // etcd's IsReadyToAddVotingMember: quorum of started members after the add, except
+            // that a 1-member cluster may always grow to 2 (to restore a cluster's data).
+            let (started, voters) = self.started_voters(None);
+            let members = voters + 1;
+            if !(started == 1 && members == 2) && started < members / 2 + 1 {
+                return Err(Status::new(Code::Unknown, NOT_ENOUGH_STARTED));
+            }
+        }
+        let id = crate::config::member_id(&urls, "", Some(add.unix_time));
+        let rec = MemberRecord {
+            id,
+            name: String::new(),
+            peer_urls: urls,
+            client_urls: vec![],
+            is_learner: learner,
+        };
+        let change = MemberChange::Add(rec);
+        self.sm.check_member_change(&change)?;
+        self.propose_member_change(change, waiter)
+    }
+
+    fn member_remove(&mut self, id: u64, waiter: Waiter) -> Result<(), Status> {
+        let Some(m) = self.sm.member(id) else {
+            return Err(Status::new(Code::NotFound, MEMBER_NOT_FOUND));
+        };
+        if !m.is_learner {
+            // etcd's IsReadyToRemoveVotingMember: quorum of started members after it goes.
+            let (started, voters) = self.started_voters(Some(id));
+            if started < voters / 2 + 1 {
+                return Err(Status::new(Code::Unknown, NOT_ENOUGH_STARTED));
+            }
+        }
+        self.propose_member_change(MemberChange::Remove(id), waiter)
+    }
+
+    fn member_promote(&mut self, id: u64, waiter: Waiter) -> Result<(), Status> {
+        let change = MemberChange::Promote(id);
+        self.sm.check_member_change(&change)?;
+        if !self.is_leader() {
+            if let Waiter::Local(to) = waiter {
+                if self.leader_id() == 0 {
+                    return Err(Status::unavailable(NO_LEADER));
+                }
+                // Only the leader knows how far the learner's log is.
+                let fid = self.next_forward_id;
+                self.next_forward_id += 1;
+                self.forwarded.insert(
+                    fid,
+                    ForwardedCall {
+                        to,
+                        deadline: self.ticks + self.cfg.request_timeout_ticks,
+                    },
+                );
+                let fwd = ForwardRequest {
+                    id: fid,
+                    request: Some(forward_request::Request::MemberPromote(
+                        pb::MemberPromoteRequest { id },
+                    )),
+                };
+                self.out
+                    .forwards
+                    .push((self.leader_id(), Forward::Request(fwd)));
+                return Ok(());
+            }
+            return Err(Status::unavailable(NOT_LEADER));
+        }
+        let leader_match = self.raw.raft.raft_log.last_index();
+        let learner_match = self.raw.raft.prs().get(id).map_or(0, |pr| pr.matched);
+        if (learner_match as f64) < (leader_match as f64) * LEARNER_READY {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ));
+        }
+        self.propose_member_change(change, waiter)
+    }
+
+    fn propose_member_change(
+        &mut self,
+        change: MemberChange,
+        waiter: Waiter,
+    ) -> Result<(), Status> {
+        if self.leader_id() == 0 {
+            return Err(Status::unavailable(NO_LEADER));
+        }
+        let request_id = self.next_conf_id;
+        self.next_conf_id += 1;
+        let (change_type, member) = match &change {
+            MemberChange::Add(m) if m.is_learner => {
+                (ConfChangeType::AddLearnerNode, Some(m.clone()))
+            }
+            MemberChange::Add(m) => (ConfChangeType::AddNode, Some(m.clone())),
+            MemberChange::Promote(_) => (ConfChangeType::AddNode, None),
+            MemberChange::Remove(_) => (ConfChangeType::RemoveNode, None),
+        };
+        let ctx = ConfChangeContext {
+            proposer: self.cfg.id,
+            request_id,
+            member,
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = change.id();
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(single);
+        self.raw
+            .propose_conf_change(ctx.encode_to_vec(), cc)
+            .map_err(|_| Status::unavailable(NO_LEADER))?;
+        let deadline = self.ticks + self.cfg.request_timeout_ticks;
+        self.conf_waiting.insert(request_id, (waiter, deadline));
+        Ok(())
+    }
+
+    /// Sends a membership answer to whoever waits for it.
+    fn answer(&mut self, waiter: Waiter, reply: Reply) {
+        match waiter {
+            Waiter::Local(to) => {
+                let reply = self.fill_header(reply, self.term());
+                self.out.replies.push((to, reply));
+            }
+            Waiter::Forwarded { from, id } => {
+                let reply = match reply {
+                    Ok(Response::MemberPromote(r)) => forward_reply::Reply::MemberPromote(r),
+                    Ok(_) => return,
+                    Err(s) => forward_reply::Reply::Error(ForwardError {
+                        code: s.code as u32,
+                        message: s.message,
+                    }),
+                };
+                let reply = ForwardReply {
+                    id,
+                    reply: Some(reply),
+                };
+                self.out.forwards.push((from, Forward::Reply(reply)));
+            }
         }
     }
 
@@ -437,6 +691,15 @@ impl<S: StateMachine> Node<S> {
 
     /// A follower forwarded a request that only the leader answers.
     pub fn on_forward_request(&mut self, from: u64, req: ForwardRequest) {
+        if let Some(forward_request::Request::MemberPromote(p)) = req.request {
+            let waiter = Waiter::Forwarded { from, id: req.id };
+            if !self.is_leader() {
+                self.answer(waiter, Err(Status::unavailable(NOT_LEADER)));
+            } else {
+                self.membership(Request::MemberPromote(p), waiter);
+            }
+            return;
+        }
         let reply = if !self.is_leader() {
             forward_reply::Reply::Error(ForwardError {
                 code: Code::Unavailable as u32,
@@ -447,7 +710,7 @@ impl<S: StateMachine> Node<S> {
             let request = match req.request {
                 Some(forward_request::Request::KeepAlive(r)) => Request::LeaseKeepAlive(r),
                 Some(forward_request::Request::TimeToLive(r)) => Request::LeaseTimeToLive(r),
-                None => return,
+                Some(forward_request::Request::MemberPromote(_)) | None => return,
             };
             let reply = self.sm.read(request);
             match self.fill_header(reply, term) {
@@ -475,6 +738,7 @@ impl<S: StateMachine> Node<S> {
         let answer = match reply.reply {
             Some(forward_reply::Reply::KeepAlive(r)) => Ok(Response::LeaseKeepAlive(r)),
             Some(forward_reply::Reply::TimeToLive(r)) => Ok(Response::LeaseTimeToLive(r)),
+            Some(forward_reply::Reply::MemberPromote(r)) => Ok(Response::MemberPromote(r)),
             Some(forward_reply::Reply::Error(e)) => {
                 Err(Status::new(Code::from_u32(e.code), e.message))
             }
@@ -523,9 +787,10 @@ impl<S: StateMachine> Node<S> {
 
     /// Publishes this member's name and client URLs through raft, as etcd's members do at
     /// start, until the applied members table has them. Only once this member has applied
-    /// something: a member that lost its data can then be told apart (it applied nothing).
+    /// an entry from a leader: a member that lost its data can then be told apart (it has
+    /// applied nothing beyond the bootstrap).
     fn maybe_publish(&mut self) {
-        if self.published || self.leader_id() == 0 || self.sm.applied_index() == 0 {
+        if self.published || self.leader_id() == 0 || !self.applied_from_a_leader() {
             return;
         }
         let mine = self.sm.member(self.cfg.id);
@@ -931,6 +1196,8 @@ impl<S: StateMachine> Node<S> {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(&entry),
                 EntryType::EntryConfChange => {
+                    // corekv proposes only ConfChangeV2; a v1 entry could come from nowhere
+                    // but a corrupt log.
                     let mut cc = ConfChange::default();
                     if protobuf::Message::merge_from_bytes(&mut cc, &entry.data).is_ok() {
                         if let Ok(cs) = self.raw.apply_conf_change(&cc) {
@@ -939,15 +1206,7 @@ impl<S: StateMachine> Node<S> {
                         }
                     }
                 }
-                EntryType::EntryConfChangeV2 => {
-                    let mut cc = ConfChangeV2::default();
-                    if protobuf::Message::merge_from_bytes(&mut cc, &entry.data).is_ok() {
-                        if let Ok(cs) = self.raw.apply_conf_change(&cc) {
-                            self.sm.set_conf_state(&cs);
-                            self.raw.mut_store().set_conf_state(cs);
-                        }
-                    }
-                }
+                EntryType::EntryConfChangeV2 => self.apply_conf_change(&entry),
             }
             self.sm.set_applied_index(index);
             self.fail_lost_proposals(index);
@@ -993,6 +1252,84 @@ impl<S: StateMachine> Node<S> {
                         self.out.replies.push((to, reply));
                     }
                 }
+            }
+        }
+    }
+
+    /// Applies a committed membership change: checked against the applied members (every
+    /// member decides alike), then raft's and the members table's, and answered.
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let mut cc = ConfChangeV2::default();
+        if protobuf::Message::merge_from_bytes(&mut cc, &entry.data).is_err() {
+            panic!(
+                "the conf change at raft index {} does not decode",
+                entry.index
+            );
+        }
+        let ctx = ConfChangeContext::decode(entry.context.as_ref()).unwrap_or_default();
+        let Some(single) = cc.get_changes().first().cloned() else {
+            // raft-rs's own empty change (leaving a joint configuration).
+            if let Ok(cs) = self.raw.apply_conf_change(&cc) {
+                self.sm.set_conf_state(&cs);
+                self.raw.mut_store().set_conf_state(cs);
+            }
+            return;
+        };
+        let id = single.node_id;
+        let existing = self.sm.member(id);
+        let change = match single.get_change_type() {
+            ConfChangeType::AddNode if existing.as_ref().is_some_and(|m| m.is_learner) => {
+                MemberChange::Promote(id)
+            }
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let mut m = ctx.member.clone().unwrap_or_default();
+                m.id = id;
+                m.is_learner = single.get_change_type() == ConfChangeType::AddLearnerNode;
+                MemberChange::Add(m)
+            }
+            ConfChangeType::RemoveNode => MemberChange::Remove(id),
+        };
+        // The bootstrap's changes (no proposer) describe members the data dir already has.
+        let checked = if ctx.proposer == 0 {
+            Ok(())
+        } else {
+            self.sm.check_member_change(&change)
+        };
+        if checked.is_ok() {
+            match self.raw.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    self.sm.apply_member_change(&change);
+                    self.sm.set_conf_state(&cs);
+                    self.raw.mut_store().set_conf_state(cs);
+                }
+                Err(e) => panic!("raft refused the conf change at {}: {e}", entry.index),
+            }
+            if change == MemberChange::Remove(self.cfg.id) && self.removed_at.is_none() {
+                tracing::warn!("this member was removed from the cluster");
+                self.removed_at = Some(self.ticks);
+            }
+        }
+        if ctx.proposer == self.cfg.id {
+            if let Some((waiter, _)) = self.conf_waiting.remove(&ctx.request_id) {
+                let members = self.sm.members();
+                let reply = checked.map(|()| match &change {
+                    MemberChange::Add(m) => Response::MemberAdd(pb::MemberAddResponse {
+                        header: None,
+                        member: Some(super::members::to_pb(m)),
+                        members,
+                    }),
+                    MemberChange::Promote(_) => {
+                        Response::MemberPromote(pb::MemberPromoteResponse {
+                            header: None,
+                            members,
+                        })
+                    }
+                    MemberChange::Remove(_) => Response::MemberRemove(pb::MemberRemoveResponse {
+                        header: None,
+                        members,
+                    }),
+                });
+                self.answer(waiter, reply);
             }
         }
     }
@@ -1054,16 +1391,6 @@ impl<S: StateMachine> Node<S> {
                 members: self.sm.members(),
             })),
             Request::MoveLeader(r) => self.move_leader(r.target_id, to)?,
-            Request::MemberRemove(pb::MemberRemoveRequest { id })
-            | Request::MemberUpdate(pb::MemberUpdateRequest { id, .. })
-            | Request::MemberPromote(pb::MemberPromoteRequest { id }) => {
-                if self.sm.member(id).is_some() {
-                    Err(Status::unimplemented(MEMBERSHIP_CHANGES))
-                } else {
-                    Err(Status::new(Code::NotFound, "etcdserver: member not found"))
-                }
-            }
-            Request::MemberAdd(_) => Err(Status::unimplemented(MEMBERSHIP_CHANGES)),
             other => self.sm.read(other),
         };
         Some(self.fill_header(reply, term))
@@ -1188,6 +1515,27 @@ impl<S: StateMachine> Node<S> {
             Status::new(Code::Unavailable, TIMED_OUT)
         };
         self.fail(expired, status);
+        let expired_conf: Vec<u64> = self
+            .conf_waiting
+            .iter()
+            .filter(|(_, (_, deadline))| now >= *deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired_conf {
+            if let Some((waiter, _)) = self.conf_waiting.remove(&id) {
+                self.answer(waiter, Err(Status::new(Code::Unavailable, TIMED_OUT)));
+            }
+        }
+        if let Some(at) = self.removed_at {
+            // A few heartbeats, so the others learn the removal is committed.
+            if now >= at + 3 * self.cfg.heartbeat_tick as u64 && self.fatal.is_none() {
+                self.fatal = Some(format!(
+                    "this member ({:x}) was removed from the cluster; its data dir cannot be \
+                     used to rejoin (add it again as a new member, with an empty data dir)",
+                    self.cfg.id
+                ));
+            }
+        }
         let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
             .into_iter()
             .partition(|(_, _, deadline)| now >= *deadline);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use raft::eraftpb::{ConfState, SnapshotMetadata};
 
 use super::message::{Reply, Request, Response};
-use super::node::{StateMachine, StateSnapshot};
+use super::node::{MemberChange, StateMachine, StateSnapshot};
 use crate::net::grpc::Status;
 use crate::proto::corekvpb::{raft_request, RaftRequest};
 use crate::proto::etcdserverpb as pb;
@@ -169,6 +169,26 @@ impl StateMachine for ToyState {
     }
     fn set_conf_state(&mut self, conf_state: &ConfState) {
         self.conf_state = conf_state.clone();
+    }
+    fn check_member_change(&self, change: &MemberChange) -> Result<(), Status> {
+        let exists = self.members.iter().any(|m| m.id == change.id());
+        match change {
+            MemberChange::Add(_) if exists => Err(Status::invalid_argument("exists")),
+            MemberChange::Add(_) => Ok(()),
+            _ if !exists => Err(Status::invalid_argument("not found")),
+            _ => Ok(()),
+        }
+    }
+    fn apply_member_change(&mut self, change: &MemberChange) {
+        match change {
+            MemberChange::Add(m) => self.members.push(super::members::to_pb(m)),
+            MemberChange::Promote(id) => {
+                if let Some(m) = self.members.iter_mut().find(|m| m.id == *id) {
+                    m.is_learner = false;
+                }
+            }
+            MemberChange::Remove(id) => self.members.retain(|m| m.id != *id),
+        }
     }
     fn snapshot(&mut self) -> Result<StateSnapshot<ToyData>, String> {
         if let Some(d) = &self.durable {

@@ -318,6 +318,27 @@ impl Cluster {
         self.net.is_some()
     }
 
+    /// Makes room for one more member (name `m<n>`, free ports, a data dir) without starting
+    /// it; returns its index. Add it with MemberAdd, then start it with
+    /// [`Cluster::start_member`] and `--initial-cluster-state=existing` and the
+    /// `--initial-cluster` that the add printed. Not for isolated clusters.
+    pub fn add_slot(&mut self) -> usize {
+        assert!(self.net.is_none(), "isolated clusters have a fixed size");
+        let i = self.members.len();
+        self.members.push(Member {
+            name: format!("m{i}"),
+            host: "127.0.0.1".to_owned(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.root.join(format!("m{i}.data")),
+            log_path: self.root.join(format!("m{i}.log")),
+            child: None,
+            paused: false,
+            netns: None,
+        });
+        i
+    }
+
     /// Member `i`'s client endpoint, `host:port`.
     pub fn endpoint(&self, i: usize) -> String {
         let m = &self.members[i];
