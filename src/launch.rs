@@ -149,7 +149,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
     }
     let placement = ConnPlacement::new(cfg.cores);
 
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    // The member's ID comes back: a joining or restarted member's is not the flags'.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<u64, String>>();
     let core_cfg = cfg.clone();
     let net0 = net.clone();
     let spin = Duration::from_micros(cfg.flags.spin_us);
@@ -165,7 +166,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok(()));
+            let _ = ready_tx.send(Ok(node.id()));
             let core = CoreClient::new(0);
             let consensus = glommio::executor().create_task_queue(
                 Shares::Static(CONSENSUS_SHARES),
@@ -210,14 +211,14 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
 
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
+    let member_id = match ready_rx.recv() {
+        Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             let _ = first.join();
             return Err(StartError::Data(e));
         }
         Err(_) => return Err(StartError::Data("the consensus executor stopped".into())),
-    }
+    };
 
     let mut handles = vec![first];
     for (i, (req_tx, rep_rx, conn_rx)) in net_ends.into_iter().enumerate() {
@@ -241,7 +242,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         name = %cfg.flags.name,
         data_dir = %cfg.data_dir.display(),
         client_urls = %cfg.client_urls.join(","),
-        member_id = format!("{:x}", cfg.member_id),
+        member_id = format!("{member_id:x}"),
         executors = cfg.cores,
         "corekv is serving"
     );

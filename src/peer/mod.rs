@@ -495,6 +495,13 @@ impl Transport {
                     )))
                 }
             };
+            if self.view.borrow().removed.contains(&from) {
+                // It has not learned yet (the leader no longer writes to it): its next dial
+                // is refused at the handshake, which tells it.
+                return Err(FrameError::Io(std::io::Error::other(
+                    "the member was removed from the cluster",
+                )));
+            }
             let mut raft = Vec::with_capacity(batch.raft.len());
             for bytes in batch.raft {
                 let msg: Message =

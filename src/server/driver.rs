@@ -412,6 +412,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 }
                 self.node.on_persisted(number);
                 if let Some((index, marker)) = installed {
+                    tracing::info!("installed a snapshot from the leader at raft index {index}");
                     // The backend is the leader's snapshot now; the log restarts after it.
                     self.last_snapshot_index = index;
                     self.writes_since_snapshot = 0;
