@@ -550,7 +550,10 @@ fn garbage_and_strangers_on_the_peer_port_are_refused_and_the_cluster_goes_on() 
     assert_eq!(ok(&eps, &["put", "after", "garbage"]), "OK\n");
     for e in &eps {
         assert_eq!(
-            ok(std::slice::from_ref(e), &["get", "after", "--print-value-only"]),
+            ok(
+                std::slice::from_ref(e),
+                &["get", "after", "--print-value-only"]
+            ),
             "garbage\n"
         );
     }
