@@ -253,6 +253,20 @@ impl Config {
         for m in &mut by_name {
             m.id = member_id(&m.peer_urls, &flags.initial_cluster_token, None);
         }
+        // As etcd: a member restarted from its data dir takes its identity and the members
+        // from there, so the --initial-* flags are not checked (they may be stale, e.g. after
+        // a MemberUpdate moved this member's peer URL).
+        let restarting = data_dir.join("member").join("identity").is_file();
+        if restarting {
+            let placeholder = InitialMember {
+                name: flags.name.clone(),
+                peer_urls: peer_urls.clone(),
+                id: member_id(&peer_urls, &flags.initial_cluster_token, None),
+            };
+            if !by_name.iter().any(|m| m.name == flags.name) {
+                by_name.push(placeholder);
+            }
+        }
         let me = by_name
             .iter()
             .find(|m| m.name == flags.name)
@@ -266,7 +280,7 @@ impl Config {
         let mut adv = peer_urls.clone();
         mine.sort();
         adv.sort();
-        if mine != adv {
+        if mine != adv && !restarting {
             return Err(ConfigError(format!(
                 "--initial-cluster has {} for {:?} but --initial-advertise-peer-urls is {}",
                 mine.join(","),

@@ -524,6 +524,10 @@ async fn open_member(
         ));
     }
     log.raise_commit(applied);
+    // raft-rs starts from its storage's membership as of the applied index, and applies no
+    // conf change at or below it again: the backend's is that one (the WAL's snapshot record
+    // may predate members added or removed since).
+    log.set_conf_state(sm.conf_state().clone());
     let recovered = wal_records::first_entry_position(&recovery.records).map(|at| (last, at));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -545,7 +549,7 @@ async fn open_member(
         version: ETCD_API_VERSION.into(),
     };
     let voters_now = log.conf_state().voters.clone();
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = crate::server::raft_logger::logger();
     let mut node = Node::new(node_cfg, log, sm, &logger).map_err(|e| format!("raft: {e}"))?;
     if voters_now == [cfg.member_id] {
         // A lone voter need not wait out an election timeout.

@@ -250,8 +250,11 @@ impl Run {
             if leader == slot {
                 return;
             }
-            self.ctl_raw(&[leader], &["move-leader", &tid]);
-            assert!(Instant::now() < deadline, "m{slot} never became leader");
+            let (_, out, err) = self.ctl_raw(&[leader], &["move-leader", &tid]);
+            assert!(
+                Instant::now() < deadline,
+                "m{slot} never became leader; m{leader} answered {out}{err}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -694,7 +697,8 @@ fn replace_and_remove_leader(kind: Kind) -> Vec<String> {
     r.record
 }
 
-/// MoveLeader under write load, and etcd's errors for a follower asked, an unknown target.
+/// MoveLeader under write load, and etcd's errors for a follower asked, an unknown target;
+/// MemberUpdate moving a member's peer URL, and its errors.
 fn move_leader(kind: Kind) -> Vec<String> {
     let mut r = Run::start(kind, 3, &[]);
     let load = Load::start(running_endpoints(&r.c));
@@ -722,6 +726,41 @@ fn move_leader(kind: Kind) -> Vec<String> {
         );
     }
     r.check_hashkv("after three transfers");
+
+    // MemberUpdate: m2 moves to another peer port; the others follow it there.
+    let id2 = format!("{:x}", r.id(2));
+    let port = common::free_port();
+    r.step_ok(
+        "move m2's peer URL",
+        &[0],
+        &[
+            "member",
+            "update",
+            &id2,
+            &format!("--peer-urls=http://127.0.0.1:{port}"),
+        ],
+    );
+    r.c.kill(2);
+    r.c.set_peer_port(2, port);
+    r.c.restart(2);
+    r.make_leader(2);
+    r.check_hashkv("after m2 moved");
+    r.step(
+        "update to a peer URL in use",
+        &[1],
+        &[
+            "member",
+            "update",
+            &id2,
+            &format!("--peer-urls={}", r.c.peer_url(0)),
+        ],
+    );
+    r.step(
+        "update an unknown member",
+        &[1],
+        &["member", "update", "1234", "--peer-urls=http://127.0.0.1:3"],
+    );
+    r.step("member list after the move", &[1], &["member", "list"]);
     load.finish(&r, 0);
     r.record
 }
@@ -742,6 +781,6 @@ fn a_wiped_member_is_replaced_and_the_leader_removes_itself() {
 }
 
 #[test]
-fn move_leader_under_load_and_its_errors() {
+fn move_leader_under_load_and_a_member_moving_its_peer_url() {
     compare(move_leader);
 }

@@ -148,6 +148,9 @@ fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
     })
 }
 
+/// How long a request waits for a starting member to publish itself.
+const NOT_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Api {
     /// Serves one unary call: the request message in, the encoded reply message out.
     pub async fn unary(&self, method: Unary, body: Bytes) -> Result<Bytes, Status> {
@@ -171,11 +174,31 @@ impl Api {
             }));
         }
         let request = self.decode_request(method, &body)?;
+        self.until_published().await?;
         if self.learner() && !supported_by_learners(&request) {
             return Err(not_for_learners());
         }
         let response = self.core.call(request).await?;
         Ok(encode_response(&response))
+    }
+
+    /// etcd serves clients only once the member has published itself through raft (its
+    /// ReadyNotify); by then it has applied everything committed before its publish. A
+    /// member that joins has no data before that, so its answers would be wrong, not stale.
+    /// Waits up to etcd's request timeout.
+    async fn until_published(&self) -> Result<(), Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.metrics.published.load(Relaxed) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + NOT_READY_WAIT;
+        while !self.metrics.published.load(Relaxed) {
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable("etcdserver: request timed out"));
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     fn learner(&self) -> bool {
@@ -191,6 +214,7 @@ impl Api {
         incoming: crate::net::conn::Incoming,
         outgoing: &mut crate::net::conn::Outgoing,
     ) -> Result<(), Status> {
+        self.until_published().await?;
         if self.learner() {
             return Err(not_for_learners());
         }

@@ -264,6 +264,11 @@ impl Applier {
     }
 
     /// The applied members table.
+    /// The membership as of the applied index (raft's conf state).
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
     pub fn members_table(&self) -> &Members {
         &self.members
     }

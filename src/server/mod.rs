@@ -10,6 +10,7 @@ pub mod members;
 pub mod message;
 pub mod node;
 pub mod raft_log;
+pub mod raft_logger;
 pub mod wal_records;
 
 #[cfg(test)]

@@ -339,6 +339,17 @@ impl Cluster {
         i
     }
 
+    /// Gives stopped member `i` a new peer port (after a MemberUpdate of its peer URL); its
+    /// next start listens and advertises there.
+    pub fn set_peer_port(&mut self, i: usize, port: u16) {
+        assert!(
+            !self.is_running(i),
+            "stop member {i} before moving its peer port"
+        );
+        assert!(self.net.is_none(), "isolated members keep their ports");
+        self.members[i].peer_port = port;
+    }
+
     /// Member `i`'s client endpoint, `host:port`.
     pub fn endpoint(&self, i: usize) -> String {
         let m = &self.members[i];
