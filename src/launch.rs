@@ -538,6 +538,7 @@ async fn open_member(
         election_tick: cfg.election_ticks(),
         heartbeat_tick: 1,
         request_timeout_ticks: cfg.request_timeout_ticks(),
+        health_interval_ticks: 5000 / cfg.flags.heartbeat_interval.max(1),
         // Nanoseconds since the epoch: batch ids of this run start past any earlier run's.
         first_batch_id: now.as_nanos() as u64,
         // Like etcd's idutil: the member's low 16 bits, then milliseconds, then a counter;

@@ -58,6 +58,9 @@ pub trait PeerInbox {
     fn snapshot(&self, from: u64, msg: Message, data: ReceivedSnapshot);
     /// Messages for `id` were lost: raft should probe it rather than stream to it.
     fn unreachable(&self, id: u64);
+    /// The message connection to `id` is up (true) or went down (false): etcd's "active
+    /// since", which its reconfiguration checks read.
+    fn connected(&self, id: u64, up: bool);
     /// How streaming a snapshot to `id` ended.
     fn snapshot_sent(&self, id: u64, delivered: bool);
     /// A peer told this member it must not run (another cluster, removed, lost its data).
@@ -367,10 +370,12 @@ impl Transport {
                 Ok(s) => {
                     backoff = BACKOFF_FIRST;
                     link.log_once(false, format!("connected to member {:x}", link.id));
+                    self.inbox.connected(link.id, true);
                     s
                 }
                 Err(e) => {
                     link.log_once(true, format!("cannot reach {e}"));
+                    self.inbox.connected(link.id, false);
                     link.outbox.borrow_mut().clear();
                     self.inbox.unreachable(link.id);
                     glommio::timer::sleep(backoff).await;
@@ -397,6 +402,7 @@ impl Transport {
                     );
                     link.outbox.borrow_mut().clear();
                     self.inbox.unreachable(link.id);
+                    self.inbox.connected(link.id, false);
                     break;
                 }
             }

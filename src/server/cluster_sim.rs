@@ -639,6 +639,7 @@ impl Sim {
             election_tick: ELECTION_TICK,
             heartbeat_tick: 1,
             request_timeout_ticks: self.p.request_timeout_ticks,
+            health_interval_ticks: 100,
             // Distinct per incarnation, as the real driver takes the clock.
             first_batch_id: (life + 1) << 40,
             first_lease_id: ((id << 48) | ((life + 1) << 24)) as i64,

@@ -50,6 +50,8 @@ enum Event {
     /// A snapshot received in full from the leader.
     PeerSnapshot(Message, ReceivedSnapshot),
     Unreachable(u64),
+    /// The message connection to a peer went up or down.
+    Connected(u64, bool),
     SnapshotSent(u64, bool),
     /// A peer says this member must not run.
     Fatal(String),
@@ -99,6 +101,10 @@ impl PeerInbox for Inbox {
 
     fn unreachable(&self, id: u64) {
         self.push(Event::Unreachable(id));
+    }
+
+    fn connected(&self, id: u64, up: bool) {
+        self.push(Event::Connected(id, up));
     }
 
     fn snapshot_sent(&self, id: u64, delivered: bool) {
@@ -446,6 +452,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 }
             }
             Event::Unreachable(id) => self.node.report_unreachable(id),
+            Event::Connected(id, up) => self.node.peer_connected(id, up),
             Event::SnapshotSent(id, delivered) => self.node.report_snapshot(id, delivered),
             Event::Fatal(reason) => fatal(&reason),
         }

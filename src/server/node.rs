@@ -125,6 +125,9 @@ pub struct NodeConfig {
     pub heartbeat_tick: usize,
     /// Ticks after which a request still waiting for raft fails with "request timed out".
     pub request_timeout_ticks: u64,
+    /// etcd's HealthInterval (5 s) in ticks: a membership change needs the peers it counts
+    /// to have been connected at least this long.
+    pub health_interval_ticks: u64,
     /// The first proposal batch id. It must differ between runs of the member (the driver
     /// takes the clock), so a new batch is never mistaken for an old one still in the log.
     /// Read-index contexts and forwarded-request ids count up from it too: the leader may
@@ -263,6 +266,8 @@ pub struct Node<S: StateMachine> {
     transfers: Vec<(ReplyTo, u64, u64)>,
     /// Set when this member must stop (see [`Node::fatal`]).
     fatal: Option<String>,
+    /// The tick each peer's message connection came up, while it is up.
+    connected_since: HashMap<u64, u64>,
     /// Membership changes this member proposed, by request id, with their deadline.
     conf_waiting: HashMap<u64, (Waiter, u64)>,
     next_conf_id: u64,
@@ -293,6 +298,7 @@ const TIMED_OUT: &str = "etcdserver: request timed out";
 const LEADER_CHANGED: &str = "etcdserver: leader changed";
 const TRANSFER_TIMED_OUT: &str = "etcdserver: request timed out, leader transfer took too long";
 const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
 const NOT_ENOUGH_STARTED: &str =
     "etcdserver: re-configuration failed due to not enough started members";
 /// etcd promotes a learner whose log is within 10% of the leader's.
@@ -352,6 +358,7 @@ impl<S: StateMachine> Node<S> {
             publish_retry_at: 0,
             transfers: Vec::new(),
             fatal: None,
+            connected_since: HashMap::new(),
             conf_waiting: HashMap::new(),
             next_conf_id: first_batch_id,
             removed_at: None,
@@ -494,6 +501,28 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// The message connection to peer `id` came up or went down.
+    pub fn peer_connected(&mut self, id: u64, up: bool) {
+        if up {
+            self.connected_since.entry(id).or_insert(self.ticks);
+        } else {
+            self.connected_since.remove(&id);
+        }
+    }
+
+    /// Whether member `id` is this one or has been connected for etcd's HealthInterval.
+    fn connected_long_enough(&self, id: u64) -> bool {
+        id == self.cfg.id
+            || self
+                .connected_since
+                .get(&id)
+                .is_some_and(|since| self.ticks >= since + self.cfg.health_interval_ticks)
+    }
+
+    fn voter_ids(&self) -> Vec<u64> {
+        self.raw.store().conf_state().voters.clone()
+    }
+
     /// Voting members that have started (published their client URLs), and all voters.
     fn started_voters(&self, except: Option<u64>) -> (usize, usize) {
         let voters: Vec<pb::Member> = self
@@ -518,6 +547,15 @@ impl<S: StateMachine> Node<S> {
                 return Err(Status::new(Code::Unknown, NOT_ENOUGH_STARTED));
             }
         }
+        // etcd's isConnectedFullySince: this member has been connected to every voter for a
+        // while, so the new quorum is not built on a link that just came up or is down.
+        if !self
+            .voter_ids()
+            .into_iter()
+            .all(|v| self.connected_long_enough(v))
+        {
+            return Err(Status::unavailable(UNHEALTHY));
+        }
         let id = crate::config::member_id(&urls, "", Some(add.unix_time));
         let rec = MemberRecord {
             id,
@@ -540,6 +578,18 @@ impl<S: StateMachine> Node<S> {
             let (started, voters) = self.started_voters(Some(id));
             if started < voters / 2 + 1 {
                 return Err(Status::new(Code::Unknown, NOT_ENOUGH_STARTED));
+            }
+            // A member that is down is not part of the active quorum: removing it is safe.
+            // Otherwise those connected for a while, less it, must still be a quorum.
+            if id == self.cfg.id || self.connected_since.contains_key(&id) {
+                let voters = self.voter_ids();
+                let active = voters
+                    .iter()
+                    .filter(|v| self.connected_long_enough(**v))
+                    .count();
+                if active < 2 + (voters.len() - 1) / 2 {
+                    return Err(Status::unavailable(UNHEALTHY));
+                }
             }
         }
         self.propose_member_change(MemberChange::Remove(id), waiter)
@@ -583,6 +633,13 @@ impl<S: StateMachine> Node<S> {
                 Code::FailedPrecondition,
                 "etcdserver: can only promote a learner member which is in sync with leader",
             ));
+        }
+        // etcd's IsReadyToPromoteMember: the learner counts as started, and must not leave
+        // the started voters short of a quorum.
+        let (started, voters) = self.started_voters(None);
+        let members = voters + 1;
+        if started + 1 < members / 2 + 1 {
+            return Err(Status::new(Code::Unknown, NOT_ENOUGH_STARTED));
         }
         self.propose_member_change(change, waiter)
     }
