@@ -4,7 +4,7 @@
 # ~/.cache/corekv-bench/etcd-3.5.1 the first time, unless --etcd35-bin PATH or --no-etcd35):
 #   bench/compare.sh                 # single node, full run (3 reps per workload, a few minutes)
 #   bench/compare.sh --quick         # fast check that everything works (not a measurement)
-#   bench/compare.sh --members 3     # 3-member clusters (corekv: n/a with the reason until it clusters)
+#   bench/compare.sh --members 3     # 3-member clusters
 # Every flag is passed on to `corekv-bench compare` (see `corekv-bench compare --help`).
 # Honours CARGO_TARGET_DIR (the binaries are taken from there).
 set -euo pipefail

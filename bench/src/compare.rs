@@ -22,8 +22,9 @@ use corekv::proto::etcdserverpb as pb;
 use serde::Serialize;
 
 use crate::servers::{
-    fs_type, machine, md, md_table, member_flags, rotated, shorten, start_cluster, utc_now,
-    Cluster, ClusterSpec, Lineup, Server, ServerBins, COREKV, ETCD35,
+    exit_code, fs_type, machine, md, md_table, rotated, shorten, start_cluster, utc_now,
+    write_etcd35_defaults, write_failures, write_server_flags, Cluster, ClusterSpec, Lineup,
+    Server, ServerBins, COREKV,
 };
 use crate::stats::median;
 use crate::{etcd35, procstat};
@@ -325,13 +326,7 @@ fn ratio(a: f64, b: f64) -> String {
 
 /// `bench_cores`: the global --client-cores, passed on to every run.
 pub fn main(a: &CompareArgs, bench_cores: usize) -> i32 {
-    match compare(a, bench_cores.max(1)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("corekv-bench compare: {e}");
-            1
-        }
-    }
+    exit_code("compare", compare(a, bench_cores.max(1)))
 }
 
 impl Server {
@@ -660,38 +655,9 @@ fn report(
         let _ = writeln!(t, "{}", line.trim_end());
     }
 
-    for s in servers {
-        if let Some(f) = &s.failure {
-            let _ = writeln!(t, "\n{} is n/a: {}", s.label, f.summary);
-            t.push_str(&f.logs);
-        }
-    }
-
-    let _ = writeln!(
-        t,
-        "\nServer flags (every server; member i of {members}; nothing else, so each runs with its \
-         own defaults):"
-    );
-    let example = member_flags(
-        "m<i>",
-        Path::new("<temp dir>/m<i>"),
-        "<client port i>",
-        "<peer port i>",
-        &(0..members)
-            .map(|i| format!("m{i}=http://127.0.0.1:<peer port {i}>"))
-            .collect::<Vec<_>>()
-            .join(","),
-        "bench-<server>-<pid>",
-    )
-    .join(" ");
-    let _ = writeln!(t, "  {example}");
-    if servers.iter().any(|s| s.label == ETCD35) {
-        let _ = writeln!(
-            t,
-            "  (defaults where etcd 3.5 differs from 3.4: --pre-vote true (3.4: false), \
-             --backend-bbolt-freelist-type map (3.4: array); logs as JSON (zap) by default)"
-        );
-    }
+    write_failures(&mut t, servers);
+    write_server_flags(&mut t, members, &[]);
+    write_etcd35_defaults(&mut t, servers);
     let _ = writeln!(t, "\nCommands (endpoints added per server):");
     for w in ws {
         let _ = writeln!(t, "  corekv-bench --json {}", w.args.join(" "));

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use corekv::client::{Client, ClientError, ClientOptions};
@@ -27,8 +27,9 @@ use corekv::proto::etcdserverpb as pb;
 use serde::Serialize;
 
 use crate::servers::{
-    fs_type, machine, md, md_table, member_flags, rotated, shorten, start_cluster, utc_now,
-    ClusterSpec, Failure, Lineup, Server, ServerBins, ETCD34, ETCD35,
+    dial, exit_code, json_servers, loadavg, md, md_table, put_loop, shorten, start_cluster, turn,
+    utc_stamp, wait_ready, write_etcd35_defaults, write_failures, write_notes, write_server_flags,
+    ClusterSpec, Failure, Prologue, Server, ServerBins, ETCD34, STATUS_LIMIT,
 };
 use crate::stats::median;
 
@@ -80,8 +81,6 @@ const DEFAULT_ELECTION_MS: u64 = 1000;
 const WRITE_EVERY: Duration = Duration::from_millis(10);
 /// Each put's own limit (the probes' and the load's).
 const WRITE_LIMIT: Duration = Duration::from_secs(2);
-/// Each Status poll's limit.
-const STATUS_LIMIT: Duration = Duration::from_secs(1);
 /// Once healthy again after a restart, the cluster is left alone this long.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Tries per rep when the leader moves between finding it and killing it.
@@ -216,10 +215,7 @@ impl LoadRun {
         let (name, ep) = (name.to_string(), endpoint.to_string());
         let thread = std::thread::spawn(move || {
             corekv::client::run_local(move || async move {
-                let mut opts = ClientOptions::new(vec![ep.clone()]);
-                opts.dial_timeout = Duration::from_secs(2);
-                opts.command_timeout = WRITE_LIMIT;
-                let c = Client::connect(opts)
+                let c = Client::connect(dial(&ep, Duration::from_secs(2), WRITE_LIMIT))
                     .await
                     .map_err(|e| format!("load: {name} at {ep}: {e}"))?;
                 let value = bytes::Bytes::from(vec![b'v'; 256]);
@@ -229,43 +225,33 @@ impl LoadRun {
                     errors: 0,
                     longest_put_ms: 0.0,
                 };
-                let mut n = 0u64;
-                while !stop2.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let r = c
-                        .put(pb::PutRequest {
-                            key: format!("corekv-bench/failover/load/{}", n % 1000).into(),
-                            value: value.clone(),
-                            ..Default::default()
-                        })
-                        .await;
-                    st.longest_put_ms = st.longest_put_ms.max(ms(t.elapsed()));
-                    n += 1;
+                let key = |n| format!("corekv-bench/failover/load/{}", n % 1000);
+                put_loop(&c, &stop2, key, value, |r, took_ms| {
+                    st.longest_put_ms = st.longest_put_ms.max(took_ms);
                     match r {
-                        Ok(_) => {
+                        Ok(()) => {
                             st.puts += 1;
                             puts2.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {
-                            st.errors += 1;
-                            glommio::timer::sleep(Duration::from_millis(10)).await;
-                        }
+                        Err(_) => st.errors += 1,
                     }
-                }
+                })
+                .await;
                 Ok(st)
             })
         });
         let run = LoadRun { stop, thread };
-        let started = Instant::now();
-        while puts.load(Ordering::Relaxed) < 10 {
-            if run.thread.is_finished() || started.elapsed() > Duration::from_secs(5) {
-                let why = match run.stop() {
-                    Err(e) => e,
-                    Ok(_) => "its first 10 puts took over 5 s".into(),
-                };
-                return Err(format!("the --load client did not get going: {why}"));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let going = wait_ready(
+            Duration::from_secs(5),
+            || !run.thread.is_finished(),
+            || puts.load(Ordering::Relaxed) >= 10,
+        );
+        if !going {
+            let why = run
+                .stop()
+                .err()
+                .unwrap_or_else(|| "its first 10 puts took over 5 s".into());
+            return Err(format!("the --load client did not get going: {why}"));
         }
         Ok(run)
     }
@@ -304,10 +290,7 @@ enum MeasureError {
 }
 
 fn dial_one(ep: &str, limit: Duration) -> ClientOptions {
-    let mut opts = ClientOptions::new(vec![ep.to_string()]);
-    opts.dial_timeout = Duration::from_millis(500);
-    opts.command_timeout = limit;
-    opts
+    dial(ep, Duration::from_millis(500), limit)
 }
 
 /// Checks that both `survivors` (name, endpoint) still follow `leader`, kills it (`pid`) and
@@ -468,35 +451,6 @@ async fn first_write(
     }
 }
 
-/// `t` in UTC, to the millisecond (for the marks in the servers' logs).
-fn utc_stamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_millis()
-    )
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// One kill and restart of `s`'s leader.
 fn one_rep(
     s: &mut Server,
@@ -509,11 +463,7 @@ fn one_rep(
     let mut moved = Vec::new();
     for _ in 0..TRIES {
         let h = c.wait_healthy(a.start_timeout)?;
-        let li = h
-            .ids
-            .iter()
-            .position(|&id| id == h.leader)
-            .expect("healthy: the leader is a member");
+        let li = h.leader_index();
         let survivors: Vec<usize> = (0..c.procs.len()).filter(|&i| i != li).collect();
         let load = if a.load {
             let p = &c.procs[survivors[0]];
@@ -524,12 +474,14 @@ fn one_rep(
         let killed = c.procs[li].name.clone();
         // The kill itself comes a few ms later (the survivors are dialed and asked first); its
         // exact time is in the next mark.
-        c.mark_logs(&format!(
-            "corekv-bench failover: {} {label} rep {rep}: about to SIGKILL {killed} (leader {:x})",
-            utc_stamp(SystemTime::now()),
-            h.leader,
-            rep = rep + 1
-        ));
+        c.mark(
+            "failover",
+            &format!(
+                "{label} rep {rep}: about to SIGKILL {killed} (leader {:x})",
+                h.leader,
+                rep = rep + 1
+            ),
+        );
         let r = measure(
             c.pid(li),
             h.leader,
@@ -548,18 +500,15 @@ fn one_rep(
             Ok(m) => m,
             Err(MeasureError::LeaderMoved(why)) => {
                 eprintln!("  {label}: the leader moved before the kill ({why}); again");
-                c.mark_logs(&format!(
-                    "corekv-bench failover: {} {label}: not killed after all: the leader moved",
-                    utc_stamp(SystemTime::now())
-                ));
+                c.mark(
+                    "failover",
+                    &format!("{label}: not killed after all: the leader moved"),
+                );
                 moved.push(why);
                 continue;
             }
             Err(MeasureError::Failed(why)) => {
-                c.mark_logs(&format!(
-                    "corekv-bench failover: {} {why}",
-                    utc_stamp(SystemTime::now())
-                ));
+                c.mark("failover", &why);
                 return Err(c.failure(format!("rep {}: {why}", rep + 1)));
             }
         };
@@ -572,15 +521,17 @@ fn one_rep(
         let new_leader = name_of(m.new_leader);
         let via = c.procs[survivors[m.first_write_via]].name.clone();
         let killed_at_utc = utc_stamp(m.killed_at);
-        c.mark_logs(&format!(
-            "corekv-bench failover: {} {label} rep {}: {killed} was killed at {killed_at_utc}; \
-             new leader {new_leader} {:.0} ms after the kill, first write (via {via}) {:.0} ms \
-             after it; restarting {killed}",
-            utc_stamp(SystemTime::now()),
-            rep + 1,
-            ms(m.new_leader_at),
-            ms(m.first_write_at)
-        ));
+        c.mark(
+            "failover",
+            &format!(
+                "{label} rep {}: {killed} was killed at {killed_at_utc}; new leader {new_leader} \
+                 {:.0} ms after the kill, first write (via {via}) {:.0} ms after it; restarting \
+                 {killed}",
+                rep + 1,
+                ms(m.new_leader_at),
+                ms(m.first_write_at)
+            ),
+        );
         let restarted = Instant::now();
         c.restart(li).map_err(|e| c.failure(e))?;
         c.wait_healthy(a.start_timeout).map_err(|f| Failure {
@@ -588,11 +539,10 @@ fn one_rep(
             logs: f.logs,
         })?;
         let restart_to_healthy = restarted.elapsed();
-        c.mark_logs(&format!(
-            "corekv-bench failover: {} {label} rep {}: healthy again",
-            utc_stamp(SystemTime::now()),
-            rep + 1
-        ));
+        c.mark(
+            "failover",
+            &format!("{label} rep {}: healthy again", rep + 1),
+        );
         std::thread::sleep(SETTLE);
         return Ok(Sample {
             server: label,
@@ -624,40 +574,10 @@ fn one_rep(
 /// get printed); its logs are kept first if asked.
 fn write_off(s: &mut Server, f: Failure, keep_logs: Option<&Path>) {
     if let (Some(dir), Some(c)) = (keep_logs, &s.cluster) {
-        if let Err(e) = c.copy_logs(dir, s.kind) {
-            eprintln!("  {}: cannot keep the logs: {e}", s.label);
-        }
+        c.keep_logs(dir, s.kind);
     }
     s.required = false;
     let _ = s.fail(f);
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// This process's command line, "corekv-bench" for the binary, quoted for a shell.
-fn command_line() -> String {
-    let mut args: Vec<String> = std::env::args().collect();
-    if let Some(first) = args.first_mut() {
-        *first = "corekv-bench".into();
-    }
-    args.iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_=./:,@%+".contains(c));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The notes under the table (and in the JSON).
@@ -702,23 +622,17 @@ fn notes(t: &Timing, poll: Duration, with_35: bool) -> Vec<String> {
     ]
 }
 
+/// A server's numbers in the JSON report (see `json_servers`).
 #[derive(Serialize)]
-struct JsonServer {
-    server: &'static str,
-    bin: String,
+struct JsonNumbers {
     pre_vote: bool,
     new_leader_ms: Option<Summary>,
     first_write_ms: Option<Summary>,
-    failure: Option<String>,
 }
 
+/// What the JSON report says of this run's settings (see `Prologue::json`).
 #[derive(Serialize)]
-struct JsonReport {
-    command: String,
-    started: String,
-    machine: String,
-    binaries: String,
-    data_dirs: String,
+struct JsonParams {
     members: usize,
     reps: usize,
     heartbeat_interval_ms: u64,
@@ -726,12 +640,6 @@ struct JsonReport {
     timing_flags: Vec<String>,
     load: bool,
     poll_interval_ms: f64,
-    load_average_start: String,
-    load_average_end: String,
-    total_s: f64,
-    servers: Vec<JsonServer>,
-    samples: Vec<Sample>,
-    notes: Vec<String>,
 }
 
 fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
@@ -745,40 +653,13 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
     let limit = a.failover_timeout.unwrap_or_else(|| {
         Duration::from_secs(30).max(Duration::from_millis(20 * timing.election_ms))
     });
-    let command = command_line();
-    let load_start = loadavg();
-    let started = utc_now();
-    let me = std::env::current_exe().map_err(|e| format!("where am I: {e}"))?;
-    let lineup = a.bins.lineup(&me)?;
-    let binaries = lineup.binaries();
-    let Lineup {
-        mut servers,
-        etcd35,
-        ..
-    } = lineup;
-    let parent = a.data_parent.clone().unwrap_or_else(std::env::temp_dir);
-    let data_dirs = format!("{} ({})", parent.display(), fs_type(&parent));
-
-    let mut head = String::new();
-    let _ = writeln!(
-        head,
-        "corekv-bench failover: {}, {MEMBERS} members each, {started}, {} rep(s), {}",
-        servers
-            .iter()
-            .map(|s| s.label)
-            .collect::<Vec<_>>()
-            .join(", "),
+    let (p, mut servers) = Prologue::gather(&a.bins, a.data_parent.as_deref())?;
+    let mut head = p.head(
+        "failover",
+        &servers,
+        &format!("{MEMBERS} members each"),
         a.reps,
-        machine()
     );
-    let _ = writeln!(head, "{binaries}; data dirs on {data_dirs}");
-    if let Err(why) = &etcd35 {
-        let _ = writeln!(
-            head,
-            "WITHOUT etcd 3.5: {why}; this run has no etcd 3.5 row (--etcd35-bin PATH gives one)"
-        );
-    }
-    let _ = writeln!(head, "command: {command}");
     let _ = writeln!(head, "timing: {}", timing.describe());
     let _ = writeln!(
         head,
@@ -802,7 +683,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
             extra: &timing.flags,
             purpose: "failover",
         };
-        match start_cluster(&spec, &parent, &mut ports, a.start_timeout) {
+        match start_cluster(&spec, &p.parent, &mut ports, a.start_timeout) {
             Ok(c) => s.cluster = Some(c),
             Err(f) => s.fail(f)?,
         }
@@ -811,10 +692,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
     let t_start = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
     for rep in 0..a.reps {
-        let active: Vec<usize> = (0..servers.len())
-            .filter(|&i| servers[i].cluster.is_some())
-            .collect();
-        for i in rotated(&active, rep) {
+        for i in turn(&servers, rep) {
             let s = &mut servers[i];
             match one_rep(s, rep, a, limit) {
                 Ok(x) => {
@@ -850,15 +728,13 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
     if let Some(dir) = &a.keep_logs {
         for s in &servers {
             if let Some(c) = &s.cluster {
-                if let Err(e) = c.copy_logs(dir, s.kind) {
-                    eprintln!("  {}: cannot keep the logs: {e}", s.label);
-                }
+                c.keep_logs(dir, s.kind);
             }
         }
         eprintln!("logs kept in {}", dir.display());
     }
     let load_end = loadavg();
-    let notes = notes(&timing, a.poll_interval, etcd35.is_ok());
+    let notes = notes(&timing, a.poll_interval, p.without_etcd35.is_none());
 
     let of = |label: &str, f: fn(&Sample) -> f64| -> Option<Summary> {
         let v: Vec<f64> = samples
@@ -869,12 +745,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
         summarize(&v)
     };
     if json {
-        let report = JsonReport {
-            command,
-            started,
-            machine: machine(),
-            binaries,
-            data_dirs,
+        let params = JsonParams {
             members: MEMBERS,
             reps: a.reps,
             heartbeat_interval_ms: timing.heartbeat_ms,
@@ -882,45 +753,24 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
             timing_flags: timing.flags.clone(),
             load: a.load,
             poll_interval_ms: ms(a.poll_interval),
-            load_average_start: load_start,
-            load_average_end: load_end,
-            total_s,
-            servers: servers
-                .iter()
-                .map(|s| JsonServer {
-                    server: s.label,
-                    bin: s.bin.display().to_string(),
-                    pre_vote: pre_vote(s.label),
-                    new_leader_ms: of(s.label, |x| x.new_leader_ms),
-                    first_write_ms: of(s.label, |x| x.first_write_ms),
-                    failure: s.failure.as_ref().map(|f| f.summary.clone()),
-                })
-                .collect(),
-            samples,
-            notes,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        let servers = json_servers(&servers, |s| JsonNumbers {
+            pre_vote: pre_vote(s.label),
+            new_leader_ms: of(s.label, |x| x.new_leader_ms),
+            first_write_ms: of(s.label, |x| x.first_write_ms),
+        });
+        p.print_json(params, load_end, total_s, servers, samples, notes);
         return Ok(());
     }
 
-    let mut t = String::new();
-    let _ = writeln!(t);
-    t.push_str(&head);
-    let _ = writeln!(
-        t,
-        "load average (1/5/15 min): {load_start} at the start, {load_end} at the end; \
-         {total_s:.0} s of reps\n"
-    );
+    let mut t = p.report(&head, &load_end, total_s);
     let _ = writeln!(
         t,
         "Time to a new leader and to the first write after SIGKILL of the leader (ms; \
          {} rep(s) per server):\n",
         a.reps
     );
-    let header: Vec<String> = [
+    let header = [
         "server",
         "pre-vote",
         "reps",
@@ -932,10 +782,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
         "first write p90",
         "first write min",
         "first write max",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     let mut rows = Vec::new();
     for s in &servers {
         let mut row = vec![
@@ -1010,43 +857,10 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
         }
     }
 
-    let _ = writeln!(t, "\nNotes:");
-    for n in &notes {
-        let _ = writeln!(t, "- {n}");
-    }
-
-    for s in &servers {
-        if let Some(f) = &s.failure {
-            let _ = writeln!(t, "\n{} is n/a: {}", s.label, f.summary);
-            t.push_str(&f.logs);
-        }
-    }
-
-    let _ = writeln!(
-        t,
-        "\nServer flags (every server; member i of {MEMBERS}; nothing else, so each runs with its \
-         own defaults):"
-    );
-    let mut example = member_flags(
-        "m<i>",
-        Path::new("<temp dir>/m<i>"),
-        "<client port i>",
-        "<peer port i>",
-        &(0..MEMBERS)
-            .map(|i| format!("m{i}=http://127.0.0.1:<peer port {i}>"))
-            .collect::<Vec<_>>()
-            .join(","),
-        "bench-<server>-<pid>",
-    );
-    example.extend(timing.flags.iter().cloned());
-    let _ = writeln!(t, "  {}", example.join(" "));
-    if servers.iter().any(|s| s.label == ETCD35) {
-        let _ = writeln!(
-            t,
-            "  (defaults where etcd 3.5 differs from 3.4: --pre-vote true (3.4: false), \
-             --backend-bbolt-freelist-type map (3.4: array); logs as JSON (zap) by default)"
-        );
-    }
+    write_notes(&mut t, &notes);
+    write_failures(&mut t, &servers);
+    write_server_flags(&mut t, MEMBERS, &timing.flags);
+    write_etcd35_defaults(&mut t, &servers);
     let _ = writeln!(
         t,
         "  (a killed member is restarted with the same flags, so with its data dir)"
@@ -1056,13 +870,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
 }
 
 pub fn main(a: &FailoverArgs, json: bool) -> i32 {
-    match failover(a, json) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("corekv-bench failover: {e}");
-            1
-        }
-    }
+    exit_code("failover", failover(a, json))
 }
 
 #[cfg(test)]
@@ -1077,12 +885,5 @@ mod tests {
         let s = summarize(&[7.0]).unwrap();
         assert_eq!((s.median, s.p90, s.min, s.max), (7.0, 7.0, 7.0, 7.0));
         assert!(summarize(&[]).is_none());
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
     }
 }

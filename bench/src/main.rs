@@ -1,8 +1,10 @@
 //! corekv-bench: load generator for any etcd v3 endpoint (corekv or etcd), in the manner of
 //! etcd's own `benchmark` tool, plus `compare`, which runs corekv, etcd 3.4 and etcd 3.5 side by
-//! side, and `failover`, which times their 3-member clusters' way to a new leader after the
-//! leader is killed.
+//! side, `failover`, which times their 3-member clusters' way to a new leader after the leader
+//! is killed, and `catchup`, which times a member added to a cluster holding a lot of data
+//! catching up, and what that costs the writes meanwhile.
 
+mod catchup;
 mod compare;
 mod etcd35;
 mod failover;
@@ -246,6 +248,9 @@ enum Cmd {
     /// Start 3-member clusters of etcd 3.4, etcd 3.5 and corekv, SIGKILL each one's leader
     /// again and again, and time the way to a new leader and to the first write.
     Failover(failover::FailoverArgs),
+    /// Fill a cluster of etcd 3.4, etcd 3.5 and corekv in turn with --data-size of data, add a
+    /// member under a steady write load, and time its catch-up and the load's dip.
+    Catchup(catchup::CatchupArgs),
 }
 
 /// "10s", "500ms", "2m", "1.5s", or plain seconds.
@@ -297,6 +302,9 @@ fn main() {
     }
     if let Cmd::Failover(args) = &cli.cmd {
         std::process::exit(failover::main(args, cli.json));
+    }
+    if let Cmd::Catchup(args) = &cli.cmd {
+        std::process::exit(catchup::main(args, cli.json));
     }
     let client_cores = cli.client_cores.unwrap_or(1);
     if cli.conns == 0 || cli.clients == 0 || client_cores == 0 {
@@ -485,7 +493,7 @@ fn workload(cmd: &Cmd, g: &Global, eps: &[String]) -> Result<(Report, stats::Rec
             let out = lease::run(g, eps, load.load(), *ttl)?;
             Ok(finish("lease-keepalive", &out, "all"))
         }
-        Cmd::Compare(_) | Cmd::Failover(_) => unreachable!("handled in main"),
+        Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Catchup(_) => unreachable!("handled in main"),
     }
 }
 

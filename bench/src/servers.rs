@@ -1,21 +1,30 @@
-//! The servers `compare` and `failover` run side by side on this machine: which binaries
+//! The servers `compare`, `failover` and `catchup` run side by side on this machine: which binaries
 //! (Debian's etcd 3.4, etcd 3.5 when it can be found or installed, corekv), starting each as a
 //! cluster of fresh members on free ports with the same flags, health checks, killing and
-//! restarting members, and the pieces of the report both print (machine, file system, tables).
+//! restarting members, and the pieces of the reports they share (machine, file system, tables,
+//! failures, flags; for failover and catchup the head of the report, its JSON frame and the
+//! load clients' put loop).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use corekv::client::{Client, ClientOptions};
+use corekv::client::{Client, ClientError, ClientOptions};
+use corekv::proto::etcdserverpb as pb;
+use serde::Serialize;
 
 use crate::{etcd35, procstat};
 
 pub const ETCD34: &str = "etcd 3.4";
 pub const ETCD35: &str = "etcd 3.5";
 pub const COREKV: &str = "corekv";
+
+/// Each Maintenance Status request's limit (the health checks', and failover's and catchup's
+/// polls).
+pub const STATUS_LIMIT: Duration = Duration::from_secs(1);
 
 /// Which server binaries to run.
 #[derive(Args, Debug, Clone)]
@@ -176,6 +185,8 @@ pub struct Cluster {
     bin: PathBuf,
     pub procs: Vec<Proc>,
     dir: tempfile::TempDir,
+    /// The --initial-cluster-token every member got (a member added later needs it too).
+    pub token: String,
 }
 
 /// Log lines kept per member in a failure's notes.
@@ -292,6 +303,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// The cluster's temp dir: each member's data dir (named after the member) and log
+    /// (`<member>.log`) are in it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts one more member `name` with `args` (`member_flags` with `self.dir()`, so its
+    /// data dir goes with the cluster's); its log is `<name>.log` in `self.dir()`. It is one of
+    /// `procs` from here on (so in `failure`'s logs, killed on drop). Nothing waits for it.
+    pub fn add_member(
+        &mut self,
+        name: &str,
+        endpoint: String,
+        args: Vec<String>,
+    ) -> Result<usize, String> {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = spawn_member(&self.bin, &args, &log)?;
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            endpoint,
+            log,
+            args,
+        });
+        Ok(self.procs.len() - 1)
+    }
+
     /// Appends `line` to every member's log (the servers append too, so it lands in order).
     pub fn mark_logs(&self, line: &str) {
         use std::io::Write as _;
@@ -302,6 +340,14 @@ impl Cluster {
         }
     }
 
+    /// Marks every member's log with "corekv-bench <cmd>: <UTC time> <what>".
+    pub fn mark(&self, cmd: &str, what: &str) {
+        self.mark_logs(&format!(
+            "corekv-bench {cmd}: {} {what}",
+            utc_stamp(SystemTime::now())
+        ));
+    }
+
     /// Copies every member's log into `dir` as `<prefix>-<member>.log`.
     pub fn copy_logs(&self, dir: &Path, prefix: &str) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -310,6 +356,13 @@ impl Cluster {
             std::fs::copy(&p.log, &to).map_err(|e| format!("{}: {e}", to.display()))?;
         }
         Ok(())
+    }
+
+    /// `copy_logs`, saying on stderr if it could not.
+    pub fn keep_logs(&self, dir: &Path, prefix: &str) {
+        if let Err(e) = self.copy_logs(dir, prefix) {
+            eprintln!("  {}: cannot keep the logs: {e}", self.label);
+        }
     }
 }
 
@@ -343,8 +396,9 @@ pub fn shorten(s: &str, max: usize) -> String {
     t
 }
 
-/// Ports handed out in this run (a freed ephemeral port could come back twice otherwise).
-fn free_port(taken: &mut Vec<u16>) -> u16 {
+/// A free port, not one of those handed out in this run (`taken`; a freed ephemeral port could
+/// come back twice otherwise).
+pub fn free_port(taken: &mut Vec<u16>) -> u16 {
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -454,6 +508,7 @@ pub fn start_cluster(
         bin: spec.bin.to_path_buf(),
         procs: Vec::new(),
         dir,
+        token: token.clone(),
     };
     for (name, client, peer) in &members {
         let data = cluster.dir.path().join(name);
@@ -481,6 +536,24 @@ pub struct Health {
     pub leader: u64,
 }
 
+impl Health {
+    /// The leader's index in the members.
+    pub fn leader_index(&self) -> usize {
+        self.ids
+            .iter()
+            .position(|&id| id == self.leader)
+            .expect("healthy: the leader is a member")
+    }
+}
+
+/// Client options for the one endpoint `ep`: `dial_limit` to connect, `limit` per request.
+pub fn dial(ep: &str, dial_limit: Duration, limit: Duration) -> ClientOptions {
+    let mut opts = ClientOptions::new(vec![ep.to_string()]);
+    opts.dial_timeout = dial_limit;
+    opts.command_timeout = limit;
+    opts
+}
+
 /// Healthy: every member answers Status, and all of them name the same leader, which is one
 /// of them (so the members formed one cluster, not one each).
 pub fn cluster_health(cluster: &Cluster) -> Result<Health, String> {
@@ -493,10 +566,7 @@ pub fn cluster_health(cluster: &Cluster) -> Result<Health, String> {
         let mut ids = Vec::new();
         let mut leaders = Vec::new();
         for (name, ep) in &members {
-            let mut opts = ClientOptions::new(vec![ep.clone()]);
-            opts.dial_timeout = Duration::from_millis(500);
-            opts.command_timeout = Duration::from_secs(1);
-            let c = Client::connect(opts)
+            let c = Client::connect(dial(ep, Duration::from_millis(500), STATUS_LIMIT))
                 .await
                 .map_err(|e| format!("{name} at {ep}: {e}"))?;
             let st = c
@@ -540,6 +610,71 @@ pub fn cluster_health(cluster: &Cluster) -> Result<Health, String> {
 pub fn rotated(active: &[usize], k: usize) -> Vec<usize> {
     let n = active.len();
     (0..n).map(|i| active[(k + i) % n]).collect()
+}
+
+/// The servers' turn `k` (see `rotated`): those not written off.
+pub fn turn(servers: &[Server], k: usize) -> Vec<usize> {
+    let active: Vec<usize> = (0..servers.len())
+        .filter(|&i| servers[i].failure.is_none())
+        .collect();
+    rotated(&active, k)
+}
+
+/// Waits (checking every 5 ms) until `ready()`, at most `limit` and only while `running()`:
+/// whether it got ready.
+pub fn wait_ready(
+    limit: Duration,
+    mut running: impl FnMut() -> bool,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let started = Instant::now();
+    while !ready() {
+        if !running() || started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// One load client: puts `value` under `key(0)`, `key(1)`, ... one at a time through `c`
+/// until `stop`, telling `done` of each put (its outcome and how long it took, ms); after a
+/// failed put it waits 10 ms.
+pub async fn put_loop(
+    c: &Client,
+    stop: &AtomicBool,
+    key: impl Fn(u64) -> String,
+    value: bytes::Bytes,
+    mut done: impl FnMut(Result<(), ClientError>, f64),
+) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let r = c
+            .put(pb::PutRequest {
+                key: key(i).into(),
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await;
+        i += 1;
+        let failed = r.is_err();
+        done(r.map(|_| ()), sent.elapsed().as_secs_f64() * 1e3);
+        if failed {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A subcommand's exit code: 0, or 1 with "corekv-bench <cmd>: <error>" on stderr.
+pub fn exit_code(cmd: &str, r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("corekv-bench {cmd}: {e}");
+            1
+        }
+    }
 }
 
 pub fn first_line(cmd: &mut Command) -> String {
@@ -599,12 +734,280 @@ pub fn utc_now() -> String {
     out.unwrap_or_else(|| "?".into())
 }
 
+/// `t` in UTC, to the millisecond (for the marks in the servers' logs).
+pub fn utc_stamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The 1, 5 and 15 minute load averages, "?" if unknown.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// This process's command line, "corekv-bench" for the binary, quoted for a shell.
+pub fn command_line() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.first_mut() {
+        *first = "corekv-bench".into();
+    }
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_=./:,@%+".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What `failover` and `catchup` find out before they start any server, for the head of the
+/// report and the JSON: the command line, the load average, the time, the machine, the
+/// binaries (the lineup's servers are handed out beside it) and where the data dirs go.
+pub struct Prologue {
+    pub command: String,
+    pub load_start: String,
+    pub started: String,
+    pub machine: String,
+    pub binaries: String,
+    /// Where the clusters' temp dirs go.
+    pub parent: PathBuf,
+    /// `parent` and its file system.
+    pub data_dirs: String,
+    /// Why this run has no etcd 3.5 (None: it has).
+    pub without_etcd35: Option<String>,
+}
+
+impl Prologue {
+    pub fn gather(
+        bins: &ServerBins,
+        data_parent: Option<&Path>,
+    ) -> Result<(Prologue, Vec<Server>), String> {
+        let command = command_line();
+        let load_start = loadavg();
+        let started = utc_now();
+        let me = std::env::current_exe().map_err(|e| format!("where am I: {e}"))?;
+        let lineup = bins.lineup(&me)?;
+        let binaries = lineup.binaries();
+        let parent = data_parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let data_dirs = format!("{} ({})", parent.display(), fs_type(&parent));
+        let p = Prologue {
+            command,
+            load_start,
+            started,
+            machine: machine(),
+            binaries,
+            parent,
+            data_dirs,
+            without_etcd35: lineup.etcd35.err(),
+        };
+        Ok((p, lineup.servers))
+    }
+
+    /// The head of the report (printed on stderr at the start too): "corekv-bench <cmd>:
+    /// <servers>, <members>, <time>, <reps> rep(s), <machine>", the binaries and the data
+    /// dirs, why there is no etcd 3.5 (if so) and the command; the caller adds its own lines.
+    pub fn head(&self, cmd: &str, servers: &[Server], members: &str, reps: usize) -> String {
+        let mut head = String::new();
+        let _ = writeln!(
+            head,
+            "corekv-bench {cmd}: {}, {members}, {}, {reps} rep(s), {}",
+            servers
+                .iter()
+                .map(|s| s.label)
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.started,
+            self.machine
+        );
+        let _ = writeln!(head, "{}; data dirs on {}", self.binaries, self.data_dirs);
+        if let Some(why) = &self.without_etcd35 {
+            let _ = writeln!(
+                head,
+                "WITHOUT etcd 3.5: {why}; this run has no etcd 3.5 row (--etcd35-bin PATH gives one)"
+            );
+        }
+        let _ = writeln!(head, "command: {}", self.command);
+        head
+    }
+
+    /// The printed report up to its tables: a blank line, `head`, the load averages at the
+    /// start and `load_end`, and `total_s`, the reps' run time.
+    pub fn report(&self, head: &str, load_end: &str, total_s: f64) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t);
+        t.push_str(head);
+        let _ = writeln!(
+            t,
+            "load average (1/5/15 min): {} at the start, {load_end} at the end; \
+             {total_s:.0} s of reps\n",
+            self.load_start
+        );
+        t
+    }
+
+    /// Prints the JSON report: what this prologue found, the subcommand's `params`, the load
+    /// averages, the run time, `servers` (see `json_servers`), `samples` and `notes`.
+    pub fn print_json<P: Serialize, S: Serialize, X: Serialize>(
+        self,
+        params: P,
+        load_end: String,
+        total_s: f64,
+        servers: Vec<JsonServer<S>>,
+        samples: Vec<X>,
+        notes: Vec<String>,
+    ) {
+        let report = JsonReport {
+            command: self.command,
+            started: self.started,
+            machine: self.machine,
+            binaries: self.binaries,
+            data_dirs: self.data_dirs,
+            params,
+            load_average_start: self.load_start,
+            load_average_end: load_end,
+            total_s,
+            servers,
+            samples,
+            notes,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
+    }
+}
+
+/// One server in the JSON report: its label, its binary, the subcommand's `numbers` for it
+/// (their fields inline) and why it is n/a, if it is.
+#[derive(Serialize)]
+pub struct JsonServer<S> {
+    server: &'static str,
+    bin: String,
+    #[serde(flatten)]
+    numbers: S,
+    failure: Option<String>,
+}
+
+/// `servers` for the JSON report, with `numbers` of each.
+pub fn json_servers<S>(servers: &[Server], numbers: impl Fn(&Server) -> S) -> Vec<JsonServer<S>> {
+    servers
+        .iter()
+        .map(|s| JsonServer {
+            server: s.label,
+            bin: s.bin.display().to_string(),
+            numbers: numbers(s),
+            failure: s.failure.as_ref().map(|f| f.summary.clone()),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct JsonReport<P, S, X> {
+    command: String,
+    started: String,
+    machine: String,
+    binaries: String,
+    data_dirs: String,
+    #[serde(flatten)]
+    params: P,
+    load_average_start: String,
+    load_average_end: String,
+    total_s: f64,
+    servers: Vec<JsonServer<S>>,
+    samples: Vec<X>,
+    notes: Vec<String>,
+}
+
+/// "Notes:" and the notes, a "- " line each.
+pub fn write_notes(t: &mut String, notes: &[String]) {
+    let _ = writeln!(t, "\nNotes:");
+    for n in notes {
+        let _ = writeln!(t, "- {n}");
+    }
+}
+
+/// Each failed server's summary and its members' last log lines.
+pub fn write_failures(t: &mut String, servers: &[Server]) {
+    for s in servers {
+        if let Some(f) = &s.failure {
+            let _ = writeln!(t, "\n{} is n/a: {}", s.label, f.summary);
+            t.push_str(&f.logs);
+        }
+    }
+}
+
+/// "Server flags": the flags of member i of `members`, `extra` after them.
+pub fn write_server_flags(t: &mut String, members: usize, extra: &[String]) {
+    let _ = writeln!(
+        t,
+        "\nServer flags (every server; member i of {members}; nothing else, so each runs with its \
+         own defaults):"
+    );
+    let mut example = member_flags(
+        "m<i>",
+        Path::new("<temp dir>/m<i>"),
+        "<client port i>",
+        "<peer port i>",
+        &(0..members)
+            .map(|i| format!("m{i}=http://127.0.0.1:<peer port {i}>"))
+            .collect::<Vec<_>>()
+            .join(","),
+        "bench-<server>-<pid>",
+    );
+    example.extend(extra.iter().cloned());
+    let _ = writeln!(t, "  {}", example.join(" "));
+}
+
+/// Where etcd 3.5's defaults differ from 3.4's, if etcd 3.5 is one of `servers`.
+pub fn write_etcd35_defaults(t: &mut String, servers: &[Server]) {
+    if servers.iter().any(|s| s.label == ETCD35) {
+        let _ = writeln!(
+            t,
+            "  (defaults where etcd 3.5 differs from 3.4: --pre-vote true (3.4: false), \
+             --backend-bbolt-freelist-type map (3.4: array); logs as JSON (zap) by default)"
+        );
+    }
+}
+
 /// Text for a Markdown table cell.
 pub fn md(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " / ")
 }
 
-pub fn md_table(t: &mut String, header: &[String], rows: &[Vec<String>]) {
+pub fn md_table(t: &mut String, header: &[impl AsRef<str>], rows: &[Vec<String>]) {
+    let header: Vec<&str> = header.iter().map(AsRef::as_ref).collect();
     let _ = writeln!(t, "| {} |", header.join(" | "));
     let mut rule = String::from("|---|");
     for _ in 1..header.len() {
@@ -631,6 +1034,13 @@ mod tests {
         assert_eq!(rotated(&[0, 2], 0), vec![0, 2]);
         assert_eq!(rotated(&[0, 2], 1), vec![2, 0]);
         assert!(rotated(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

@@ -183,29 +183,41 @@ fn corekv_binary() -> std::path::PathBuf {
     server
 }
 
-/// compare and failover runs take turns: each loads the whole machine (and failover times).
+/// compare, failover and catchup runs take turns: each loads the whole machine (and failover
+/// and catchup time things).
 static COMPARE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `corekv-bench compare --no-progress ARGS` with this build's corekv and a temp data dir;
-/// it must succeed. Returns stdout (the report).
-fn compare(args: &[&std::ffi::OsStr]) -> String {
+/// Runs `corekv-bench CMD --corekv-bin <this build's corekv> --data-parent <temp dir> ARGS` in
+/// its turn (see COMPARE); it must succeed. Returns stdout (the report), and says on stderr
+/// how long it took.
+fn run_servers<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(cmd: &[&str], args: &[S]) -> String {
     let _turn = COMPARE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
+    let what = cmd.join(" ");
+    let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
-        .args(["compare", "--no-progress", "--corekv-bin"])
+        .args(cmd)
+        .arg("--corekv-bin")
         .arg(corekv_binary())
         .arg("--data-parent")
         .arg(dir.path())
         .args(args)
         .output()
-        .expect("running corekv-bench compare");
+        .unwrap_or_else(|e| panic!("running corekv-bench {what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "compare {args:?} failed: {}\n{stdout}",
+        "{what} {args:?} failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("{what} took {:.0} s", started.elapsed().as_secs_f64());
     stdout
+}
+
+/// Runs `corekv-bench compare --no-progress ARGS` with this build's corekv and a temp data dir;
+/// it must succeed. Returns stdout (the report).
+fn compare(args: &[&std::ffi::OsStr]) -> String {
+    run_servers(&["compare", "--no-progress"], args)
 }
 
 const WORKLOADS: [&str; 5] = [
@@ -386,26 +398,9 @@ fn compare_three_members_reports_corekv_numbers_or_why_not() {
 /// the first write.
 #[test]
 fn failover_one_rep_has_numbers_for_etcd_and_corekv() {
-    let _turn = COMPARE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
-        .args(["failover", "--reps", "1", "--no-etcd35", "--corekv-bin"])
-        .arg(corekv_binary())
-        .arg("--data-parent")
-        .arg(dir.path())
-        .args(["--start-timeout", "20s"])
-        .output()
-        .expect("running corekv-bench failover");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "failover failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!(
-        "failover --reps 1 took {:.0} s",
-        started.elapsed().as_secs_f64()
+    let stdout = run_servers(
+        &["failover", "--reps", "1", "--no-etcd35"],
+        &["--start-timeout", "20s"],
     );
     for (server, pre_vote) in [("etcd 3.4", "off"), ("corekv", "on")] {
         let rows = rows(&stdout, server);
@@ -434,4 +429,96 @@ fn failover_one_rep_has_numbers_for_etcd_and_corekv() {
             && stdout.contains("command: corekv-bench failover --reps 1 --no-etcd35"),
         "{stdout}"
     );
+}
+
+/// `catchup` with a tiny fill against Debian's etcd 3.4 and corekv (no etcd 3.5, so nothing is
+/// downloaded): each grows a 3-member cluster by one member under load, and the JSON report
+/// has the fill, the catch-up and the load's rates for both (no timing assertions).
+#[test]
+fn catchup_tiny_fill_has_numbers_for_etcd_and_corekv() {
+    let stdout = run_servers(
+        &["--json", "catchup", "--reps", "1", "--no-etcd35"],
+        &[
+            "--data-size",
+            "2MiB",
+            "--value-size",
+            "64KiB",
+            "--baseline",
+            "1s",
+            "--load-clients",
+            "4",
+            "--start-timeout",
+            "20s",
+            "--catchup-timeout",
+            "60s",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("catchup printed no JSON object ({e}): {stdout}"));
+    assert_eq!(report["members"], 3, "{report}");
+    assert_eq!(report["data_size"], 2 << 20, "{report}");
+    assert!(
+        report["command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("corekv-bench --json catchup --reps 1")),
+        "{report}"
+    );
+    let servers: Vec<&str> = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(servers, ["etcd 3.4", "corekv"], "{report}");
+    for s in report["servers"].as_array().unwrap() {
+        assert!(s["failure"].is_null(), "{s}");
+        assert_eq!(s["samples"], 1, "{s}");
+    }
+    let samples = report["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2, "{report}");
+    for x in samples {
+        let f = |k: &str| {
+            x[k].as_f64()
+                .unwrap_or_else(|| panic!("{k} is not a number in {x}"))
+        };
+        // 2 MiB in 64 KiB values.
+        assert_eq!((f("fill_puts"), f("fill_bytes")), (32.0, 2097152.0), "{x}");
+        for k in [
+            "fill_s",
+            "catchup_s",
+            "transfer_mb_s",
+            "transfer_mb_s_leader_db",
+            "baseline_puts_s",
+            "leader_db_size_at_add",
+            "new_member_db_size",
+            "new_member_data_dir_bytes",
+            "load_puts",
+        ] {
+            assert!(f(k).is_finite() && f(k) > 0.0, "{k} in {x}");
+        }
+        assert!(
+            f("catchup_puts_s") >= 0.0 && f("change_pct").is_finite(),
+            "{x}"
+        );
+        assert!(
+            f("new_member_revision") >= f("revision_at_add") && f("revision_at_add") > 32.0,
+            "{x}"
+        );
+        // name=peerURL for the 3 members and the new one.
+        let initial = x["initial_cluster"].as_str().unwrap();
+        assert_eq!(initial.split(',').count(), 4, "{x}");
+        assert!(initial.contains("new=http://127.0.0.1:"), "{x}");
+        let t = &x["timeline_s"];
+        let at = |k: &str| t[k].as_f64().unwrap();
+        assert!(
+            at("baseline_from") < at("added")
+                && at("added") <= at("started")
+                && at("started") <= at("caught_up")
+                && at("caught_up") < at("load_end"),
+            "{x}"
+        );
+        let windows = x["puts_per_100ms"].as_array().unwrap();
+        let sum: u64 = windows.iter().map(|w| w.as_u64().unwrap()).sum();
+        assert_eq!(sum as f64, f("load_puts"), "{x}");
+    }
 }
