@@ -364,3 +364,62 @@ fn a_follower_told_it_acknowledged_entries_it_does_not_have_stops_instead_of_pan
         "{why}"
     );
 }
+
+#[test]
+fn a_member_add_waits_until_every_voter_has_been_connected_for_the_health_interval() {
+    // Two started voters; this member (1) has no leader, so a change that passes etcd's
+    // checks ends in "no leader", and one that does not, in "unhealthy cluster".
+    let cfg = NodeConfig {
+        id: 1,
+        cluster_id: 7,
+        election_tick: 1000,
+        heartbeat_tick: 1,
+        request_timeout_ticks: 5,
+        health_interval_ticks: 10,
+        first_batch_id: 1,
+        first_lease_id: 1,
+        name: "toy".into(),
+        client_urls: vec![],
+        version: "3.4.0".into(),
+    };
+    let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2], vec![])));
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut state = ToyState::default();
+    for id in [1, 2] {
+        state.members.push(pb::Member {
+            id,
+            name: format!("m{id}"),
+            peer_ur_ls: vec![format!("http://10.0.0.{id}:2380")],
+            client_ur_ls: vec![format!("http://10.0.0.{id}:2379")],
+            is_learner: false,
+        });
+    }
+    let mut node = Node::new(cfg, log, state, &logger).unwrap();
+    let mut token = 0;
+    let mut add = |node: &mut Node<ToyState>| {
+        token += 1;
+        let req = Request::MemberAdd(super::message::MemberAdd {
+            request: pb::MemberAddRequest {
+                peer_ur_ls: vec!["http://10.0.0.3:2380".into()],
+                is_learner: false,
+            },
+            unix_time: 1,
+        });
+        node.submit(req, to(token));
+        let replies = settle(node);
+        match &replies[..] {
+            [(_, Err(s))] => s.message.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(add(&mut node), "etcdserver: unhealthy cluster");
+    node.peer_connected(2, true);
+    assert_eq!(add(&mut node), "etcdserver: unhealthy cluster");
+    for _ in 0..10 {
+        node.tick();
+        settle(&mut node);
+    }
+    assert_eq!(add(&mut node), "etcdserver: no leader", "checks passed");
+    node.peer_connected(2, false);
+    assert_eq!(add(&mut node), "etcdserver: unhealthy cluster");
+}
