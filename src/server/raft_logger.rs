@@ -22,6 +22,16 @@ impl slog::Drain for TracingDrain {
     type Err = slog::Never;
 
     fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        // raft-rs logs per message at debug level: format nothing the log would drop.
+        let level = match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::Level::ERROR,
+            slog::Level::Warning => tracing::Level::WARN,
+            slog::Level::Info => tracing::Level::INFO,
+            slog::Level::Debug | slog::Level::Trace => tracing::Level::DEBUG,
+        };
+        if level > tracing::level_filters::LevelFilter::current() {
+            return Ok(());
+        }
         let mut pairs = Pairs(String::new());
         let _ = slog::KV::serialize(&record.kv(), record, &mut pairs);
         let _ = slog::KV::serialize(values, record, &mut pairs);
