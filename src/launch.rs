@@ -435,14 +435,7 @@ async fn open_member(
                 db_path.display()
             ));
         }
-        dd.write_identity(&MemberIdentity {
-            name: cfg.flags.name.clone(),
-            member_id: cfg.member_id,
-            cluster_id: cfg.cluster_id,
-        })?;
-        let initial = Members::initial(&cfg.initial_cluster);
-        apply::bootstrap_backend(&db_path, &initial, &bootstrap)
-            .map_err(|e| format!("bootstrapping the backend {}: {e}", db_path.display()))?;
+        let initial = write_identity_and_members(&dd, &cfg, &bootstrap)?;
         let log = bootstrap_log(&initial, bootstrap.clone());
         let mut records = vec![wal_records::encode_snapshot(log.snapshot_metadata())];
         let entries = raft::Storage::entries(
@@ -484,14 +477,7 @@ async fn open_member(
             // A data dir from before corekv kept its identity and members: the flags give
             // them, once.
             None => {
-                dd.write_identity(&MemberIdentity {
-                    name: cfg.flags.name.clone(),
-                    member_id: cfg.member_id,
-                    cluster_id: cfg.cluster_id,
-                })?;
-                let initial = Members::initial(&cfg.initial_cluster);
-                apply::bootstrap_backend(&db_path, &initial, &bootstrap)
-                    .map_err(|e| format!("writing the members into {}: {e}", db_path.display()))?;
+                write_identity_and_members(&dd, &cfg, &bootstrap)?;
             }
         }
         wal_records::recover_raft_log(&recovery.records, bootstrap)
@@ -567,6 +553,29 @@ async fn open_member(
         joining,
     };
     Ok((node, wal, peers, recovered))
+}
+
+/// Records this member's identity (from the flags) and the initial members in the backend;
+/// returns those members.
+fn write_identity_and_members(
+    dd: &DataDir,
+    cfg: &Config,
+    conf_state: &raft::eraftpb::ConfState,
+) -> Result<Members, String> {
+    dd.write_identity(&MemberIdentity {
+        name: cfg.flags.name.clone(),
+        member_id: cfg.member_id,
+        cluster_id: cfg.cluster_id,
+    })?;
+    let initial = Members::initial(&cfg.initial_cluster);
+    let db_path = dd.db();
+    apply::bootstrap_backend(&db_path, &initial, conf_state).map_err(|e| {
+        format!(
+            "writing the members into the backend {}: {e}",
+            db_path.display()
+        )
+    })?;
+    Ok(initial)
 }
 
 /// The raft log of a new cluster, as etcd bootstraps one: a conf change adding each member

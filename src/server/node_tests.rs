@@ -8,9 +8,10 @@ use super::raft_log::RaftLog;
 use super::toy::ToyState;
 use crate::proto::etcdserverpb as pb;
 
-fn single_node() -> Node<ToyState> {
-    let cfg = NodeConfig {
-        id: 1,
+/// A member `id` of cluster 7 with the timings most tests use.
+fn toy_config(id: u64) -> NodeConfig {
+    NodeConfig {
+        id,
         cluster_id: 7,
         election_tick: 10,
         heartbeat_tick: 1,
@@ -21,7 +22,11 @@ fn single_node() -> Node<ToyState> {
         name: "toy".into(),
         client_urls: vec![],
         version: "3.4.0".into(),
-    };
+    }
+}
+
+fn single_node() -> Node<ToyState> {
+    let cfg = toy_config(1);
     let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1], vec![])));
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let mut node = Node::new(cfg, log, ToyState::default(), &logger).unwrap();
@@ -126,17 +131,8 @@ fn a_linearizable_read_sees_writes_acknowledged_before_it() {
 fn requests_time_out_when_raft_cannot_serve_them() {
     // A member of a 3-voter cluster whose peers never answer has no leader.
     let cfg = NodeConfig {
-        id: 1,
-        cluster_id: 7,
-        election_tick: 10,
-        heartbeat_tick: 1,
         request_timeout_ticks: 5,
-        health_interval_ticks: 100,
-        first_batch_id: 1,
-        first_lease_id: 1,
-        name: "toy".into(),
-        client_urls: vec![],
-        version: "3.4.0".into(),
+        ..toy_config(1)
     };
     let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![])));
     let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -267,17 +263,8 @@ fn seeded_crash_simulation_keeps_every_acknowledged_write() {
         let conf = raft::eraftpb::ConfState::from((vec![1], vec![]));
         let log = wal_records::recover_raft_log(&records, conf).unwrap();
         let cfg = NodeConfig {
-            id: 1,
-            cluster_id: 7,
-            election_tick: 10,
-            heartbeat_tick: 1,
-            request_timeout_ticks: 70,
-            health_interval_ticks: 100,
             first_batch_id: 1_000_000,
-            first_lease_id: 1,
-            name: "toy".into(),
-            client_urls: vec![],
-            version: "3.4.0".into(),
+            ..toy_config(1)
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = Node::new(cfg, log, ToyState::default(), &logger).unwrap();
@@ -334,19 +321,7 @@ fn an_answer_deferred_to_background_work_goes_out_when_that_work_ends() {
 fn a_follower_told_it_acknowledged_entries_it_does_not_have_stops_instead_of_panicking() {
     // A member of a 3-voter cluster whose data dir was wiped: the leader's heartbeat commits
     // up to what the member acknowledged before.
-    let cfg = NodeConfig {
-        id: 2,
-        cluster_id: 7,
-        election_tick: 10,
-        heartbeat_tick: 1,
-        request_timeout_ticks: 70,
-        health_interval_ticks: 100,
-        first_batch_id: 1,
-        first_lease_id: 1,
-        name: "toy".into(),
-        client_urls: vec![],
-        version: "3.4.0".into(),
-    };
+    let cfg = toy_config(2);
     let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2, 3], vec![])));
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let mut node = Node::new(cfg, log, ToyState::default(), &logger).unwrap();
@@ -370,17 +345,10 @@ fn a_member_add_waits_until_every_voter_has_been_connected_for_the_health_interv
     // Two started voters; this member (1) has no leader, so a change that passes etcd's
     // checks ends in "no leader", and one that does not, in "unhealthy cluster".
     let cfg = NodeConfig {
-        id: 1,
-        cluster_id: 7,
         election_tick: 1000,
-        heartbeat_tick: 1,
         request_timeout_ticks: 5,
         health_interval_ticks: 10,
-        first_batch_id: 1,
-        first_lease_id: 1,
-        name: "toy".into(),
-        client_urls: vec![],
-        version: "3.4.0".into(),
+        ..toy_config(1)
     };
     let log = RaftLog::new(raft::eraftpb::ConfState::from((vec![1, 2], vec![])));
     let logger = slog::Logger::root(slog::Discard, slog::o!());
