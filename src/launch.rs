@@ -28,6 +28,7 @@ use crate::server::node::{Node, NodeConfig};
 use crate::server::raft_log::RaftLog;
 use crate::server::wal_records;
 use crate::storage::Bucket;
+use crate::tls::{ClientTls, ServerTls};
 
 /// The etcd API level corekv implements, reported where etcd reports its version.
 pub const ETCD_API_VERSION: &str = "3.4.0";
@@ -51,6 +52,8 @@ pub enum StartError {
     Data(String),
     #[error("starting executors: {0}")]
     Executor(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Fails when something already listens on `addr`. glommio sets SO_REUSEPORT on every
@@ -112,11 +115,12 @@ fn proc_ip(hex: &str) -> Option<std::net::IpAddr> {
 
 /// Runs the member until the process is killed. Returns only on a start-up failure.
 pub fn run(cfg: Config) -> Result<(), StartError> {
-    for addr in cfg.client_addrs.iter().chain(&cfg.peer_addrs) {
-        probe_port(*addr)?;
+    for url in cfg.client_listen.iter().chain(&cfg.peer_listen) {
+        probe_port(url.addr)?;
     }
     std::fs::create_dir_all(cfg.data_dir.join("member"))
         .map_err(|e| StartError::Data(format!("creating {}: {e}", cfg.data_dir.display())))?;
+    let tls = crate::tls::member::resolve(&cfg).map_err(StartError::Tls)?;
 
     let metrics = Arc::new(Metrics::default());
     let net = NetShared {
@@ -130,7 +134,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             corekv: env!("CARGO_PKG_VERSION").into(),
         },
         metrics: metrics.clone(),
-        client_addrs: cfg.client_addrs.clone(),
+        client_listen: cfg.client_listen.iter().map(|u| (u.addr, u.tls)).collect(),
+        client_tls: tls.client.clone(),
     };
     // Executor 0 runs the consensus core beside its share of the network; the others reach
     // it over a pair of channels each.
@@ -158,7 +163,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         .name("net-0+consensus")
         .spin_before_park(spin)
         .spawn(move || async move {
-            let opened = open_member(&core_cfg, net0.metrics.clone()).await;
+            let peer_tls = (tls.peer_server, tls.peer_dial);
+            let opened = open_member(&core_cfg, net0.metrics.clone(), peer_tls).await;
             let (node, wal, peers, recovered) = match opened {
                 Ok(v) => v,
                 Err(e) => {
@@ -258,11 +264,14 @@ struct NetShared {
     limits: Limits,
     version: VersionInfo,
     metrics: Arc<Metrics>,
-    client_addrs: Vec<SocketAddr>,
+    /// The client listen addresses, and whether each is TLS.
+    client_listen: Vec<(SocketAddr, bool)>,
+    client_tls: Option<Arc<ServerTls>>,
 }
 
-/// A connection accepted on executor 0 for another executor, with its placement slot.
-type Handoff = (AcceptedTcpStream, OpenConnection);
+/// A connection accepted on executor 0 for another executor, with its placement slot and
+/// whether it came in on a TLS listener.
+type Handoff = (AcceptedTcpStream, OpenConnection, bool);
 
 /// What a network executor serves its connections with.
 fn conn_context(core: Rc<CoreClient>, net: NetShared) -> Rc<ConnContext> {
@@ -276,6 +285,7 @@ fn conn_context(core: Rc<CoreClient>, net: NetShared) -> Rc<ConnContext> {
             metrics: net.metrics,
         },
         version: net.version,
+        tls: net.client_tls,
     })
 }
 
@@ -293,7 +303,7 @@ async fn accept_and_place(
     }
     let handoffs = Rc::new(handoffs);
     let mut accepts = Vec::new();
-    for addr in net.client_addrs {
+    for (addr, tls) in net.client_listen {
         let listener = match listen(addr) {
             Ok(l) => l,
             Err(e) => {
@@ -308,11 +318,11 @@ async fn accept_and_place(
                     Ok(accepted) => {
                         let slot = placement.place();
                         match slot.executor() {
-                            0 => serve_accepted(accepted, slot, ctx.clone()),
+                            0 => serve_accepted(accepted, slot, tls, ctx.clone()),
                             e => {
                                 // A full channel only delays this accept loop; the
                                 // connection is queued in the kernel meanwhile.
-                                if handoffs[e - 1].send((accepted, slot)).await.is_err() {
+                                if handoffs[e - 1].send((accepted, slot, tls)).await.is_err() {
                                     tracing::warn!("network executor {e} is gone");
                                 }
                             }
@@ -335,15 +345,20 @@ async fn accept_and_place(
 /// Executors other than 0: serve the connections executor 0 placed here.
 async fn serve_handed_off(ctx: Rc<ConnContext>, conn_rx: shared_channel::SharedReceiver<Handoff>) {
     let conn_rx = conn_rx.connect().await;
-    while let Some((accepted, slot)) = conn_rx.recv().await {
-        serve_accepted(accepted, slot, ctx.clone());
+    while let Some((accepted, slot, tls)) = conn_rx.recv().await {
+        serve_accepted(accepted, slot, tls, ctx.clone());
     }
 }
 
-fn serve_accepted(accepted: AcceptedTcpStream, slot: OpenConnection, ctx: Rc<ConnContext>) {
+fn serve_accepted(
+    accepted: AcceptedTcpStream,
+    slot: OpenConnection,
+    tls: bool,
+    ctx: Rc<ConnContext>,
+) {
     let stream = accepted.bind_to_executor();
     glommio::spawn_local(async move {
-        conn::serve(stream, ctx).await;
+        conn::serve(stream, tls, ctx).await;
         drop(slot);
     })
     .detach();
@@ -368,6 +383,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn open_member(
     cfg: &Config,
     metrics: Arc<Metrics>,
+    (peer_server_tls, dial_tls): (Option<Arc<ServerTls>>, Option<Arc<ClientTls>>),
 ) -> Result<(Node<Applier>, wal::Wal, Peers, Option<(u64, wal::Position)>), String> {
     let dd = DataDir::new(&cfg.data_dir);
     let wal_dir = dd.wal();
@@ -396,7 +412,7 @@ async fn open_member(
     let mut cfg = cfg.clone();
     let mut joining = None;
     let mut log = if fresh && cfg.flags.initial_cluster_state == "existing" {
-        let info = join_cluster(&cfg)?;
+        let info = join_cluster(&cfg, dial_tls.as_deref())?;
         cfg.member_id = info.0;
         cfg.cluster_id = info.1.cluster_id;
         dd.write_identity(&MemberIdentity {
@@ -543,11 +559,13 @@ async fn open_member(
         node.campaign().map_err(|e| format!("raft: {e}"))?;
     }
     let mut listeners = Vec::new();
-    for addr in &cfg.peer_addrs {
-        listeners.push(listen(*addr).map_err(|e| format!("listen on {addr}: {e}"))?);
+    for url in &cfg.peer_listen {
+        let l = listen(url.addr).map_err(|e| format!("listen on {}: {e}", url.addr))?;
+        listeners.push((l, peer_server_tls.clone().filter(|_| url.tls)));
     }
     let peers = Peers {
         listeners,
+        dial_tls,
         snap_dir: dd.snap(),
         started_empty: fresh,
         joining,
@@ -620,7 +638,10 @@ fn bootstrap_log(initial: &Members, conf_state: raft::eraftpb::ConfState) -> Raf
 
 /// Asks the running cluster (the other members of --initial-cluster) for its members, and
 /// finds this one among them by its peer URLs: (its ID, the cluster's answer).
-fn join_cluster(cfg: &Config) -> Result<(u64, crate::proto::corekvpb::PeerClusterInfo), String> {
+fn join_cluster(
+    cfg: &Config,
+    tls: Option<&ClientTls>,
+) -> Result<(u64, crate::proto::corekvpb::PeerClusterInfo), String> {
     let mut mine = cfg.peer_urls.clone();
     mine.sort();
     let others: Vec<String> = cfg
@@ -636,7 +657,7 @@ fn join_cluster(cfg: &Config) -> Result<(u64, crate::proto::corekvpb::PeerCluste
                 .into(),
         );
     }
-    let info = crate::peer::probe::cluster_info(&others)
+    let info = crate::peer::probe::cluster_info(&others, tls)
         .map_err(|e| format!("cannot reach the existing cluster to join it: {e}"))?;
     let me = info.members.iter().find(|m| {
         let mut urls = m.peer_urls.clone();

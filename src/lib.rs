@@ -13,4 +13,5 @@ pub mod peer;
 pub mod proto;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod watch;

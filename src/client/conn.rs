@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,15 +47,28 @@ pub(super) async fn with_timeout<T>(
     .await
 }
 
-/// `host:port` from an endpoint given as `host:port`, `http://host:port` or with a trailing `/`.
-fn host_port(endpoint: &str) -> Result<&str, ClientError> {
-    if endpoint.starts_with("https://") || endpoint.starts_with("unixs://") {
+/// An endpoint (`host:port`, `http://host:port` or `https://host:port`, maybe with a
+/// trailing `/`): its `host:port`, and whether it is dialed with TLS.
+fn parse_endpoint(endpoint: &str, tls_configured: bool) -> Result<(&str, bool), ClientError> {
+    let (rest, tls) = if let Some(r) = endpoint.strip_prefix("https://") {
+        (r, true)
+    } else if let Some(r) = endpoint.strip_prefix("http://") {
+        (r, false)
+    } else if endpoint.starts_with("unix://") || endpoint.starts_with("unixs://") {
         return Err(ClientError::Transport(format!(
-            "{endpoint}: TLS endpoints are not supported by this client"
+            "{endpoint}: unix socket endpoints are not supported by this client"
         )));
-    }
-    let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
-    Ok(rest.trim_end_matches('/'))
+    } else {
+        (endpoint, tls_configured)
+    };
+    Ok((rest.trim_end_matches('/'), tls))
+}
+
+/// The TLS configuration for an https:// endpoint when none was given: the system's roots.
+fn default_tls() -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    crate::tls::client_config(&crate::tls::TlsSettings::default(), &[b"h2"])
+        .map(Arc::new)
+        .map_err(ClientError::Transport)
 }
 
 /// Cancels a task when dropped, unless disarmed.
@@ -74,11 +88,67 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
-    let hp = host_port(endpoint)?;
+/// Starts HTTP/2 on `io` and proves the server speaks it (a ping); the request sender and
+/// a flag the connection task sets when the connection ends.
+async fn start_h2<S>(
+    io: S,
+    addr: SocketAddr,
+) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), ClientError>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let (send, mut conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .max_header_list_size(64 << 10)
+        .max_send_buffer_size(1 << 20)
+        .handshake::<_, Bytes>(io.compat())
+        .await
+        .map_err(|e| ClientError::Transport(format!("http2 handshake with {addr}: {e}")))?;
+    // The handshake only sends our preface; a ping proves the peer speaks HTTP/2.
+    let mut ping = conn
+        .ping_pong()
+        .expect("a fresh connection has its ping-pong");
+    let closed = Rc::new(Cell::new(false));
+    let flag = closed.clone();
+    let driver = glommio::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("client connection ended: {e}");
+        }
+        flag.set(true);
+    })
+    .detach();
+    // Until the ping is answered, giving up (error or timeout) closes the connection.
+    let guard = CancelOnDrop(Some(driver));
+    ping.ping(h2::Ping::opaque())
+        .await
+        .map_err(|e| ClientError::Transport(format!("http2 ping to {addr}: {e}")))?;
+    guard.disarm();
+    Ok((send, closed))
+}
+
+async fn dial(
+    endpoint: &str,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Live, ClientError> {
+    let (hp, use_tls) = parse_endpoint(endpoint, tls.is_some())?;
     let authority: Authority = hp
         .parse()
         .map_err(|e| ClientError::Transport(format!("bad endpoint {endpoint:?}: {e}")))?;
+    let tls = match (use_tls, tls) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t.clone()),
+        (true, None) => Some(default_tls()?),
+    };
+    let server_name = match &tls {
+        Some(_) => Some(
+            crate::tls::server_name(authority.host())
+                .map_err(|e| ClientError::Transport(format!("bad endpoint {endpoint:?}: {e}")))?,
+        ),
+        None => None,
+    };
     let addrs: Vec<SocketAddr> = hp
         .to_socket_addrs()
         .map_err(|e| ClientError::Transport(format!("dial tcp {hp}: {e}")))?
@@ -94,35 +164,18 @@ async fn dial(endpoint: &str, timeout: Duration) -> Result<Live, ClientError> {
             }
             .map_err(|e| ClientError::Transport(format!("dial tcp {addr}: {e}")))?;
             let _ = tcp.set_nodelay(true);
-            let (send, mut conn) = h2::client::Builder::new()
-                .initial_window_size(1 << 20)
-                .initial_connection_window_size(16 << 20)
-                .max_frame_size(1 << 20)
-                .max_header_list_size(64 << 10)
-                .max_send_buffer_size(1 << 20)
-                .handshake::<_, Bytes>(tcp.compat())
-                .await
-                .map_err(|e| ClientError::Transport(format!("http2 handshake with {addr}: {e}")))?;
-            // The handshake only sends our preface; a ping proves the peer speaks HTTP/2.
-            let mut ping = conn
-                .ping_pong()
-                .expect("a fresh connection has its ping-pong");
-            let closed = Rc::new(Cell::new(false));
-            let flag = closed.clone();
-            let driver = glommio::spawn_local(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("client connection ended: {e}");
+            match (&tls, &server_name) {
+                (Some(config), Some(name)) => {
+                    let s = futures_rustls::TlsConnector::from(config.clone())
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| {
+                            ClientError::Transport(format!("tls handshake with {addr}: {e}"))
+                        })?;
+                    start_h2(s, addr).await
                 }
-                flag.set(true);
-            })
-            .detach();
-            // Until the ping is answered, giving up (error or timeout) closes the connection.
-            let guard = CancelOnDrop(Some(driver));
-            ping.ping(h2::Ping::opaque())
-                .await
-                .map_err(|e| ClientError::Transport(format!("http2 ping to {addr}: {e}")))?;
-            guard.disarm();
-            Ok((send, closed))
+                _ => start_h2(tcp, addr).await,
+            }
         };
         let attempt = if timeout.is_zero() {
             futures_lite::future::FutureExt::boxed_local(attempt)
@@ -176,7 +229,7 @@ impl Connection {
         }
         let mut last = None;
         for ep in &self.opts.endpoints {
-            match dial(ep, self.opts.dial_timeout).await {
+            match dial(ep, self.opts.dial_timeout, self.opts.tls.as_ref()).await {
                 Ok(live) => {
                     *self.live.borrow_mut() = Some(live);
                     return Ok(());
@@ -281,15 +334,24 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::parse_endpoint;
 
     #[test]
     fn endpoints_parse_like_etcdctl() {
-        assert_eq!(host_port("127.0.0.1:2379").unwrap(), "127.0.0.1:2379");
         assert_eq!(
-            host_port("http://localhost:2379/").unwrap(),
-            "localhost:2379"
+            parse_endpoint("127.0.0.1:2379", false).unwrap(),
+            ("127.0.0.1:2379", false)
         );
-        assert!(host_port("https://x:1").is_err());
+        // Without a scheme, TLS when it is configured; a scheme decides by itself.
+        assert_eq!(
+            parse_endpoint("127.0.0.1:2379", true).unwrap(),
+            ("127.0.0.1:2379", true)
+        );
+        assert_eq!(
+            parse_endpoint("http://localhost:2379/", true).unwrap(),
+            ("localhost:2379", false)
+        );
+        assert_eq!(parse_endpoint("https://x:1", false).unwrap(), ("x:1", true));
+        assert!(parse_endpoint("unixs://x:1", false).is_err());
     }
 }

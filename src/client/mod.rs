@@ -75,6 +75,10 @@ pub struct ClientOptions {
     pub dial_timeout: Duration,
     /// Limit for each unary call.
     pub command_timeout: Duration,
+    /// TLS for https:// endpoints, and for endpoints given without a scheme (as etcd's
+    /// client: http:// is always plaintext). None: https:// endpoints are checked against
+    /// the system's roots.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ClientOptions {
@@ -84,6 +88,7 @@ impl ClientOptions {
             endpoints,
             dial_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }

@@ -323,7 +323,9 @@ async fn endpoints(g: &Global, cluster: bool) -> Result<Vec<String>, CtlError> {
 
 /// A client for one endpoint; a dial failure reads as etcdctl's deadline error.
 async fn dial_one(g: &Global, ep: &str) -> Result<Client, ClientError> {
-    let opts = g.options_for(vec![ep.to_string()]);
+    let opts = g
+        .options_for(vec![ep.to_string()])
+        .map_err(|e| ClientError::Transport(e.msg.unwrap_or_default()))?;
     Client::connect(opts.clone()).await.map_err(|e| {
         dial_warning(&opts.endpoints, &e);
         ClientError::Timeout
@@ -510,7 +512,7 @@ pub async fn move_leader(g: &Global, a: MoveLeaderArgs) -> Result<(), CtlError> 
     let printer = g.printer()?;
     let mut leader = None;
     for ep in &g.endpoints {
-        let client = connect_with(g.options_for(vec![ep.clone()])).await?;
+        let client = connect_with(g.options_for(vec![ep.clone()])?).await?;
         let st = client.status().await.map_err(CtlError::rpc)?;
         let me = st.header.as_ref().map_or(0, |h| h.member_id);
         if me == st.leader {

@@ -119,6 +119,15 @@ pub fn apply(g: &mut Global, m: &ArgMatches, watch: bool) -> EnvReport {
             "command-timeout" => {
                 g.command_timeout = parse_duration(&val).unwrap_or(g.command_timeout)
             }
+            "cert" => g.cert = Some(val.into()),
+            "key" => g.key = Some(val.into()),
+            "cacert" => g.cacert = Some(val.into()),
+            "insecure-transport" => {
+                g.insecure_transport = parse_bool(&val).unwrap_or(g.insecure_transport)
+            }
+            "insecure-skip-tls-verify" => {
+                g.insecure_skip_tls_verify = parse_bool(&val).unwrap_or(g.insecure_skip_tls_verify)
+            }
             _ => {}
         }
     }

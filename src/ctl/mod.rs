@@ -89,9 +89,24 @@ pub struct Global {
     /// keepalive timeout for client connections (accepted for etcdctl compatibility)
     #[arg(long, global = true, hide = true, value_parser = gofmt::parse_duration)]
     pub keepalive_timeout: Option<Duration>,
-    /// disable transport security (the only transport this client has)
-    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    pub insecure_transport: Option<bool>,
+    /// disable transport security for client connections
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true",
+          default_value = "true", action = clap::ArgAction::Set)]
+    pub insecure_transport: bool,
+    /// skip server certificate verification (CAUTION: this option should be enabled only for
+    /// testing purposes)
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", action = clap::ArgAction::Set)]
+    pub insecure_skip_tls_verify: bool,
+    /// identify secure client using this TLS certificate file
+    #[arg(long, global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// identify secure client using this TLS key file
+    #[arg(long, global = true)]
+    pub key: Option<std::path::PathBuf>,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(long, global = true)]
+    pub cacert: Option<std::path::PathBuf>,
     /// What the `ETCDCTL_*` environment said, reported once the command reads its config.
     #[arg(skip)]
     pub env: env::EnvReport,
@@ -100,16 +115,37 @@ pub struct Global {
 }
 
 impl Global {
-    pub fn client_options(&self) -> ClientOptions {
+    pub fn client_options(&self) -> Result<ClientOptions, CtlError> {
         self.options_for(self.endpoints.clone())
     }
 
-    pub fn options_for(&self, endpoints: Vec<String>) -> ClientOptions {
-        ClientOptions {
+    pub fn options_for(&self, endpoints: Vec<String>) -> Result<ClientOptions, CtlError> {
+        Ok(ClientOptions {
             endpoints: endpoints.iter().map(|e| e.trim().to_string()).collect(),
             dial_timeout: self.dial_timeout,
             command_timeout: self.command_timeout,
+            tls: self.tls()?,
+        })
+    }
+
+    /// TLS as etcdctl sets it up: with a certificate, key or CA given, or transport security
+    /// asked for; https:// endpoints get TLS either way (see [`ClientOptions::tls`]).
+    fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, CtlError> {
+        let files = self.cert.is_some() || self.key.is_some() || self.cacert.is_some();
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if !files && self.insecure_transport && !(https && self.insecure_skip_tls_verify) {
+            return Ok(None);
         }
+        let settings = crate::tls::TlsSettings {
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            trusted_ca_file: self.cacert.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+            ..Default::default()
+        };
+        crate::tls::client_config(&settings, &[b"h2"])
+            .map(|c| Some(std::sync::Arc::new(c)))
+            .map_err(|e| CtlError::new(EXIT_BAD_ARGS, e))
     }
 
     /// Reports the environment's warnings (once); a conflicting variable ends the command.
@@ -189,7 +225,7 @@ pub enum Cmd {
 /// whose first call then runs into its deadline), after a line saying what really happened.
 pub async fn connect(g: &Global) -> Result<Client, CtlError> {
     g.check_env()?;
-    connect_with(g.client_options()).await
+    connect_with(g.client_options()?).await
 }
 
 pub async fn connect_with(opts: ClientOptions) -> Result<Client, CtlError> {

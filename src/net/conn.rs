@@ -1,8 +1,11 @@
 //! One client connection: sniff the protocol, then serve gRPC over HTTP/2 or HTTP/1.1.
 
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -15,16 +18,29 @@ use crate::api::{self, Api, Route};
 /// The HTTP/2 connection preface every gRPC client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Time from accept until the connection's protocol is known (a TLS handshake included): a
+/// client that sends nothing, garbage, or stalls its handshake holds a connection no longer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a network executor needs to serve connections.
 pub struct ConnContext {
     pub api: Api,
     pub version: http1::VersionInfo,
+    /// For connections accepted on https:// client URLs.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 enum Protocol {
     Http2,
     Http1,
     Garbage,
+}
+
+/// A connection whose protocol is known.
+enum Opened {
+    Plain(TcpStream, Protocol),
+    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>, Protocol),
+    Refused(String),
 }
 
 async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
@@ -50,18 +66,84 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
     }
 }
 
-/// Serves a client connection until it closes. Errors end this connection only.
-pub async fn serve(stream: TcpStream, ctx: Rc<ConnContext>) {
+/// What Go's HTTPS server answers a plaintext HTTP/1 request with (and so etcd).
+const PLAINTEXT_ON_TLS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// The TLS handshake on a connection to an https:// URL; ALPN decides the protocol.
+async fn open_tls(stream: TcpStream, ctx: &ConnContext) -> Opened {
+    let mut head = [0u8; 5];
+    let n = match stream.peek(&mut head).await {
+        Ok(0) | Err(_) => return Opened::Refused("closed before its TLS handshake".into()),
+        Ok(n) => n,
+    };
+    // 0x16: a TLS handshake record.
+    if head[0] != 0x16 {
+        let mut stream = stream;
+        if [&b"GET /"[..], b"HEAD ", b"POST ", b"PUT /", b"OPTIO"].contains(&&head[..n]) {
+            let _ = stream.write_all(PLAINTEXT_ON_TLS).await;
+        }
+        return Opened::Refused("plaintext on a TLS port".into());
+    }
+    let tls = ctx
+        .tls
+        .as_ref()
+        .expect("a TLS listener has its TLS configuration");
+    match futures_rustls::TlsAcceptor::from(tls.current())
+        .accept(stream)
+        .await
+    {
+        Ok(s) => {
+            let protocol = match s.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            Opened::Tls(Box::new(s), protocol)
+        }
+        Err(e) => Opened::Refused(format!("TLS handshake: {e}")),
+    }
+}
+
+async fn open(stream: TcpStream, tls: bool, ctx: &ConnContext) -> Opened {
+    if tls {
+        return open_tls(stream, ctx).await;
+    }
+    match sniff(&stream).await {
+        Ok(p) => Opened::Plain(stream, p),
+        Err(e) => Opened::Refused(e.to_string()),
+    }
+}
+
+/// Serves a client connection until it closes; `tls` when it came in on an https:// URL.
+/// Errors end this connection only.
+pub async fn serve(stream: TcpStream, tls: bool, ctx: Rc<ConnContext>) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let metrics = ctx.api.metrics.clone();
     metrics
         .connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match sniff(&stream).await {
-        Ok(Protocol::Http2) => serve_h2(stream, ctx).await,
-        Ok(Protocol::Http1) => http1::serve(stream, &ctx).await,
-        Ok(Protocol::Garbage) | Err(_) => {
+    let opened = futures_lite::future::or(open(stream, tls, &ctx), async {
+        glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+        Opened::Refused("no handshake within the time allowed".into())
+    })
+    .await;
+    match opened {
+        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx).await,
+        Opened::Plain(s, Protocol::Http1) => http1::serve(s, &ctx).await,
+        Opened::Tls(s, Protocol::Http2) => serve_h2(s, ctx).await,
+        Opened::Tls(s, Protocol::Http1) => http1::serve(s, &ctx).await,
+        Opened::Plain(_, Protocol::Garbage) | Opened::Tls(_, Protocol::Garbage) => {
             tracing::debug!("closing a connection that speaks neither HTTP/2 nor HTTP/1.1");
+        }
+        Opened::Refused(why) => {
+            // etcd logs refused TLS connections the same way.
+            let from = peer.map_or_else(|| "?".into(), |p| p.to_string());
+            if tls {
+                tracing::warn!("rejected connection from {from}: {why}");
+            } else {
+                tracing::debug!("closed a connection from {from}: {why}");
+            }
         }
     }
     metrics
@@ -69,7 +151,10 @@ pub async fn serve(stream: TcpStream, ctx: Rc<ConnContext>) {
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn serve_h2(stream: TcpStream, ctx: Rc<ConnContext>) {
+async fn serve_h2<S>(stream: S, ctx: Rc<ConnContext>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(10_000)
@@ -87,7 +172,7 @@ async fn serve_h2(stream: TcpStream, ctx: Rc<ConnContext>) {
     };
     // accept() also drives the connection's I/O, so it is polled until the peer leaves.
     while let Some(next) = conn.accept().await {
-        let (request, respond) = match next {
+        let (request, mut respond) = match next {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!("HTTP/2 connection error: {e}");
@@ -97,7 +182,22 @@ async fn serve_h2(stream: TcpStream, ctx: Rc<ConnContext>) {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
             let path = request.uri().path().to_owned();
-            serve_stream(&ctx, &path, request.into_body(), respond).await;
+            // gRPC is always POST; anything else is for the HTTP endpoints (curl over https
+            // negotiates HTTP/2 for /health too).
+            if request.method() == http::Method::POST {
+                serve_stream(&ctx, &path, request.into_body(), respond).await;
+            } else {
+                let method = request.method().as_str().to_owned();
+                let (status, ctype, body) = http1::route(&ctx, &method, &path).await;
+                let head = http::Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, ctype)
+                    .body(())
+                    .expect("a status and a content type make a response");
+                if let Ok(mut send) = respond.send_response(head, body.is_empty()) {
+                    let _ = send.send_data(body, true);
+                }
+            }
         })
         .detach();
     }

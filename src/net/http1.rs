@@ -3,8 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::conn::ConnContext;
 use crate::proto::etcdserverpb as pb;
@@ -23,7 +22,7 @@ pub struct VersionInfo {
 const MAX_HEAD: usize = 16 << 10;
 
 /// Serves HTTP/1.1 requests on the connection until it closes or sends something malformed.
-pub async fn serve(mut stream: TcpStream, ctx: &ConnContext) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnContext) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -68,7 +67,8 @@ pub async fn serve(mut stream: TcpStream, ctx: &ConnContext) {
     }
 }
 
-async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'static str, Bytes) {
+/// The answer to one request for the HTTP endpoints (over HTTP/1.1 or HTTP/2).
+pub async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'static str, Bytes) {
     if method != "GET" && method != "HEAD" {
         return (
             405,
@@ -119,8 +119,8 @@ async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'static st
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     ctype: &str,
     body: &[u8],

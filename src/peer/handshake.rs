@@ -1,7 +1,6 @@
 //! Who may talk to this member: the checks both sides of a new peer connection make.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 
 use crate::proto::corekvpb::{MemberRecord, PeerHello, PeerHelloReply};
 
@@ -11,7 +10,8 @@ pub const PROTOCOL: u32 = 1;
 /// A member as the transport needs to know it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
-    pub addrs: Vec<SocketAddr>,
+    /// Its peer URLs (an https:// one is dialed with TLS).
+    pub urls: Vec<crate::config::Url>,
     /// It has started and published its attributes (so it cannot be new and empty again).
     pub published: bool,
 }
@@ -146,7 +146,7 @@ mod tests {
         v.members.insert(
             2,
             PeerInfo {
-                addrs: vec![],
+                urls: vec![],
                 published: true,
             },
         );

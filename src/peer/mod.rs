@@ -15,22 +15,25 @@ pub mod snapshot;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_lite::io::BufReader;
+use futures_lite::AsyncWriteExt as _;
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::Message;
 
+use crate::config::Url;
 use crate::proto::corekvpb::{
     peer_frame, ForwardReply, ForwardRequest, PeerBatch, PeerClusterInfo, PeerFrame, PeerHello,
     PeerStream,
 };
 use crate::server::datadir::ReceivedSnapshot;
 use crate::server::node::Forward;
+use crate::tls::{ClientTls, ServerTls, Stream, TlsSettings};
 use frame::FrameError;
 pub use handshake::{PeerInfo, PeerView, Refusal};
 
@@ -168,29 +171,42 @@ pub struct Transport {
     inbox: Rc<dyn PeerInbox>,
     /// Where received snapshots are written.
     snap_dir: PathBuf,
+    /// How https:// peers are dialed: with this member's peer certificate when it has one
+    /// (built at start, so a bad file stops the member), else on first need with the system's
+    /// roots.
+    dial_tls: RefCell<Option<Arc<ClientTls>>>,
 }
 
 impl Transport {
-    pub fn new(view: PeerView, snap_dir: PathBuf, inbox: Rc<dyn PeerInbox>) -> Rc<Transport> {
+    pub fn new(
+        view: PeerView,
+        snap_dir: PathBuf,
+        inbox: Rc<dyn PeerInbox>,
+        dial_tls: Option<Arc<ClientTls>>,
+    ) -> Rc<Transport> {
         let t = Rc::new(Transport {
             view: RefCell::new(PeerView::default()),
             links: RefCell::new(HashMap::new()),
             inbox,
             snap_dir,
+            dial_tls: RefCell::new(dial_tls),
         });
         t.set_view(view);
         t
     }
 
-    /// Serves peers dialing in on `listener` (until the process ends).
-    pub fn listen(self: &Rc<Self>, listener: TcpListener) {
+    /// Serves peers dialing in on `listener` (until the process ends); with TLS when the
+    /// listen URL is https://.
+    pub fn listen(self: &Rc<Self>, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
         let t = self.clone();
         glommio::spawn_local(async move {
             loop {
                 match listener.accept().await {
                     Ok(stream) => {
                         let t = t.clone();
-                        glommio::spawn_local(async move { t.serve_inbound(stream).await }).detach();
+                        let tls = tls.clone();
+                        glommio::spawn_local(async move { t.serve_inbound(stream, tls).await })
+                            .detach();
                     }
                     Err(e) => {
                         tracing::warn!("accepting a peer connection failed: {e}");
@@ -294,14 +310,14 @@ impl Transport {
     }
 
     /// Connects to member `to` and completes the handshake for `stream`.
-    async fn dial(&self, to: u64, stream: PeerStream) -> Result<TcpStream, String> {
-        let addrs = match self.view.borrow().members.get(&to) {
-            Some(info) => info.addrs.clone(),
+    async fn dial(&self, to: u64, stream: PeerStream) -> Result<Stream, String> {
+        let urls = match self.view.borrow().members.get(&to) {
+            Some(info) => info.urls.clone(),
             None => return Err(format!("member {to:x} is not a member")),
         };
         let mut last = format!("member {to:x} has no peer URL");
-        for addr in addrs {
-            match self.dial_addr(to, addr, stream).await {
+        for url in &urls {
+            match self.dial_url(to, url, stream).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = e,
             }
@@ -309,19 +325,34 @@ impl Transport {
         Err(last)
     }
 
-    async fn dial_addr(
-        &self,
-        to: u64,
-        addr: SocketAddr,
-        stream: PeerStream,
-    ) -> Result<TcpStream, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("member {to:x} at {addr}: {e}");
-        let mut s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+    /// The TLS configuration for dialing https:// peers.
+    fn dial_tls(&self) -> Result<Arc<ClientTls>, String> {
+        let mut slot = self.dial_tls.borrow_mut();
+        if let Some(t) = &*slot {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(ClientTls::client(TlsSettings::default(), "peer TLS", &[])?);
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    async fn dial_url(&self, to: u64, url: &Url, stream: PeerStream) -> Result<Stream, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("member {to:x} at {}: {e}", url.url);
+        let tcp = TcpStream::connect_timeout(url.addr, CONNECT_TIMEOUT)
             .await
             .map_err(|e| fail(&e))?;
-        let _ = s.set_nodelay(true);
-        let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
-        let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
+        let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let mut s = if url.tls {
+            let tls = self.dial_tls().map_err(|e| fail(&e))?;
+            let name = crate::tls::server_name(&url.host).map_err(|e| fail(&e))?;
+            Stream::connect(tcp, &tls, name)
+                .await
+                .map_err(|e| fail(&format!("TLS handshake: {e}")))?
+        } else {
+            Stream::Plain(tcp)
+        };
         let hello = {
             let v = self.view.borrow();
             PeerHello {
@@ -340,9 +371,8 @@ impl Transport {
             },
             &mut first,
         );
-        futures_lite::AsyncWriteExt::write_all(&mut s, &first)
-            .await
-            .map_err(|e| fail(&e))?;
+        s.write_all(&first).await.map_err(|e| fail(&e))?;
+        s.flush().await.map_err(|e| fail(&e))?;
         let reply = match frame::read(&mut s).await.map_err(|e| fail(&e))? {
             PeerFrame {
                 body: Some(peer_frame::Body::HelloReply(r)),
@@ -395,7 +425,12 @@ impl Transport {
                     },
                     &mut buf,
                 );
-                if let Err(e) = futures_lite::AsyncWriteExt::write_all(&mut stream, &buf).await {
+                // A TLS stream may hold the frame's last record until flushed.
+                let written = match stream.write_all(&buf).await {
+                    Ok(()) => stream.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     link.log_once(
                         true,
                         format!("lost the connection to member {:x}: {e}", link.id),
@@ -410,13 +445,23 @@ impl Transport {
     }
 
     /// A connection a peer dialed: handshake, then its messages or its snapshot.
-    async fn serve_inbound(self: Rc<Self>, mut stream: TcpStream) {
-        let peer = stream
+    async fn serve_inbound(self: Rc<Self>, tcp: TcpStream, tls: Option<Arc<ServerTls>>) {
+        let peer = tcp
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
+        let mut stream = match tls {
+            Some(tls) => match Stream::accept(tcp, &tls).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("refused a peer connection from {peer}: TLS handshake: {e}");
+                    return;
+                }
+            },
+            None => Stream::Plain(tcp),
+        };
         let hello = match read_hello(&mut stream).await {
             Ok(h) => h,
             Err(e) => {
@@ -489,7 +534,7 @@ impl Transport {
         }
     }
 
-    async fn receive_messages(&self, from: u64, stream: TcpStream) -> Result<(), FrameError> {
+    async fn receive_messages(&self, from: u64, stream: Stream) -> Result<(), FrameError> {
         let me = self.view.borrow().member_id;
         let mut r = BufReader::with_capacity(256 << 10, stream);
         loop {
@@ -534,7 +579,7 @@ impl Transport {
     }
 }
 
-async fn read_hello(stream: &mut TcpStream) -> Result<PeerHello, FrameError> {
+async fn read_hello(stream: &mut Stream) -> Result<PeerHello, FrameError> {
     frame::read_preamble(stream).await?;
     match frame::read(stream).await?.body {
         Some(peer_frame::Body::Hello(h)) => Ok(h),

@@ -3,7 +3,7 @@
 //! endpoint the same): one short connection per peer URL, at start, before the member runs.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -11,14 +11,16 @@ use prost::Message as _;
 use super::frame::{self, MAX_FRAME, PREAMBLE};
 use super::handshake::PROTOCOL;
 use crate::proto::corekvpb::{peer_frame, PeerClusterInfo, PeerFrame, PeerHello, PeerStream};
+use crate::tls::{ClientTls, TlsSettings};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The first answer from any of `urls` (http://host:port peer URLs).
-pub fn cluster_info(urls: &[String]) -> Result<PeerClusterInfo, String> {
+/// The first answer from any of `urls` (peer URLs; an https:// one is dialed with `tls`, or
+/// with the system's roots when this member has no peer TLS).
+pub fn cluster_info(urls: &[String], tls: Option<&ClientTls>) -> Result<PeerClusterInfo, String> {
     let mut errors = Vec::new();
     for url in urls {
-        match ask(url) {
+        match ask(url, tls) {
             Ok(info) => return Ok(info),
             Err(e) => errors.push(format!("{url}: {e}")),
         }
@@ -26,21 +28,29 @@ pub fn cluster_info(urls: &[String]) -> Result<PeerClusterInfo, String> {
     Err(errors.join("; "))
 }
 
-fn ask(url: &str) -> Result<PeerClusterInfo, String> {
-    let hostport = url
-        .strip_prefix("http://")
-        .ok_or("not an http:// URL")?
-        .trim_end_matches('/');
-    let addr = hostport
-        .to_socket_addrs()
+fn ask(url: &str, tls: Option<&ClientTls>) -> Result<PeerClusterInfo, String> {
+    let url = crate::config::parse_urls("peer URL", url)
         .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("does not resolve")?;
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT))
+        .remove(0);
+    let tcp = TcpStream::connect_timeout(&url.addr, TIMEOUT).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT))
+    tcp.set_write_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
+    if !url.tls {
+        return exchange(tcp);
+    }
+    let config = match tls {
+        Some(t) => t.current(),
+        None => ClientTls::client(TlsSettings::default(), "peer TLS", &[])?.current(),
+    };
+    let name = crate::tls::server_name(&url.host)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    exchange(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// The probe's hello and the cluster's answer.
+fn exchange<S: Read + Write>(mut s: S) -> Result<PeerClusterInfo, String> {
     let mut out = PREAMBLE.to_vec();
     let hello = PeerHello {
         protocol: PROTOCOL,
@@ -53,7 +63,9 @@ fn ask(url: &str) -> Result<PeerClusterInfo, String> {
         },
         &mut out,
     );
-    s.write_all(&out).map_err(|e| e.to_string())?;
+    s.write_all(&out)
+        .and_then(|_| s.flush())
+        .map_err(|e| e.to_string())?;
     match read(&mut s)?.body {
         Some(peer_frame::Body::HelloReply(r)) if r.accepted => {}
         Some(peer_frame::Body::HelloReply(r)) => return Err(format!("refused: {}", r.refusal)),
@@ -65,7 +77,7 @@ fn ask(url: &str) -> Result<PeerClusterInfo, String> {
     }
 }
 
-fn read(s: &mut TcpStream) -> Result<PeerFrame, String> {
+fn read<S: Read>(s: &mut S) -> Result<PeerFrame, String> {
     let mut head = [0u8; 8];
     s.read_exact(&mut head).map_err(|e| e.to_string())?;
     let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;

@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use futures_lite::io::BufReader;
-use glommio::net::TcpStream;
+use futures_lite::AsyncWriteExt as _;
+
+use crate::tls::Stream;
 use raft::eraftpb::{Message, MessageType};
 
 use super::frame::{self, FrameError};
@@ -27,7 +29,7 @@ fn frame_of(body: peer_frame::Body) -> PeerFrame {
 
 /// Sends `data` with its MsgSnapshot and waits for the follower's verdict; the byte count.
 pub async fn send(
-    mut stream: TcpStream,
+    mut stream: Stream,
     msg: &Message,
     data: crate::storage::Snapshot,
 ) -> Result<u64, String> {
@@ -87,9 +89,7 @@ pub async fn send(
             })),
             &mut buf,
         );
-        futures_lite::AsyncWriteExt::write_all(&mut stream, &buf)
-            .await
-            .map_err(io)?;
+        stream.write_all(&buf).await.map_err(io)?;
         offset += len;
     }
     let end = SnapshotEnd {
@@ -115,7 +115,7 @@ pub async fn send(
 
 /// Receives one snapshot from member `from`; answers the sender either way.
 pub async fn receive(
-    stream: TcpStream,
+    stream: Stream,
     from: u64,
     me: u64,
     snap_dir: &Path,
@@ -138,7 +138,7 @@ pub async fn receive(
 }
 
 async fn receive_file(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Stream>,
     from: u64,
     me: u64,
     snap_dir: &Path,

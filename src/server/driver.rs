@@ -147,7 +147,10 @@ pub trait DurableStateMachine:
 
 /// The consensus core's side of the peer port.
 pub struct Peers {
-    pub listeners: Vec<TcpListener>,
+    /// The peer listeners, each with its TLS when its URL is https://.
+    pub listeners: Vec<(TcpListener, Option<Arc<crate::tls::ServerTls>>)>,
+    /// How this member dials https:// peers (None: no peer TLS configured).
+    pub dial_tls: Option<Arc<crate::tls::ClientTls>>,
     pub snap_dir: std::path::PathBuf,
     /// The data dir was empty when this member started.
     pub started_empty: bool,
@@ -247,14 +250,14 @@ fn peer_view(members: &Members, cluster_id: u64, member_id: u64, empty: bool) ->
         ..Default::default()
     };
     for rec in members.records() {
-        let addrs = rec
+        let urls = rec
             .peer_urls
             .iter()
             .filter_map(|u| crate::config::parse_urls("peer URL", u).ok())
-            .flat_map(|(_, addrs)| addrs)
+            .flatten()
             .collect();
         let info = PeerInfo {
-            addrs,
+            urls,
             published: !rec.client_urls.is_empty(),
         };
         view.members.insert(rec.id, info);
@@ -283,9 +286,9 @@ pub async fn run<S: DurableStateMachine + 'static>(
         _ => members,
     };
     let view = peer_view(members, node.cluster_id(), node.id(), empty);
-    let transport = Transport::new(view, peers.snap_dir, inbox.clone());
-    for l in peers.listeners {
-        transport.listen(l);
+    let transport = Transport::new(view, peers.snap_dir, inbox.clone(), peers.dial_tls);
+    for (l, tls) in peers.listeners {
+        transport.listen(l, tls);
     }
     let mut ports = Vec::new();
     for (i, link) in links.into_iter().enumerate() {
