@@ -696,6 +696,7 @@ fn one_rep(
         members: a.members,
         extra: &extra,
         purpose: "catchup",
+        client_https: false,
     };
     eprintln!(
         "  rep {}/{} {label}: starting {} member(s) ...",

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use corekv::client::{Client, ClientOptions};
+use corekv::client::Client;
 use corekv::proto::etcdserverpb as pb;
 use serde::Serialize;
 
@@ -27,6 +27,7 @@ use crate::servers::{
     Server, ServerBins, COREKV,
 };
 use crate::stats::median;
+use crate::tls::{BenchCerts, TlsFlags};
 use crate::{etcd35, procstat};
 
 #[derive(Args, Debug, Clone)]
@@ -58,13 +59,18 @@ pub struct CompareArgs {
     /// Only workloads whose name contains this (e.g. "range").
     #[arg(long)]
     only: Option<String>,
+    /// Mutual TLS on the client URLs of every server, with the same certificates (one CA, a
+    /// server and a client certificate, generated for the run); the load generator dials
+    /// https:// with the client certificate.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// The value range workloads read (etcd's published read benchmark reads one key).
 fn put_range_key(endpoints: &[String]) -> Result<(), String> {
     let eps = endpoints.to_vec();
     corekv::client::run_local(move || async move {
-        let c = Client::connect(ClientOptions::new(eps))
+        let c = Client::connect(crate::tls::options(eps))
             .await
             .map_err(|e| e.to_string())?;
         c.put(pb::PutRequest {
@@ -197,15 +203,17 @@ fn bench_run(
     w: &Workload,
     rep: usize,
     bench_cores: usize,
+    tls: &[String],
 ) -> Result<Run, String> {
-    let mut args = vec![
+    let mut args = tls.to_vec();
+    args.extend([
         "--json".to_string(),
         "--no-progress".to_string(),
         "--client-cores".to_string(),
         bench_cores.to_string(),
         "--endpoints".to_string(),
         cluster.endpoints().join(","),
-    ];
+    ]);
     args.extend(w.args.iter().cloned());
     let command = format!("corekv-bench {}", args.join(" "));
     cluster.check_alive()?;
@@ -337,11 +345,12 @@ impl Server {
         w: &Workload,
         rep: usize,
         bench_cores: usize,
+        tls: &[String],
     ) -> Result<Option<Run>, String> {
         let Some(c) = self.cluster.as_mut() else {
             return Ok(None);
         };
-        match bench_run(me, c, w, rep, bench_cores) {
+        match bench_run(me, c, w, rep, bench_cores, tls) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
                 let f = c.failure(e);
@@ -392,10 +401,15 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     );
     let _ = writeln!(
         head,
-        "{binaries}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine",
+        "{binaries}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine{}",
         parent.display(),
         fs_type(&parent),
-        bench_cores
+        bench_cores,
+        if a.tls {
+            "; mutual TLS on the client URLs (https://, ECDSA P-256 certificates, one CA)"
+        } else {
+            ""
+        }
     );
     if let Err(why) = &etcd35 {
         let _ = writeln!(
@@ -408,6 +422,19 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     }
     eprint!("{head}");
 
+    // The certificates outlive every server of the run.
+    let certs_dir = tempfile::Builder::new()
+        .prefix("corekv-compare-tls-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("temp dir in {}: {e}", parent.display()))?;
+    let (server_extra, tls_args) = if a.tls {
+        let certs = BenchCerts::generate(certs_dir.path())?;
+        certs.client.install()?;
+        (certs.server_flags(), certs.client.args())
+    } else {
+        TlsFlags::default().install()?;
+        (Vec::new(), Vec::new())
+    };
     let mut ports = Vec::new();
     for s in &mut servers {
         eprintln!("starting {} ({} member(s)) ...", s.label, a.members);
@@ -416,8 +443,9 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
             kind: s.kind,
             bin: &s.bin,
             members: a.members,
-            extra: &[],
+            extra: &server_extra,
             purpose: "compare",
+            client_https: a.tls,
         };
         match start_cluster(&spec, &parent, &mut ports, start_timeout) {
             Ok(c) => s.cluster = Some(c),
@@ -437,7 +465,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     let warm_up = warm_up_workload(a.quick);
     eprintln!("  warm-up: {}", warm_up.args.join(" "));
     for s in &mut servers {
-        s.run(&me, &warm_up, 0, bench_cores)?;
+        s.run(&me, &warm_up, 0, bench_cores, &tls_args)?;
     }
 
     let mut runs: Vec<Run> = Vec::new();
@@ -453,7 +481,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
                     continue;
                 }
                 eprintln!("  {:<46} {:<8} rep {} ...", w.name, s.label, rep + 1);
-                let Some(r) = s.run(&me, w, rep, bench_cores)? else {
+                let Some(r) = s.run(&me, w, rep, bench_cores, &tls_args)? else {
                     continue;
                 };
                 eprintln!(
@@ -474,7 +502,14 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let t = report(&head, &servers, &ws, &runs, reps, elapsed, a.members);
+    let t = report(
+        &head,
+        &servers,
+        &ws,
+        &runs,
+        (reps, elapsed, a.members),
+        &server_extra,
+    );
     print!("{t}");
 
     if let Some(path) = &a.out {
@@ -499,9 +534,8 @@ fn report(
     servers: &[Server],
     ws: &[Workload],
     runs: &[Run],
-    reps: usize,
-    elapsed: f64,
-    members: usize,
+    (reps, elapsed, members): (usize, f64, usize),
+    server_extra: &[String],
 ) -> String {
     let refs: Vec<&Server> = servers.iter().filter(|s| s.label != COREKV).collect();
     let ref_names: Vec<&str> = refs.iter().map(|s| s.label).collect();
@@ -656,7 +690,13 @@ fn report(
     }
 
     write_failures(&mut t, servers);
-    write_server_flags(&mut t, members, &[]);
+    write_server_flags(&mut t, members, server_extra);
+    if !server_extra.is_empty() {
+        let _ = writeln!(
+            t,
+            "  (--tls: --listen-client-urls and --advertise-client-urls are https://)"
+        );
+    }
     write_etcd35_defaults(&mut t, servers);
     let _ = writeln!(t, "\nCommands (endpoints added per server):");
     for w in ws {

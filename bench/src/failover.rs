@@ -682,6 +682,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
             members: MEMBERS,
             extra: &timing.flags,
             purpose: "failover",
+            client_https: false,
         };
         match start_cluster(&spec, &p.parent, &mut ports, a.start_timeout) {
             Ok(c) => s.cluster = Some(c),

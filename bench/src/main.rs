@@ -13,6 +13,7 @@ mod procstat;
 mod run;
 mod servers;
 mod stats;
+mod tls;
 mod unary;
 mod watch;
 
@@ -67,6 +68,8 @@ struct Cli {
     /// No progress bar (it is drawn on stderr only when stderr is a terminal anyway).
     #[arg(long, global = true)]
     no_progress: bool,
+    #[command(flatten)]
+    tls: tls::TlsFlags,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -291,6 +294,10 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 
 fn main() {
     let cli = Cli::parse();
+    // compare sets up its own TLS (--tls) for the servers it starts.
+    if !matches!(cli.cmd, Cmd::Compare(_)) {
+        cli.tls.install().unwrap_or_else(|e| fail(e));
+    }
     if let Cmd::Compare(args) = &cli.cmd {
         let cores = cli.client_cores.unwrap_or_else(|| {
             std::thread::available_parallelism()

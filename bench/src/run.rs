@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use corekv::client::{Client, ClientOptions};
+use corekv::client::Client;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::stats::{ClientCpu, Recorder};
@@ -290,7 +290,7 @@ pub fn probe(g: &Global) -> Result<Probe, String> {
         let mut found = Vec::new();
         let mut last_err = String::new();
         for ep in &g2.endpoints {
-            let mut opts = ClientOptions::new(vec![ep.clone()]);
+            let mut opts = crate::tls::options(vec![ep.clone()]);
             opts.dial_timeout = g2.dial_timeout;
             opts.command_timeout = g2.command_timeout;
             match Client::connect(opts).await {
@@ -348,7 +348,7 @@ where
             .spawn(move || async move {
                 let mut dials = Vec::new();
                 for i in (0..g.conns).filter(|i| i % executors == e) {
-                    let mut opts = ClientOptions::new(rotated(&endpoints, i));
+                    let mut opts = crate::tls::options(rotated(&endpoints, i));
                     opts.dial_timeout = g.dial_timeout;
                     opts.command_timeout = g.command_timeout;
                     dials.push((i, glommio::spawn_local(Client::connect(opts))));

@@ -475,6 +475,8 @@ pub struct ClusterSpec<'a> {
     pub extra: &'a [String],
     /// Names the temp dir: corekv-<purpose>-<kind>-XXXXXX.
     pub purpose: &'a str,
+    /// Client URLs are https:// (the TLS flags come in `extra`).
+    pub client_https: bool,
 }
 
 /// Starts the cluster `spec` describes, its data dirs in a fresh temp dir inside `parent`,
@@ -514,12 +516,22 @@ pub fn start_cluster(
         let data = cluster.dir.path().join(name);
         let log = cluster.dir.path().join(format!("{name}.log"));
         let mut args = member_flags(name, &data, *client, *peer, &initial, &token);
+        let scheme = if spec.client_https { "https://" } else { "" };
+        if spec.client_https {
+            for f in &mut args {
+                if f.starts_with("--listen-client-urls=")
+                    || f.starts_with("--advertise-client-urls=")
+                {
+                    *f = f.replacen("=http://", "=https://", 1);
+                }
+            }
+        }
         args.extend(spec.extra.iter().cloned());
         let child = spawn_member(spec.bin, &args, &log).map_err(plain)?;
         cluster.procs.push(Proc {
             name: name.clone(),
             child,
-            endpoint: format!("127.0.0.1:{client}"),
+            endpoint: format!("{scheme}127.0.0.1:{client}"),
             log,
             args,
         });
@@ -548,7 +560,7 @@ impl Health {
 
 /// Client options for the one endpoint `ep`: `dial_limit` to connect, `limit` per request.
 pub fn dial(ep: &str, dial_limit: Duration, limit: Duration) -> ClientOptions {
-    let mut opts = ClientOptions::new(vec![ep.to_string()]);
+    let mut opts = crate::tls::options(vec![ep.to_string()]);
     opts.dial_timeout = dial_limit;
     opts.command_timeout = limit;
     opts
