@@ -15,14 +15,15 @@ static CLIENT_TLS: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new()
 /// Client TLS flags, as etcdctl's.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TlsFlags {
+    // Explicit ids: `key` is also the range workload's positional argument.
     /// Verify certificates of TLS-enabled secure servers using this CA bundle.
-    #[arg(long, global = true)]
+    #[arg(long, id = "tls_cacert", global = true)]
     pub cacert: Option<PathBuf>,
     /// Identify secure client using this TLS certificate file.
-    #[arg(long, global = true)]
+    #[arg(long, id = "tls_cert", global = true)]
     pub cert: Option<PathBuf>,
     /// Identify secure client using this TLS key file.
-    #[arg(long, global = true)]
+    #[arg(long, id = "tls_key", global = true)]
     pub key: Option<PathBuf>,
     /// Skip server certificate verification.
     #[arg(long, global = true)]
