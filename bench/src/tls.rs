@@ -13,7 +13,7 @@ use corekv::tls::TlsSettings;
 static CLIENT_TLS: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
 
 /// Client TLS flags, as etcdctl's.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct TlsFlags {
     // Explicit ids: `key` is also the range workload's positional argument.
     /// Verify certificates of TLS-enabled secure servers using this CA bundle.
@@ -32,6 +32,19 @@ pub struct TlsFlags {
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true",
           default_value = "true", action = clap::ArgAction::Set)]
     pub insecure_transport: bool,
+}
+
+/// What no flags mean: plaintext for endpoints without a scheme, as clap's defaults give.
+impl Default for TlsFlags {
+    fn default() -> Self {
+        TlsFlags {
+            cacert: None,
+            cert: None,
+            key: None,
+            insecure_skip_tls_verify: false,
+            insecure_transport: true,
+        }
+    }
 }
 
 impl TlsFlags {
