@@ -55,6 +55,7 @@ pub enum Unary {
     MemberPromote,
     Alarm,
     HashKv,
+    Hash,
     Defragment,
     MoveLeader,
 }
@@ -94,6 +95,7 @@ pub fn route(method: &str) -> Option<Route> {
         path::MEMBER_PROMOTE => Route::Unary(MemberPromote),
         path::ALARM => Route::Unary(Alarm),
         path::HASH_KV => Route::Unary(HashKv),
+        path::HASH => Route::Unary(Hash),
         path::DEFRAGMENT => Route::Unary(Defragment),
         path::MOVE_LEADER => Route::Unary(MoveLeader),
         path::WATCH => Route::Streaming(Streaming::Watch),
@@ -125,6 +127,7 @@ impl Unary {
             Unary::MemberPromote => "MemberPromote",
             Unary::Alarm => "Alarm",
             Unary::HashKv => "HashKV",
+            Unary::Hash => "Hash",
             Unary::Defragment => "Defragment",
             Unary::MoveLeader => "MoveLeader",
         }
@@ -272,6 +275,7 @@ impl Api {
             Unary::MemberPromote => Request::MemberPromote(decode(body)?),
             Unary::Alarm => Request::Alarm(decode(body)?),
             Unary::HashKv => Request::HashKv(decode(body)?),
+            Unary::Hash => Request::Hash(decode(body)?),
             Unary::Defragment => Request::Defragment(decode(body)?),
             Unary::MoveLeader => Request::MoveLeader(decode(body)?),
             Unary::HealthCheck => unreachable!("answered without the core"),
@@ -336,5 +340,7 @@ pub fn encode_response(resp: &Response) -> Bytes {
         Response::HashKv(r) => encode_message(r),
         Response::Defragment(r) => encode_message(r),
         Response::MoveLeader(r) => encode_message(r),
+        Response::Hash(r) => encode_message(r),
+        Response::Snapshot(_) => unreachable!("a backend copy is streamed, not encoded whole"),
     }
 }

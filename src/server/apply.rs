@@ -514,6 +514,36 @@ impl Applier {
         })
     }
 
+    /// Maintenance.Hash: CRC-32C over every bucket's name, keys and values, as etcd hashes its
+    /// whole backend, leaving out what differs between members at the same state (the
+    /// applied raft index). corekv's buckets are not etcd's, so the value is not etcd's;
+    /// it agrees between members that applied the same entries.
+    fn hash(&self) -> Result<pb::HashResponse, Status> {
+        let mut crc = Crc32c::new();
+        for b in crate::storage::Bucket::ALL {
+            crc.update(b.name().as_bytes());
+            for item in self
+                .kv
+                .backend()
+                .range(b, Bound::Unbounded, Bound::Unbounded, false)
+            {
+                let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
+                if b == crate::storage::Bucket::Meta && k == CONSISTENT_INDEX_KEY {
+                    continue;
+                }
+                crc.update(k);
+                crc.update(v);
+            }
+        }
+        Ok(pb::HashResponse {
+            header: Some(pb::ResponseHeader {
+                revision: self.kv.current_revision(),
+                ..Default::default()
+            }),
+            hash: crc.finish(),
+        })
+    }
+
     fn time_to_live(&self, r: &pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse {
         match self.lessor.get(r.id) {
             // etcd answers an unknown lease with TTL -1, not an error.
@@ -581,6 +611,7 @@ impl StateMachine for Applier {
             }
             Request::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
             Request::HashKv(h) => self.hash_kv(h.revision).map(Response::HashKv),
+            Request::Hash(_) => self.hash().map(Response::Hash),
             other => Err(Status::internal(format!(
                 "{} is not a read",
                 other.method()
@@ -819,6 +850,10 @@ impl super::driver::DurableStateMachine for Applier {
 
     fn uncommitted_writes(&self) -> u64 {
         self.uncommitted_writes
+    }
+
+    fn commit_in_flight(&self) -> bool {
+        self.kv.backend().commit_in_flight()
     }
 
     fn db(&self) -> Db {

@@ -141,6 +141,8 @@ pub trait DurableStateMachine:
     fn poll_commit(&mut self) -> Option<Result<Committed, String>>;
     /// Writes applied since the last commit started.
     fn uncommitted_writes(&self) -> u64;
+    /// A commit was started and has not been polled to its end.
+    fn commit_in_flight(&self) -> bool;
     /// The backend, for work done off the core (defragment).
     fn db(&self) -> crate::storage::Db;
 }
@@ -238,6 +240,10 @@ struct Driver<S: DurableStateMachine> {
     /// from the leader waits for it.
     defragmenting: usize,
     snapshots_waiting: Vec<(Message, ReceivedSnapshot)>,
+    /// Clients' Maintenance.Snapshot requests, answered once every write applied before
+    /// they came is committed to the backend (a copy of the committed state then holds
+    /// them).
+    backend_copies_waiting: Vec<ReplyTo>,
     joining: Option<Members>,
 }
 
@@ -355,6 +361,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
         empty,
         defragmenting: 0,
         snapshots_waiting: Vec::new(),
+        backend_copies_waiting: Vec::new(),
         joining: peers.joining,
     };
     d.step_node();
@@ -392,10 +399,10 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                         executor,
                         token: env.token,
                     };
-                    if let Request::Defragment(_) = env.request {
-                        self.defragment(to);
-                    } else {
-                        self.node.submit(env.request, to);
+                    match env.request {
+                        Request::Defragment(_) => self.defragment(to),
+                        Request::Snapshot(_) => self.backend_copies_waiting.push(to),
+                        r => self.node.submit(r, to),
                     }
                 }
             }
@@ -605,10 +612,38 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         let writes = self.node.state_machine().uncommitted_writes();
         let due = writes >= self.cfg.backend_commit_writes
             || (writes > 0
-                && self.last_backend_commit.elapsed() >= self.cfg.backend_commit_interval);
+                && (self.last_backend_commit.elapsed() >= self.cfg.backend_commit_interval
+                    || !self.backend_copies_waiting.is_empty()));
         if due && self.node.state_machine_mut().start_commit() {
             self.last_backend_commit = Instant::now();
             self.writes_since_snapshot += writes;
+        }
+        self.answer_backend_copies();
+    }
+
+    /// Answers the clients waiting for a copy of the backend once everything applied is
+    /// committed.
+    fn answer_backend_copies(&mut self) {
+        let sm = self.node.state_machine();
+        if self.backend_copies_waiting.is_empty()
+            || sm.uncommitted_writes() > 0
+            || sm.commit_in_flight()
+        {
+            return;
+        }
+        let db = sm.db();
+        let header = self.node.header();
+        for to in std::mem::take(&mut self.backend_copies_waiting) {
+            let reply = db
+                .snapshot()
+                .map(|data| {
+                    Response::Snapshot(super::message::BackendCopy {
+                        header: Some(header),
+                        data,
+                    })
+                })
+                .map_err(|e| Status::internal(format!("snapshot: {e}")));
+            self.ports[to.executor as usize].push(ToNet::Reply(to.token, reply));
         }
     }
 

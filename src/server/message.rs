@@ -35,6 +35,10 @@ pub enum Request {
     HashKv(pb::HashKvRequest),
     Defragment(pb::DefragmentRequest),
     MoveLeader(pb::MoveLeaderRequest),
+    Hash(pb::HashRequest),
+    /// Maintenance.Snapshot: answered with a copy of the backend that holds every write
+    /// applied when the request arrived.
+    Snapshot(pb::SnapshotRequest),
     /// A command from a watch stream; its answers come back as [`WatchDelivery`]s.
     Watch {
         stream: u64,
@@ -113,6 +117,21 @@ pub enum Response {
     HashKv(pb::HashKvResponse),
     Defragment(pb::DefragmentResponse),
     MoveLeader(pb::MoveLeaderResponse),
+    Hash(pb::HashResponse),
+    Snapshot(BackendCopy),
+}
+
+/// A consistent copy of the backend, read while writes go on, with the header of the member
+/// that took it.
+pub struct BackendCopy {
+    pub header: Option<pb::ResponseHeader>,
+    pub data: crate::storage::Snapshot,
+}
+
+impl std::fmt::Debug for BackendCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendCopy({} bytes)", self.data.len())
+    }
 }
 
 pub type Reply = Result<Response, Status>;
@@ -129,8 +148,9 @@ pub enum Kind {
     LeaderOnly(Request),
     /// For the watch hub.
     Watch { stream: u64, command: WatchCommand },
-    /// Rewrites the backend file: run off the consensus core, answered when done.
-    Defragment,
+    /// Work on the backend file the driver runs off the consensus core (a defragment, a
+    /// snapshot for a client), answered when done.
+    ByDriver,
     /// A membership change (MemberAdd, MemberRemove, MemberUpdate, MemberPromote).
     Membership(Request),
 }
@@ -152,10 +172,11 @@ impl Request {
             r @ (Request::LeaseKeepAlive(_) | Request::LeaseTimeToLive(_)) => Kind::LeaderOnly(r),
             r @ (Request::Status(_) | Request::MemberList(_)) => Kind::LocalRead(r),
             Request::Watch { stream, command } => Kind::Watch { stream, command },
-            Request::Defragment(_) => Kind::Defragment,
-            r @ (Request::Alarm(_) | Request::HashKv(_) | Request::MoveLeader(_)) => {
-                Kind::LocalRead(r)
-            }
+            Request::Defragment(_) | Request::Snapshot(_) => Kind::ByDriver,
+            r @ (Request::Alarm(_)
+            | Request::HashKv(_)
+            | Request::Hash(_)
+            | Request::MoveLeader(_)) => Kind::LocalRead(r),
             r @ (Request::MemberAdd(_)
             | Request::MemberRemove(_)
             | Request::MemberUpdate(_)
@@ -188,6 +209,8 @@ impl Request {
             Request::HashKv(_) => "HashKV",
             Request::Defragment(_) => "Defragment",
             Request::MoveLeader(_) => "MoveLeader",
+            Request::Hash(_) => "Hash",
+            Request::Snapshot(_) => "Snapshot",
         }
     }
 }
@@ -224,6 +247,8 @@ impl Response {
             Response::HashKv(r) => &mut r.header,
             Response::Defragment(r) => &mut r.header,
             Response::MoveLeader(r) => &mut r.header,
+            Response::Hash(r) => &mut r.header,
+            Response::Snapshot(r) => &mut r.header,
         };
         Some(h.get_or_insert_with(Default::default))
     }

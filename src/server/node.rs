@@ -462,10 +462,10 @@ impl<S: StateMachine> Node<S> {
             }
             Kind::LeaderOnly(r) => self.for_leader.push((r, to, self.ticks)),
             Kind::Watch { stream, command } => self.sm.watch(to.executor, stream, command),
-            Kind::Defragment => self
-                .out
-                .replies
-                .push((to, Err(Status::internal("defragment is run by the driver")))),
+            Kind::ByDriver => self.out.replies.push((
+                to,
+                Err(Status::internal("this request is run by the driver")),
+            )),
             Kind::Membership(r) => self.membership(r, Waiter::Local(to)),
         }
     }
