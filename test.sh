@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs corekv's whole test suite on a fresh machine: installs what the tests need (real etcd
-# and etcdctl for the comparison tests, protoc for the Rust etcd-client crate, iproute2 for
-# network partitions, honcho for the Procfile), then tests every crate of the workspace.
+# and etcdctl for the comparison tests, protoc for the Rust etcd-client crate, promtool for
+# the metrics test, iproute2 for network partitions, honcho for the Procfile), then tests
+# every crate of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,6 +10,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# promtool checks the /metrics exposition (tests/metrics.rs).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # Network namespaces for the partition tests.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then

@@ -79,6 +79,12 @@ pub struct Flags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000, env = "ETCD_ELECTION_TIMEOUT")]
     pub election_timeout: u64,
+    /// List of URLs to also serve /metrics and /health on (plain HTTP), as etcd's.
+    #[arg(long, default_value = "", env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: String,
+    /// basic or extensive: extensive adds gRPC handling-time histograms, as etcd's.
+    #[arg(long, default_value = "basic", value_parser = ["basic", "extensive"], env = "ETCD_METRICS")]
+    pub metrics: String,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", env = "ETCD_LOG_LEVEL")]
     pub log_level: String,

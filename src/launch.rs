@@ -15,7 +15,7 @@ use crate::api::{Api, Limits};
 use crate::config::Config;
 use crate::net::conn::{self, ConnContext};
 use crate::net::http1::VersionInfo;
-use crate::net::metrics::Metrics;
+use crate::net::metrics::{Metrics, StaticInfo};
 use crate::net::placement::{ConnPlacement, OpenConnection};
 use crate::proto::corekvpb::MemberIdentity;
 use crate::server::apply::{self, Applier};
@@ -32,6 +32,8 @@ use crate::tls::{ClientTls, ServerTls};
 
 /// The etcd API level corekv implements, reported where etcd reports its version.
 pub const ETCD_API_VERSION: &str = "3.4.0";
+/// The cluster version reported in metrics, as etcd 3.4 reports it.
+const ETCD_CLUSTER_VERSION: &str = "3.4";
 /// Capacity of each cross-executor channel, in batches.
 const LINK_CAPACITY: usize = 1024;
 /// Accepted connections on their way from executor 0 to the executor that serves them.
@@ -115,14 +117,26 @@ fn proc_ip(hex: &str) -> Option<std::net::IpAddr> {
 
 /// Runs the member until the process is killed. Returns only on a start-up failure.
 pub fn run(cfg: Config) -> Result<(), StartError> {
-    for url in cfg.client_listen.iter().chain(&cfg.peer_listen) {
-        probe_port(url.addr)?;
+    let metrics_addrs = metrics_addrs(&cfg)?;
+    for addr in cfg
+        .client_listen
+        .iter()
+        .chain(&cfg.peer_listen)
+        .map(|u| u.addr)
+        .chain(metrics_addrs.iter().copied())
+    {
+        probe_port(addr)?;
     }
     std::fs::create_dir_all(cfg.data_dir.join("member"))
         .map_err(|e| StartError::Data(format!("creating {}: {e}", cfg.data_dir.display())))?;
     let tls = crate::tls::member::resolve(&cfg).map_err(StartError::Tls)?;
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(cfg.cores, cfg.flags.metrics == "extensive"));
+    let _ = metrics.info.set(StaticInfo {
+        server_version: ETCD_API_VERSION.into(),
+        cluster_version: ETCD_CLUSTER_VERSION.into(),
+        quota_backend_bytes: cfg.quota_bytes(),
+    });
     let net = NetShared {
         limits: Limits {
             max_request_bytes: cfg.flags.max_request_bytes,
@@ -213,6 +227,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             .expect("the consensus task queue exists")
             .detach();
             let ctx = conn_context(core, net0.clone());
+            glommio::spawn_local(serve_metrics_urls(ctx.clone(), metrics_addrs)).detach();
             accept_and_place(ctx, net0, placement, handoff_senders).await;
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
@@ -225,6 +240,9 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         }
         Err(_) => return Err(StartError::Data("the consensus executor stopped".into())),
     };
+    metrics
+        .member_id
+        .store(member_id, std::sync::atomic::Ordering::Relaxed);
 
     let mut handles = vec![first];
     for (i, (req_tx, rep_rx, conn_rx)) in net_ends.into_iter().enumerate() {
@@ -277,8 +295,10 @@ type Handoff = (AcceptedTcpStream, OpenConnection, bool);
 fn conn_context(core: Rc<CoreClient>, net: NetShared) -> Rc<ConnContext> {
     let watch_streams = Rc::new(WatchStreams::new(net.limits.max_request_bytes));
     core.set_watch_sink(watch_streams.clone());
+    let grpc_stats = net.metrics.shard(core.executor() as usize);
     Rc::new(ConnContext {
         api: Api {
+            grpc_stats,
             core,
             watch_streams,
             limits: net.limits,
@@ -708,6 +728,56 @@ fn finish_interrupted_install(dd: &DataDir, records: &[wal::Record]) -> Result<(
     }
     dd.clean_snapshots(None);
     Ok(())
+}
+
+/// The addresses of --listen-metrics-urls (none when the flag is empty).
+fn metrics_addrs(cfg: &Config) -> Result<Vec<SocketAddr>, StartError> {
+    let urls = &cfg.flags.listen_metrics_urls;
+    if urls.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let urls = crate::config::parse_urls("listen-metrics-urls", urls)
+        .map_err(|e| StartError::Data(e.to_string()))?;
+    if let Some(u) = urls.iter().find(|u| u.tls) {
+        return Err(StartError::Data(format!(
+            "--listen-metrics-urls {}: https metrics URLs are not supported yet (use http://)",
+            u.url
+        )));
+    }
+    Ok(urls.iter().map(|u| u.addr).collect())
+}
+
+/// --listen-metrics-urls: plain HTTP/1.1 `/metrics` and `/health` (executor 0), as etcd
+/// serves them there.
+async fn serve_metrics_urls(ctx: Rc<ConnContext>, addrs: Vec<SocketAddr>) {
+    for addr in addrs {
+        let listener = match listen(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("corekv: listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        };
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        let ctx = ctx.clone();
+                        glommio::spawn_local(async move {
+                            crate::net::http1::serve(stream, &ctx).await;
+                        })
+                        .detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!("accepting a metrics connection failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
 }
 
 #[cfg(test)]

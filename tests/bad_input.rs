@@ -103,11 +103,14 @@ fn http1_endpoints_answer() {
     assert!(s.etcdctl(&["put", "k", "v"]).status.success());
     let m = http_get(s.client_port, "/metrics").unwrap();
     assert!(
-        m.contains("corekv_grpc_requests_total{method=\"Put\"} 1"),
+        m.contains(
+            "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",\
+             grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1\n"
+        ),
         "{m}"
     );
-    assert!(m.contains("corekv_wal_fsync_duration_seconds_count"));
-    assert!(m.contains("corekv_raft_applied_index"));
+    assert!(m.contains("etcd_disk_wal_fsync_duration_seconds_count"));
+    assert!(m.contains("etcd_server_proposals_applied_total"));
     assert!(http_get(s.client_port, "/nope").is_none());
 }
 

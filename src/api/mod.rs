@@ -13,7 +13,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::net::grpc::{encode_message, Code, Status};
-use crate::net::metrics::Metrics;
+use crate::net::metrics::{Metrics, NetShard};
 use crate::proto::health;
 use crate::server::link::CoreClient;
 use crate::server::message::{Request, Response};
@@ -105,41 +105,14 @@ pub fn route(method: &str) -> Option<Route> {
     Some(r)
 }
 
-impl Unary {
-    /// The method name used as the metrics label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Unary::Range => "Range",
-            Unary::Put => "Put",
-            Unary::DeleteRange => "DeleteRange",
-            Unary::Txn => "Txn",
-            Unary::Compact => "Compact",
-            Unary::LeaseGrant => "LeaseGrant",
-            Unary::LeaseRevoke => "LeaseRevoke",
-            Unary::LeaseTimeToLive => "LeaseTimeToLive",
-            Unary::LeaseLeases => "LeaseLeases",
-            Unary::MemberList => "MemberList",
-            Unary::Status => "Status",
-            Unary::HealthCheck => "Check",
-            Unary::MemberAdd => "MemberAdd",
-            Unary::MemberRemove => "MemberRemove",
-            Unary::MemberUpdate => "MemberUpdate",
-            Unary::MemberPromote => "MemberPromote",
-            Unary::Alarm => "Alarm",
-            Unary::HashKv => "HashKV",
-            Unary::Hash => "Hash",
-            Unary::Defragment => "Defragment",
-            Unary::MoveLeader => "MoveLeader",
-        }
-    }
-}
-
 /// One network executor's view of the services.
 pub struct Api {
     pub core: Rc<CoreClient>,
     pub watch_streams: Rc<watch::WatchStreams>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// This executor's gRPC counters.
+    pub grpc_stats: Arc<NetShard>,
 }
 
 fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
@@ -157,19 +130,6 @@ const NOT_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Api {
     /// Serves one unary call: the request message in, the encoded reply message out.
     pub async fn unary(&self, method: Unary, body: Bytes) -> Result<Bytes, Status> {
-        let started = Instant::now();
-        let result = self.unary_inner(method, body).await;
-        if let Some(m) = self.metrics.rpc(method.name()) {
-            m.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if result.is_err() {
-                m.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            m.latency.observe(started.elapsed());
-        }
-        result
-    }
-
-    async fn unary_inner(&self, method: Unary, body: Bytes) -> Result<Bytes, Status> {
         if method == Unary::HealthCheck {
             let _: health::HealthCheckRequest = decode(&body)?;
             return Ok(encode_message(&health::HealthCheckResponse {
@@ -223,7 +183,11 @@ impl Api {
         }
         match method {
             Streaming::Watch => {
-                watch::serve(&self.core, &self.watch_streams, incoming, outgoing).await
+                let streams = &self.metrics.watch_streams;
+                streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let r = watch::serve(&self.core, &self.watch_streams, incoming, outgoing).await;
+                streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                r
             }
             Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
         }

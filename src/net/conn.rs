@@ -13,6 +13,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::grpc::{self, MessageDecoder, Status};
 use super::http1;
+use super::metrics::CallStats;
 use crate::api::{self, Api, Route};
 
 /// The HTTP/2 connection preface every gRPC client sends first.
@@ -210,63 +211,78 @@ async fn serve_stream(
     mut respond: SendResponse<Bytes>,
 ) {
     let limit = ctx.api.limits.grpc_receive_limit();
-    match api::route(path) {
+    let stats = Rc::new(CallStats::start(&ctx.api.grpc_stats, path));
+    let code = match api::route(path) {
         None => {
             let status = Status::unimplemented(format!("unknown method {path}"));
             let _ = respond.send_response(grpc::error_head(&status), true);
+            status.code
         }
         Some(Route::Unary(method)) => {
-            let mut incoming = Incoming::new(body, limit);
+            let mut incoming = Incoming::new(body, limit, stats.clone());
             let msg = match incoming.next().await {
                 Some(Ok(m)) => m,
                 Some(Err(status)) => {
                     let _ = respond.send_response(grpc::error_head(&status), true);
+                    stats.handled(status.code);
                     return;
                 }
                 None => {
                     let status = Status::internal("grpc: request carried no message");
                     let _ = respond.send_response(grpc::error_head(&status), true);
+                    stats.handled(status.code);
                     return;
                 }
             };
             match ctx.api.unary(method, msg).await {
                 Ok(reply) => {
+                    stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
                     if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
                         let _ = send.send_data(reply, false);
                         let _ = send.send_trailers(grpc::trailers(None));
                     }
+                    grpc::Code::Ok
                 }
                 Err(status) => {
                     let _ = respond.send_response(grpc::error_head(&status), true);
+                    status.code
                 }
             }
         }
         Some(Route::Streaming(method)) => {
-            let incoming = Incoming::new(body, limit);
+            let incoming = Incoming::new(body, limit, stats.clone());
             let send = match respond.send_response(grpc::response_head(), false) {
                 Ok(s) => s,
-                Err(_) => return,
+                Err(_) => return stats.handled(grpc::Code::Canceled),
             };
-            let mut outgoing = Outgoing { send };
+            let mut outgoing = Outgoing {
+                send,
+                stats: stats.clone(),
+            };
             let result = ctx.api.streaming(method, incoming, &mut outgoing).await;
+            let code = result.as_ref().err().map_or(grpc::Code::Ok, |s| s.code);
             let _ = outgoing
                 .send
                 .send_trailers(grpc::trailers(result.err().as_ref()));
+            code
         }
-    }
+    };
+    stats.handled(code);
 }
 
 /// The messages a client sends on one stream.
 pub struct Incoming {
     body: RecvStream,
     decoder: MessageDecoder,
+    stats: Rc<CallStats>,
 }
 
 impl Incoming {
-    fn new(body: RecvStream, limit: usize) -> Incoming {
+    fn new(body: RecvStream, limit: usize, stats: Rc<CallStats>) -> Incoming {
         Incoming {
             body,
             decoder: MessageDecoder::new(limit),
+            stats,
         }
     }
 
@@ -274,7 +290,10 @@ impl Incoming {
     pub async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         loop {
             match self.decoder.next_message() {
-                Ok(Some(m)) => return Some(Ok(m)),
+                Ok(Some(m)) => {
+                    self.stats.received(m.len());
+                    return Some(Ok(m));
+                }
                 Ok(None) => {}
                 Err(e) => return Some(Err(e.to_status())),
             }
@@ -302,10 +321,13 @@ impl Incoming {
 /// instead of growing a buffer without bound.
 pub struct Outgoing {
     send: SendStream<Bytes>,
+    stats: Rc<CallStats>,
 }
 
 impl Outgoing {
+    /// Sends encoded gRPC messages (each with its 5-byte prefix).
     pub async fn send(&mut self, mut msg: Bytes) -> Result<(), Status> {
+        self.stats.sent_frames(&msg);
         while !msg.is_empty() {
             self.send.reserve_capacity(msg.len());
             let granted = std::future::poll_fn(|cx| self.send.poll_capacity(cx)).await;

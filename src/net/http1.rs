@@ -1,13 +1,9 @@
 //! HTTP/1.1 on the client port: `GET /health`, `/version` and `/metrics`, as etcd serves them.
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::conn::ConnContext;
-use crate::proto::etcdserverpb as pb;
-use crate::server::message::Request;
 
 /// What `GET /version` reports.
 #[derive(Clone, Debug)]
@@ -76,26 +72,11 @@ pub async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'stati
             Bytes::from_static(b"method not allowed\n"),
         );
     }
-    let path = path.split('?').next().unwrap_or(path);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     match path {
         "/health" => {
-            // Like etcd: healthy when a linearizable read goes through raft.
-            let probe = pb::RangeRequest {
-                key: Bytes::from_static(b"health"),
-                ..Default::default()
-            };
-            let published = ctx.api.metrics.published.load(Ordering::Relaxed);
-            let healthy = published && ctx.api.core.call(Request::Range(probe)).await.is_ok();
-            let body = if healthy {
-                r#"{"health":"true"}"#
-            } else {
-                r#"{"health":"false"}"#
-            };
-            (
-                if healthy { 200 } else { 503 },
-                "application/json",
-                Bytes::from(body),
-            )
+            let (status, body) = super::health::answer(&ctx.api, query).await;
+            (status, "application/json", Bytes::from(body))
         }
         "/version" => {
             let v = &ctx.version;
@@ -108,7 +89,7 @@ pub async fn route(ctx: &ConnContext, method: &str, path: &str) -> (u16, &'stati
         }
         "/metrics" => (
             200,
-            "text/plain; version=0.0.4",
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
             Bytes::from(ctx.api.metrics.render()),
         ),
         _ => (

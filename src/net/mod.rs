@@ -2,6 +2,7 @@
 
 pub mod conn;
 pub mod grpc;
+pub mod health;
 pub mod http1;
 pub mod metrics;
 pub mod placement;

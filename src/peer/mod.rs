@@ -68,6 +68,17 @@ pub trait PeerInbox {
     fn snapshot_sent(&self, id: u64, delivered: bool);
     /// A peer told this member it must not run (another cluster, removed, lost its data).
     fn fatal(&self, reason: String);
+    /// Bytes moved on the message connections, for etcd's peer metrics.
+    fn traffic(&self, _peer: u64, _traffic: Traffic) {}
+}
+
+/// What [`PeerInbox::traffic`] reports.
+#[derive(Clone, Copy, Debug)]
+pub enum Traffic {
+    Sent(usize),
+    SendFailed,
+    Received(usize),
+    ReceiveFailed,
 }
 
 /// Outgoing messages for one peer, waiting for its writer task.
@@ -405,6 +416,7 @@ impl Transport {
                 }
                 Err(e) => {
                     link.log_once(true, format!("cannot reach {e}"));
+                    self.inbox.traffic(link.id, Traffic::SendFailed);
                     self.inbox.connected(link.id, false);
                     link.outbox.borrow_mut().clear();
                     self.inbox.unreachable(link.id);
@@ -431,6 +443,7 @@ impl Transport {
                     Err(e) => Err(e),
                 };
                 if let Err(e) = written {
+                    self.inbox.traffic(link.id, Traffic::SendFailed);
                     link.log_once(
                         true,
                         format!("lost the connection to member {:x}: {e}", link.id),
@@ -440,6 +453,7 @@ impl Transport {
                     self.inbox.connected(link.id, false);
                     break;
                 }
+                self.inbox.traffic(link.id, Traffic::Sent(buf.len()));
             }
         }
     }
@@ -514,6 +528,7 @@ impl Transport {
             Ok(PeerStream::Messages) => {
                 if let Err(e) = self.receive_messages(from, stream).await {
                     if !matches!(e, FrameError::Closed) {
+                        self.inbox.traffic(from, Traffic::ReceiveFailed);
                         tracing::warn!("closed the connection from member {from:x} ({peer}): {e}");
                     }
                 }
@@ -539,7 +554,11 @@ impl Transport {
         let mut r = BufReader::with_capacity(256 << 10, stream);
         loop {
             let batch = match frame::read(&mut r).await?.body {
-                Some(peer_frame::Body::Batch(b)) => b,
+                Some(peer_frame::Body::Batch(b)) => {
+                    let len = prost::Message::encoded_len(&b);
+                    self.inbox.traffic(from, Traffic::Received(len));
+                    b
+                }
                 _ => {
                     return Err(FrameError::Io(std::io::Error::other(
                         "a frame other than a batch on a message stream",

@@ -199,6 +199,42 @@ pub fn check_member_change(members: &Members, change: &MemberChange) -> Result<(
 /// 3 revisions each: 7 ms per 1000 keys), then requests that arrived meanwhile go first.
 const COMPACTION_STEP_KEYS: usize = 500;
 
+/// etcd's warnApplyDuration: an apply slower than this counts in etcd_server_slow_apply_total.
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Counts a txn's operations as etcd's mvcc metrics do: each compare and range is a range,
+/// each put a put, each delete a delete (of the branch that ran, nested txns included), and
+/// the txn itself counts when it did more than one of them.
+fn count_txn(m: &Metrics, req: &pb::TxnRequest, resp: &pb::TxnResponse) {
+    fn walk(req: &pb::TxnRequest, resp: &pb::TxnResponse, n: &mut [u64; 3]) {
+        use pb::request_op::Request as Op;
+        use pb::response_op::Response as Reply;
+        n[0] += req.compare.len() as u64;
+        let ops = if resp.succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for (op, reply) in ops.iter().zip(&resp.responses) {
+            match (&op.request, &reply.response) {
+                (Some(Op::RequestRange(_)), _) => n[0] += 1,
+                (Some(Op::RequestPut(_)), _) => n[1] += 1,
+                (Some(Op::RequestDeleteRange(_)), _) => n[2] += 1,
+                (Some(Op::RequestTxn(t)), Some(Reply::ResponseTxn(r))) => walk(t, r, n),
+                _ => {}
+            }
+        }
+    }
+    let mut n = [0u64; 3];
+    walk(req, resp, &mut n);
+    m.mvcc_ranges.fetch_add(n[0], Relaxed);
+    m.mvcc_puts.fetch_add(n[1], Relaxed);
+    m.mvcc_deletes.fetch_add(n[2], Relaxed);
+    if n.iter().sum::<u64>() > 1 {
+        m.mvcc_txns.fetch_add(1, Relaxed);
+    }
+}
+
 fn kv_status(e: KvError) -> Status {
     Status::new(Code::from_u32(e.grpc_code()), e.message())
 }
@@ -322,11 +358,13 @@ impl Applier {
                 }
                 let (resp, fx) = self.kv.put(&p, &Leases(&self.lessor)).map_err(kv_status)?;
                 self.after_write(&fx);
+                self.metrics.mvcc_puts.fetch_add(1, Relaxed);
                 Ok(Response::Put(resp))
             }
             R::DeleteRange(d) => {
                 let (resp, fx) = self.kv.delete_range(&d).map_err(kv_status)?;
                 self.after_write(&fx);
+                self.metrics.mvcc_deletes.fetch_add(1, Relaxed);
                 Ok(Response::DeleteRange(resp))
             }
             R::Txn(t) => {
@@ -335,6 +373,7 @@ impl Applier {
                 }
                 let (resp, fx) = self.kv.txn(&t, &Leases(&self.lessor)).map_err(kv_status)?;
                 self.after_write(&fx);
+                count_txn(&self.metrics, &t, &resp);
                 Ok(Response::Txn(resp))
             }
             R::Compaction(c) => {
@@ -342,6 +381,9 @@ impl Applier {
                 // background steps, and a physical compaction is answered after the last.
                 let resp = self.kv.start_compaction(&c).map_err(kv_status)?;
                 self.uncommitted_writes += 1;
+                self.metrics
+                    .compact_revision
+                    .store(self.kv.compact_revision(), Relaxed);
                 if c.physical {
                     let ticket = self.next_ticket;
                     self.next_ticket += 1;
@@ -357,6 +399,7 @@ impl Applier {
                 let ttl = self.lessor.grant(g.id, g.ttl).map_err(lease_status)?;
                 self.save_lease(g.id)?;
                 self.uncommitted_writes += 1;
+                self.metrics.leases_granted.fetch_add(1, Relaxed);
                 Ok(Response::LeaseGrant(pb::LeaseGrantResponse {
                     header: None,
                     id: g.id,
@@ -373,6 +416,10 @@ impl Applier {
                 let fx = self.kv.delete_keys(&keys).map_err(kv_status)?;
                 self.after_write(&fx);
                 self.uncommitted_writes += 1;
+                self.metrics.leases_revoked.fetch_add(1, Relaxed);
+                self.metrics
+                    .mvcc_deletes
+                    .fetch_add(keys.len() as u64, Relaxed);
                 Ok(Response::LeaseRevoke(pb::LeaseRevokeResponse {
                     header: None,
                 }))
@@ -576,16 +623,32 @@ impl StateMachine for Applier {
             return Err(Status::invalid_argument("empty raft request"));
         };
         self.kv.set_event_prev_kv(self.hub.wants_prev_kv());
+        let started = std::time::Instant::now();
         let reply = self.apply_request(r);
+        let took = started.elapsed();
+        if took > SLOW_APPLY {
+            self.metrics.slow_applies.fetch_add(1, Relaxed);
+            tracing::warn!("apply request took too long ({took:?}, expected under {SLOW_APPLY:?})");
+        }
         self.hub.flush(self.kv.current_revision());
         self.metrics.leases.store(self.lessor.len() as i64, Relaxed);
+        self.metrics
+            .keys
+            .store(self.kv.live_key_count() as i64, Relaxed);
         reply
     }
 
     fn read(&mut self, req: Request) -> Reply {
         match req {
-            Request::Range(r) => self.kv.range(&r).map(Response::Range).map_err(kv_status),
-            Request::Txn(t) => self.kv.txn_read(&t).map(Response::Txn).map_err(kv_status),
+            Request::Range(r) => {
+                self.metrics.mvcc_ranges.fetch_add(1, Relaxed);
+                self.kv.range(&r).map(Response::Range).map_err(kv_status)
+            }
+            Request::Txn(t) => {
+                let resp = self.kv.txn_read(&t).map_err(kv_status)?;
+                count_txn(&self.metrics, &t, &resp);
+                Ok(Response::Txn(resp))
+            }
             Request::LeaseTimeToLive(r) => Ok(Response::LeaseTimeToLive(self.time_to_live(&r))),
             Request::LeaseLeases(_) => Ok(Response::LeaseLeases(pb::LeaseLeasesResponse {
                 header: None,
@@ -598,7 +661,10 @@ impl StateMachine for Applier {
             })),
             Request::LeaseKeepAlive(k) => {
                 let ttl = match self.lessor.renew(k.id) {
-                    Ok(ttl) => ttl,
+                    Ok(ttl) => {
+                        self.metrics.leases_renewed.fetch_add(1, Relaxed);
+                        ttl
+                    }
                     // etcd answers an unknown or expired lease with TTL 0.
                     Err(LeaseError::NotFound) => 0,
                     Err(e) => return Err(lease_status(e)),
@@ -644,6 +710,9 @@ impl StateMachine for Applier {
         self.lease_clock.now = now;
         self.hub.tick(now, self.kv.current_revision());
         let p = self.lessor.tick(now, is_leader);
+        self.metrics
+            .leases_expired
+            .fetch_add(p.revoke.len() as u64, Relaxed);
         let mut out = Vec::new();
         for id in p.revoke {
             out.push(RaftRequest {

@@ -3,13 +3,14 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::TcpListener;
-use raft::eraftpb::{HardState, Message, SnapshotMetadata};
+use raft::eraftpb::{HardState, Message, MessageType, SnapshotMetadata};
 
 use super::backend::Committed;
 use super::datadir::ReceivedSnapshot;
@@ -19,8 +20,8 @@ use super::message::{ReplyTo, Request, Response};
 use super::node::{Forward, Node, Output, Persist, StateMachine};
 use super::wal_records;
 use crate::net::grpc::Status;
-use crate::net::metrics::Metrics;
-use crate::peer::{PeerInbox, PeerInfo, PeerView, Transport};
+use crate::net::metrics::{Metrics, PeerStats};
+use crate::peer::{PeerInbox, PeerInfo, PeerView, Traffic, Transport};
 use crate::proto::etcdserverpb as pb;
 
 /// How long the core waits for requests between two background (compaction) steps when
@@ -58,13 +59,32 @@ enum Event {
 }
 
 /// The core loop's wake-up queue, fed by the link receivers, the ticker and persist tasks.
-#[derive(Default)]
 struct Inbox {
     events: RefCell<Vec<Event>>,
     waker: RefCell<Option<Waker>>,
+    metrics: Arc<Metrics>,
+    /// Each peer's counters, taken from `metrics` once.
+    peers: RefCell<std::collections::HashMap<u64, Arc<PeerStats>>>,
 }
 
 impl Inbox {
+    fn new(metrics: Arc<Metrics>) -> Inbox {
+        Inbox {
+            events: RefCell::default(),
+            waker: RefCell::default(),
+            metrics,
+            peers: RefCell::default(),
+        }
+    }
+
+    fn peer_stats(&self, id: u64) -> Arc<PeerStats> {
+        self.peers
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| self.metrics.peer(id))
+            .clone()
+    }
+
     fn push(&self, ev: Event) {
         self.events.borrow_mut().push(ev);
         if let Some(w) = self.waker.borrow_mut().take() {
@@ -104,7 +124,22 @@ impl PeerInbox for Inbox {
     }
 
     fn connected(&self, id: u64, up: bool) {
+        let stats = self.peer_stats(id);
+        if stats.active.swap(up, Relaxed) && !up {
+            stats.disconnects.fetch_add(1, Relaxed);
+        }
         self.push(Event::Connected(id, up));
+    }
+
+    fn traffic(&self, peer: u64, traffic: Traffic) {
+        let stats = self.peer_stats(peer);
+        let (counter, n) = match traffic {
+            Traffic::Sent(n) => (&stats.sent_bytes, n as u64),
+            Traffic::SendFailed => (&stats.sent_failures, 1),
+            Traffic::Received(n) => (&stats.received_bytes, n as u64),
+            Traffic::ReceiveFailed => (&stats.received_failures, 1),
+        };
+        counter.fetch_add(n, Relaxed);
     }
 
     fn snapshot_sent(&self, id: u64, delivered: bool) {
@@ -245,6 +280,20 @@ struct Driver<S: DurableStateMachine> {
     /// them).
     backend_copies_waiting: Vec<ReplyTo>,
     joining: Option<Members>,
+    /// The leader the last Ready named, to count leader changes as etcd does.
+    last_leader: u64,
+    /// Per follower: when this leader last sent it a heartbeat, and the heartbeat whose
+    /// response is awaited to time the round trip.
+    heartbeats: std::collections::HashMap<u64, HeartbeatClock>,
+}
+
+/// A leader's heartbeats to one follower: etcd counts one sent more than two heartbeat
+/// intervals after the previous as a send failure (an overloaded leader), and corekv times
+/// heartbeat → response as the peer round trip.
+struct HeartbeatClock {
+    last_sent: Option<Instant>,
+    awaiting: Option<Instant>,
+    stats: Arc<PeerStats>,
 }
 
 /// The transport's view of the cluster, from the applied members table.
@@ -284,7 +333,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
     metrics: Arc<Metrics>,
     peers: Peers,
 ) {
-    let inbox = Rc::new(Inbox::default());
+    let inbox = Rc::new(Inbox::new(metrics.clone()));
     let empty = peers.started_empty && !node.applied_from_a_leader();
     let (members, members_seen) = node.state_machine().members_table();
     let members = match &peers.joining {
@@ -363,6 +412,8 @@ pub async fn run<S: DurableStateMachine + 'static>(
         snapshots_waiting: Vec::new(),
         backend_copies_waiting: Vec::new(),
         joining: peers.joining,
+        last_leader: 0,
+        heartbeats: Default::default(),
     };
     d.step_node();
     loop {
@@ -415,7 +466,12 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                     }
                 }
             }
-            Event::Tick => self.node.tick(),
+            Event::Tick => {
+                self.node.tick();
+                self.metrics
+                    .proposals_pending
+                    .store(self.node.proposals_pending() as i64, Relaxed);
+            }
             Event::Persisted {
                 number,
                 append,
@@ -444,6 +500,9 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             Event::SnapshotSaved(saved) => self.finish_snapshot(saved),
             Event::PeerMessages(from, raft, forwards) => {
                 for msg in raft {
+                    if msg.get_msg_type() == MessageType::MsgHeartbeatResponse {
+                        self.heartbeat_answered(from);
+                    }
                     self.node.step(msg);
                 }
                 for f in forwards {
@@ -486,6 +545,9 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             self.persist(p);
         }
         for msg in &messages {
+            if msg.get_msg_type() == MessageType::MsgHeartbeat {
+                self.heartbeat_sent(msg.to);
+            }
             self.transport.send(msg);
         }
         for (to, f) in forwards {
@@ -505,16 +567,57 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             port.flush();
         }
         let m = &self.metrics;
-        use std::sync::atomic::Ordering::Relaxed;
+        let leader = self.node.leader_id();
+        if leader != self.last_leader {
+            if leader != 0 {
+                m.leader_changes.fetch_add(1, Relaxed);
+            }
+            self.last_leader = leader;
+            // A new leader's heartbeats start afresh.
+            self.heartbeats.clear();
+        }
         m.raft_term.store(self.node.term(), Relaxed);
-        m.has_leader
-            .store((self.node.leader_id() != 0) as u64, Relaxed);
+        m.has_leader.store((leader != 0) as u64, Relaxed);
+        m.is_leader
+            .store((leader != 0 && leader == self.node.id()) as u64, Relaxed);
+        m.proposals_failed
+            .store(self.node.proposals_failed(), Relaxed);
         m.raft_applied_index
             .store(self.node.state_machine().applied_index(), Relaxed);
         m.raft_commit_index
             .store(self.node.raft_log().hard_state().commit, Relaxed);
         m.revision
             .store(self.node.state_machine().revision(), Relaxed);
+    }
+
+    fn heartbeat_sent(&mut self, to: u64) {
+        let now = Instant::now();
+        let metrics = &self.metrics;
+        let clock = self.heartbeats.entry(to).or_insert_with(|| HeartbeatClock {
+            last_sent: None,
+            awaiting: None,
+            stats: metrics.peer(to),
+        });
+        let max = self.cfg.tick * 2;
+        if let Some(gap) = clock.last_sent.map(|t| now - t).filter(|gap| *gap > max) {
+            metrics.heartbeat_send_failures.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "failed to send out heartbeat on time (exceeded the {:?} timeout by {:?}, to \
+                 {to:x}); the server is likely overloaded",
+                max,
+                gap - max
+            );
+        }
+        clock.last_sent = Some(now);
+        clock.awaiting.get_or_insert(now);
+    }
+
+    fn heartbeat_answered(&mut self, from: u64) {
+        if let Some(clock) = self.heartbeats.get_mut(&from) {
+            if let Some(sent) = clock.awaiting.take() {
+                clock.stats.rtt().observe(sent.elapsed());
+            }
+        }
     }
 
     /// Tells the transport about changed members, and when this member stops being empty.
@@ -536,7 +639,6 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             let view = peer_view(members, self.node.cluster_id(), self.node.id(), self.empty);
             self.transport.set_view(view);
         }
-        use std::sync::atomic::Ordering::Relaxed;
         self.metrics
             .is_learner
             .store(self.node.is_learner(), Relaxed);
@@ -650,7 +752,6 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     fn backend_committed(&mut self, c: Committed) {
         self.metrics.backend_commit.observe(c.took);
         let (size, in_use) = self.node.state_machine().db_size();
-        use std::sync::atomic::Ordering::Relaxed;
         self.metrics.db_size.store(size, Relaxed);
         self.metrics.db_size_in_use.store(in_use, Relaxed);
         self.maybe_snapshot(c.applied);

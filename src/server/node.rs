@@ -230,6 +230,9 @@ pub struct Node<S: StateMachine> {
     proposing_since: u64,
     /// Proposed batches waiting to be applied, by batch id.
     pending: HashMap<u64, PendingBatch>,
+    /// Proposals that failed (no leader, lost to a leader change, timed out): etcd's
+    /// etcd_server_proposals_failed_total.
+    proposals_failed: u64,
     /// (log index, batch id) of batches this leader proposed, oldest first, to spot lost ones.
     proposed_at: VecDeque<(u64, u64)>,
     /// Linearizable reads collected since the last read-index round.
@@ -339,6 +342,7 @@ impl<S: StateMachine> Node<S> {
             proposing: Vec::new(),
             proposing_since: 0,
             pending: HashMap::new(),
+            proposals_failed: 0,
             proposed_at: VecDeque::new(),
             reads: Vec::new(),
             reads_since: 0,
@@ -988,6 +992,7 @@ impl<S: StateMachine> Node<S> {
         let lost: Vec<u64> = self.proposed_at.drain(..).map(|(_, id)| id).collect();
         for id in lost {
             if let Some(p) = self.pending.remove(&id) {
+                self.proposals_failed += p.replies.len() as u64;
                 self.fail(p.replies, Status::unavailable(LEADER_CHANGED));
             }
         }
@@ -1100,8 +1105,26 @@ impl<S: StateMachine> Node<S> {
                     },
                 );
             }
-            Err(_) => self.fail(replies, Status::unavailable(NO_LEADER)),
+            Err(_) => {
+                self.proposals_failed += replies.len() as u64;
+                self.fail(replies, Status::unavailable(NO_LEADER))
+            }
         }
+    }
+
+    /// Proposals that failed so far.
+    pub fn proposals_failed(&self) -> u64 {
+        self.proposals_failed
+    }
+
+    /// Writes proposed or waiting to be, not yet applied (etcd's proposals_pending).
+    pub fn proposals_pending(&self) -> usize {
+        self.proposing.len()
+            + self
+                .pending
+                .values()
+                .map(|p| p.replies.len())
+                .sum::<usize>()
     }
 
     fn flush_reads(&mut self) {
@@ -1418,6 +1441,7 @@ impl<S: StateMachine> Node<S> {
             }
             self.proposed_at.pop_front();
             if let Some(p) = self.pending.remove(&batch_id) {
+                self.proposals_failed += p.replies.len() as u64;
                 self.fail(p.replies, Status::unavailable(LEADER_CHANGED));
             }
         }
@@ -1531,17 +1555,20 @@ impl<S: StateMachine> Node<S> {
         if !self.proposing.is_empty() && now >= self.proposing_since + timeout {
             expired.extend(self.proposing.drain(..).map(|(_, to)| to));
         }
+        let mut failed = expired.len();
         if !self.reads.is_empty() && now >= self.reads_since + timeout {
             expired.extend(self.reads.drain(..).map(|(_, to)| Some(to)));
         }
         self.pending.retain(|_, p| {
             if now >= p.deadline {
+                failed += p.replies.len();
                 expired.append(&mut p.replies);
                 false
             } else {
                 true
             }
         });
+        self.proposals_failed += failed as u64;
         self.read_rounds.retain(|_, r| {
             if now >= r.deadline {
                 expired.extend(r.reads.drain(..).map(|(_, to)| Some(to)));
