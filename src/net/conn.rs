@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -183,8 +184,14 @@ where
         glommio::spawn_local(async move {
             let path = request.uri().path().to_owned();
             // gRPC is always POST; anything else is for the HTTP endpoints (curl over https
-            // negotiates HTTP/2 for /health too).
-            if request.method() == http::Method::POST {
+            // negotiates HTTP/2 for /health too), and the JSON gateway takes /v3/ paths.
+            let grpc = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc && crate::gateway::serves(&path) {
+                crate::gateway::serve_h2(&ctx.api, request, respond).await;
+            } else if request.method() == http::Method::POST {
                 serve_stream(&ctx, &path, request.into_body(), respond).await;
             } else {
                 let method = request.method().as_str().to_owned();
@@ -247,41 +254,64 @@ async fn serve_stream(
                 Ok(s) => s,
                 Err(_) => return,
             };
-            let mut outgoing = Outgoing { send };
+            let mut outgoing = Outgoing {
+                sink: Sink::Grpc(send),
+            };
             let result = ctx.api.streaming(method, incoming, &mut outgoing).await;
-            let _ = outgoing
-                .send
-                .send_trailers(grpc::trailers(result.err().as_ref()));
+            if let Sink::Grpc(send) = &mut outgoing.sink {
+                let _ = send.send_trailers(grpc::trailers(result.err().as_ref()));
+            }
         }
     }
 }
 
-/// The messages a client sends on one stream.
+/// The messages a client sends on one stream: gRPC frames from an HTTP/2 stream, or
+/// messages the JSON gateway decoded and encoded as protobuf.
 pub struct Incoming {
-    body: RecvStream,
-    decoder: MessageDecoder,
+    source: Source,
+}
+
+enum Source {
+    Grpc {
+        body: RecvStream,
+        decoder: MessageDecoder,
+    },
+    Gateway(LocalReceiver<Bytes>),
 }
 
 impl Incoming {
     fn new(body: RecvStream, limit: usize) -> Incoming {
         Incoming {
-            body,
-            decoder: MessageDecoder::new(limit),
+            source: Source::Grpc {
+                body,
+                decoder: MessageDecoder::new(limit),
+            },
+        }
+    }
+
+    /// Messages fed by the gateway; the stream half-closes when the sender is dropped.
+    pub fn from_gateway(messages: LocalReceiver<Bytes>) -> Incoming {
+        Incoming {
+            source: Source::Gateway(messages),
         }
     }
 
     /// The next message; None when the client half-closed the stream.
     pub async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+        let (body, decoder) = match &mut self.source {
+            Source::Grpc { body, decoder } => (body, decoder),
+            Source::Gateway(messages) => return messages.recv().await.map(Ok),
+        };
         loop {
-            match self.decoder.next_message() {
+            match decoder.next_message() {
                 Ok(Some(m)) => return Some(Ok(m)),
                 Ok(None) => {}
                 Err(e) => return Some(Err(e.to_status())),
             }
-            match self.body.data().await {
+            match body.data().await {
                 Some(Ok(chunk)) => {
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
-                    self.decoder.push(&chunk);
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    decoder.push(&chunk);
                 }
                 Some(Err(e)) => {
                     return Some(Err(Status::new(
@@ -289,7 +319,7 @@ impl Incoming {
                         format!("stream error: {e}"),
                     )))
                 }
-                None if self.decoder.has_partial() => {
+                None if decoder.has_partial() => {
                     return Some(Err(grpc::FrameError::Truncated.to_status()))
                 }
                 None => return None,
@@ -299,28 +329,47 @@ impl Incoming {
 }
 
 /// The reply side of a streaming call, with flow control: a slow reader makes `send` wait
-/// instead of growing a buffer without bound.
+/// instead of growing a buffer without bound. `send` takes gRPC-framed messages (one or
+/// more); the gateway's side turns them into JSON.
 pub struct Outgoing {
-    send: SendStream<Bytes>,
+    sink: Sink,
+}
+
+enum Sink {
+    Grpc(SendStream<Bytes>),
+    Gateway(LocalSender<Bytes>),
 }
 
 impl Outgoing {
-    pub async fn send(&mut self, mut msg: Bytes) -> Result<(), Status> {
-        while !msg.is_empty() {
-            self.send.reserve_capacity(msg.len());
-            let granted = std::future::poll_fn(|cx| self.send.poll_capacity(cx)).await;
-            let n = match granted {
-                Some(Ok(n)) => n,
-                _ => return Err(Status::new(grpc::Code::Canceled, "client went away")),
-            };
-            if n == 0 {
-                continue;
-            }
-            let chunk = msg.split_to(n.min(msg.len()));
-            self.send
-                .send_data(chunk, false)
-                .map_err(|_| Status::new(grpc::Code::Canceled, "client went away"))?;
+    /// Framed messages go to the gateway through a bounded channel.
+    pub fn to_gateway(frames: LocalSender<Bytes>) -> Outgoing {
+        Outgoing {
+            sink: Sink::Gateway(frames),
         }
-        Ok(())
     }
+
+    pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
+        let gone = || Status::new(grpc::Code::Canceled, "client went away");
+        match &mut self.sink {
+            Sink::Grpc(send) => send_data(send, msg).await.map_err(|_| gone()),
+            Sink::Gateway(frames) => frames.send(msg).await.map_err(|_| gone()),
+        }
+    }
+}
+
+/// Sends data on an HTTP/2 stream as the peer's flow control allows; Err when it went away.
+pub async fn send_data(send: &mut SendStream<Bytes>, mut msg: Bytes) -> Result<(), ()> {
+    while !msg.is_empty() {
+        send.reserve_capacity(msg.len());
+        let n = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            _ => return Err(()),
+        };
+        if n == 0 {
+            continue;
+        }
+        let chunk = msg.split_to(n.min(msg.len()));
+        send.send_data(chunk, false).map_err(|_| ())?;
+    }
+    Ok(())
 }
