@@ -671,3 +671,97 @@ fn watch_and_keepalive_streams_match_etcd() {
         }
     }
 }
+
+/// corekv's `corekv_watchers` gauge.
+fn watchers(port: u16) -> i64 {
+    let metrics = common::http_get(port, "/metrics").expect("/metrics answers");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("corekv_watchers "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("corekv_watchers is exported")
+}
+
+/// Waits (bounded) until `f` holds; the wait is for the server to notice a closed socket.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn corekv_gateway_survives_bad_input_serves_http2_and_frees_streams() {
+    let s = Server::start(Kind::Corekv);
+    let port = s.client_port;
+    let foo = b64("foo");
+    let put = format!(r#"{{"key":"{foo}","value":"{}"}}"#, b64("bar"));
+    let mut c = connect(port);
+    assert_eq!(
+        c.call("POST", "/v3/kv/put", put.as_bytes(), false).status,
+        200
+    );
+
+    // Malformed HTTP: a chunk size that is not hex, a Content-Length that is not a number,
+    // one far over the limit (refused before the body is read), a body cut short.
+    let raw = |req: &[u8]| {
+        let mut t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        t.write_all(req).unwrap();
+        let _ = t.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = t.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let r = raw(
+        b"POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: x\r\n\r\n{}");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(b"POST /v3/kv/put HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n{}");
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(r.contains(r#""code":8"#), "{r}");
+    let r = raw(b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"key\":");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // The server is fine, and the keep-alive connection from before still works.
+    let got = c.call(
+        "POST",
+        "/v3/kv/range",
+        format!(r#"{{"key":"{foo}"}}"#).as_bytes(),
+        false,
+    );
+    assert_eq!(got.json()["kvs"][0]["value"], b64("bar"));
+
+    // HTTP/2 (prior knowledge, as gRPC clients connect): the same JSON as HTTP/1.1.
+    let out = std::process::Command::new(common::require_binary("curl"))
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/v3/kv/range"))
+        .args(["-d", &format!(r#"{{"key":"{foo}"}}"#)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2 200", "{text}");
+    assert_eq!(serde_json::from_str::<Value>(body).unwrap(), got.json());
+
+    // A watch whose client leaves is cancelled on the server: nothing leaks.
+    assert_eq!(watchers(port), 0);
+    let (_, mut w) = Stream::open(
+        port,
+        "/v3/watch",
+        &format!(r#"{{"create_request":{{"key":"{foo}"}}}}"#),
+    );
+    assert_eq!(w.next()["result"]["created"], true);
+    assert_eq!(watchers(port), 1);
+    drop(w);
+    eventually("the watcher of a closed connection is removed", || {
+        watchers(port) == 0
+    });
+}
