@@ -764,4 +764,23 @@ fn corekv_gateway_survives_bad_input_serves_http2_and_frees_streams() {
     eventually("the watcher of a closed connection is removed", || {
         watchers(port) == 0
     });
+    // The same over HTTP/2.
+    let mut curl = std::process::Command::new(common::require_binary("curl"))
+        .args(["-s", "-N", "--http2-prior-knowledge"])
+        .arg(format!("http://127.0.0.1:{port}/v3/watch"))
+        .args(["-d", &format!(r#"{{"create_request":{{"key":"{foo}"}}}}"#)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(curl.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains(r#""created":true"#), "{first}");
+    assert_eq!(watchers(port), 1);
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    eventually("the watcher of a reset HTTP/2 stream is removed", || {
+        watchers(port) == 0
+    });
 }

@@ -358,7 +358,7 @@ impl Outgoing {
 }
 
 /// Sends data on an HTTP/2 stream as the peer's flow control allows; Err when it went away.
-pub async fn send_data(send: &mut SendStream<Bytes>, mut msg: Bytes) -> Result<(), ()> {
+async fn send_data(send: &mut SendStream<Bytes>, mut msg: Bytes) -> Result<(), ()> {
     while !msg.is_empty() {
         send.reserve_capacity(msg.len());
         let n = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
