@@ -644,6 +644,11 @@ fn watch_and_keepalive_streams_match_etcd() {
         let mut lines = vec![k.next(), k.next()];
         lines.iter_mut().for_each(normalize);
         kept.push(lines);
+        // Its body has ended: both answer what was asked and end the stream, and the
+        // connection serves the next request.
+        assert!(k.conn.chunk().is_none(), "the keep-alive stream ended");
+        let r = k.conn.call("POST", "/v3/lease/leases", b"{}", false);
+        assert_eq!(r.status, 200);
     }
     assert_eq!(kept[0], kept[1]);
     assert_eq!(kept[0][0]["result"]["TTL"], "60");

@@ -35,7 +35,9 @@ pub async fn serve_h2(api: &Api, request: http::Request<RecvStream>, respond: Se
             }
             out.answer(unary(api, m, &all).await).await
         }
-        Plan::Streaming(m) => stream::serve(api, m, body, &mut out).await,
+        Plan::Streaming(m) => {
+            stream::serve(api, m, body, &mut out).await;
+        }
     }
 }
 

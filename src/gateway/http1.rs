@@ -1,6 +1,6 @@
 //! The gateway over HTTP/1.1 (what curl, etcd3gw and Patroni speak): keep-alive,
 //! Content-Length and chunked request bodies, `Expect: 100-continue`; streams answer with a
-//! chunked body and keep the connection to themselves.
+//! chunked body (a watch keeps the connection to itself).
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -277,8 +277,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let (read, write_half) = futures_lite::io::split(&mut *stream);
             let body = BodyReader::new(read, buf, head.length);
             let mut out = Chunked { conn: write_half };
-            stream::serve(api, m, body, &mut out).await;
-            false
+            stream::serve(api, m, body, &mut out).await && keep_alive
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `/v3/watch` and `/v3/lease/keepalive` as etcd's gateway serves them: the body carries one
 //! or more JSON requests (read as they arrive); the reply is `200` with a chunked body of
-//! `{"result": …}` lines that stays open until the client goes away. A body that ends does
-//! not end the stream (etcd's gateway half-closes its gRPC stream, and etcd's watch and
-//! keep-alive go on). A first request that is not valid JSON is answered with a plain error
+//! `{"result": …}` lines. When the body ends, etcd's gateway half-closes its gRPC stream: a
+//! keep-alive stream then answers what it was asked and ends; a watch stays open until the
+//! client goes away. A first request that is not valid JSON is answered with a plain error
 //! (status 500, code 2, as etcd's gateway does); a later one stops reading the body; an
 //! error once results were sent ends the stream with `{"error": {grpc_code, http_code,
 //! message, http_status}}`.
@@ -78,13 +78,14 @@ impl Requests {
     }
 }
 
-/// Serves one gateway stream to its end.
+/// Serves one gateway stream to its end; true when it ended cleanly, its body read to the end
+/// (a keep-alive stream whose body ended), so the connection can serve more requests.
 pub(super) async fn serve<B: Body, W: Reply200>(
     api: &Api,
     method: Streaming,
     mut body: B,
     out: &mut W,
-) {
+) -> bool {
     let codec = json::stream_codec(method);
     let mut requests = Requests {
         buf: Vec::new(),
@@ -98,11 +99,11 @@ pub(super) async fn serve<B: Body, W: Reply200>(
         Read::Bad(status) => {
             out.answer(Reply::json(http_status(status.code), error_body(&status)))
                 .await;
-            return;
+            return false;
         }
     };
     if out.start().await.is_err() {
-        return;
+        return false;
     }
     let (in_tx, in_rx) = local_channel::new_bounded(16);
     let (out_tx, out_rx) = local_channel::new_bounded::<Bytes>(16);
@@ -143,8 +144,12 @@ pub(super) async fn serve<B: Body, W: Reply200>(
                 return;
             }
         }
-        // Like etcd's: the stream goes on after the body ends, until the client leaves.
-        body.closed().await;
+        // etcd's gateway half-closes its gRPC stream when the body ends: etcd's keep-alive
+        // then answers what it has and ends; its watch goes on until the client leaves
+        // (corekv's watch would end on a half-close, so it is not told).
+        if method == Streaming::Watch {
+            body.closed().await;
+        }
         drop(in_tx);
     };
     let (result, written) = future::or(future::zip(serve, write), async {
@@ -152,10 +157,11 @@ pub(super) async fn serve<B: Body, W: Reply200>(
         std::future::pending().await
     })
     .await;
-    if let (Err(status), Ok(())) = (result, written) {
-        let _ = out.chunk(stream_error(&status)).await;
+    if let (Err(status), Ok(())) = (&result, &written) {
+        let _ = out.chunk(stream_error(status)).await;
     }
     out.finish().await;
+    result.is_ok() && written.is_ok()
 }
 
 /// grpc-gateway's error chunk for a stream that already answered 200.
