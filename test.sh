@@ -9,6 +9,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# curl: the JSON gateway's HTTP/2 checks (tests/gateway.rs).
+command -v curl >/dev/null 2>&1 || need+=(curl)
 # Network namespaces for the partition tests.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
