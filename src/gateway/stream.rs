@@ -105,6 +105,8 @@ pub(super) async fn serve<B: Body, W: Reply200>(
     if out.start().await.is_err() {
         return false;
     }
+    // Whether the whole body was read (else the connection cannot serve another request).
+    let body_read = std::cell::Cell::new(false);
     let (in_tx, in_rx) = local_channel::new_bounded(16);
     let (out_tx, out_rx) = local_channel::new_bounded::<Bytes>(16);
     let serve = async {
@@ -139,9 +141,18 @@ pub(super) async fn serve<B: Body, W: Reply200>(
                 return;
             }
         }
-        while let Read::Request(m) = requests.next(&mut body).await {
-            if in_tx.send(m).await.is_err() {
-                return;
+        loop {
+            match requests.next(&mut body).await {
+                Read::Request(m) => {
+                    if in_tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Read::End => {
+                    body_read.set(true);
+                    break;
+                }
+                Read::Bad(_) => break,
             }
         }
         // etcd's gateway half-closes its gRPC stream when the body ends: etcd's keep-alive
@@ -161,7 +172,7 @@ pub(super) async fn serve<B: Body, W: Reply200>(
         let _ = out.chunk(stream_error(status)).await;
     }
     out.finish().await;
-    result.is_ok() && written.is_ok()
+    result.is_ok() && written.is_ok() && body_read.get()
 }
 
 /// grpc-gateway's error chunk for a stream that already answered 200.
