@@ -12,6 +12,8 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # promtool checks the /metrics exposition (tests/metrics.rs).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# curl: the JSON gateway's HTTP/2 checks (tests/gateway.rs).
+command -v curl >/dev/null 2>&1 || need+=(curl)
 # Network namespaces for the partition tests.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then

@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod failpoint;
+pub mod gateway;
 pub mod launch;
 pub mod lease;
 pub mod mvcc;

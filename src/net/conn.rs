@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -184,8 +185,14 @@ where
         glommio::spawn_local(async move {
             let path = request.uri().path().to_owned();
             // gRPC is always POST; anything else is for the HTTP endpoints (curl over https
-            // negotiates HTTP/2 for /health too).
-            if request.method() == http::Method::POST {
+            // negotiates HTTP/2 for /health too), and the JSON gateway takes /v3/ paths.
+            let grpc = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc && crate::gateway::serves(&path) {
+                crate::gateway::serve_h2(&ctx.api, request, respond).await;
+            } else if request.method() == http::Method::POST {
                 serve_stream(&ctx, &path, request.into_body(), respond).await;
             } else {
                 let method = request.method().as_str().to_owned();
@@ -256,51 +263,76 @@ async fn serve_stream(
                 Err(_) => return stats.handled(grpc::Code::Canceled),
             };
             let mut outgoing = Outgoing {
-                send,
-                stats: stats.clone(),
+                sink: Sink::Grpc(send),
+                stats: Some(stats.clone()),
             };
             let result = ctx.api.streaming(method, incoming, &mut outgoing).await;
             let code = result.as_ref().err().map_or(grpc::Code::Ok, |s| s.code);
-            let _ = outgoing
-                .send
-                .send_trailers(grpc::trailers(result.err().as_ref()));
+            if let Sink::Grpc(send) = &mut outgoing.sink {
+                let _ = send.send_trailers(grpc::trailers(result.err().as_ref()));
+            }
             code
         }
     };
     stats.handled(code);
 }
 
-/// The messages a client sends on one stream.
+/// The messages a client sends on one stream: gRPC frames from an HTTP/2 stream, or
+/// messages the JSON gateway decoded and encoded as protobuf.
 pub struct Incoming {
-    body: RecvStream,
-    decoder: MessageDecoder,
-    stats: Rc<CallStats>,
+    source: Source,
+    /// None for the gateway's calls (not counted as gRPC calls).
+    stats: Option<Rc<CallStats>>,
+}
+
+enum Source {
+    Grpc {
+        body: RecvStream,
+        decoder: MessageDecoder,
+    },
+    Gateway(LocalReceiver<Bytes>),
 }
 
 impl Incoming {
     fn new(body: RecvStream, limit: usize, stats: Rc<CallStats>) -> Incoming {
         Incoming {
-            body,
-            decoder: MessageDecoder::new(limit),
-            stats,
+            source: Source::Grpc {
+                body,
+                decoder: MessageDecoder::new(limit),
+            },
+            stats: Some(stats),
+        }
+    }
+
+    /// Messages fed by the gateway; the stream half-closes when the sender is dropped.
+    pub fn from_gateway(messages: LocalReceiver<Bytes>) -> Incoming {
+        Incoming {
+            source: Source::Gateway(messages),
+            stats: None,
         }
     }
 
     /// The next message; None when the client half-closed the stream.
     pub async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+        let (body, decoder) = match &mut self.source {
+            Source::Grpc { body, decoder } => (body, decoder),
+            Source::Gateway(messages) => return messages.recv().await.map(Ok),
+        };
         loop {
-            match self.decoder.next_message() {
+            match decoder.next_message() {
                 Ok(Some(m)) => {
-                    self.stats.received(m.len());
+                    if let Some(stats) = &self.stats {
+                        stats.received(m.len());
+                    }
                     return Some(Ok(m));
                 }
                 Ok(None) => {}
                 Err(e) => return Some(Err(e.to_status())),
             }
-            match self.body.data().await {
+            match body.data().await {
                 Some(Ok(chunk)) => {
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
-                    self.decoder.push(&chunk);
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    decoder.push(&chunk);
                 }
                 Some(Err(e)) => {
                     return Some(Err(Status::new(
@@ -308,7 +340,7 @@ impl Incoming {
                         format!("stream error: {e}"),
                     )))
                 }
-                None if self.decoder.has_partial() => {
+                None if decoder.has_partial() => {
                     return Some(Err(grpc::FrameError::Truncated.to_status()))
                 }
                 None => return None,
@@ -318,31 +350,53 @@ impl Incoming {
 }
 
 /// The reply side of a streaming call, with flow control: a slow reader makes `send` wait
-/// instead of growing a buffer without bound.
+/// instead of growing a buffer without bound. `send` takes gRPC-framed messages (one or
+/// more); the gateway's side turns them into JSON.
 pub struct Outgoing {
-    send: SendStream<Bytes>,
-    stats: Rc<CallStats>,
+    sink: Sink,
+    stats: Option<Rc<CallStats>>,
+}
+
+enum Sink {
+    Grpc(SendStream<Bytes>),
+    Gateway(LocalSender<Bytes>),
 }
 
 impl Outgoing {
-    /// Sends encoded gRPC messages (each with its 5-byte prefix).
-    pub async fn send(&mut self, mut msg: Bytes) -> Result<(), Status> {
-        self.stats.sent_frames(&msg);
-        while !msg.is_empty() {
-            self.send.reserve_capacity(msg.len());
-            let granted = std::future::poll_fn(|cx| self.send.poll_capacity(cx)).await;
-            let n = match granted {
-                Some(Ok(n)) => n,
-                _ => return Err(Status::new(grpc::Code::Canceled, "client went away")),
-            };
-            if n == 0 {
-                continue;
-            }
-            let chunk = msg.split_to(n.min(msg.len()));
-            self.send
-                .send_data(chunk, false)
-                .map_err(|_| Status::new(grpc::Code::Canceled, "client went away"))?;
+    /// Framed messages go to the gateway through a bounded channel.
+    pub fn to_gateway(frames: LocalSender<Bytes>) -> Outgoing {
+        Outgoing {
+            sink: Sink::Gateway(frames),
+            stats: None,
         }
-        Ok(())
     }
+
+    /// Sends encoded gRPC messages (each with its 5-byte prefix).
+    pub async fn send(&mut self, msg: Bytes) -> Result<(), Status> {
+        if let Some(stats) = &self.stats {
+            stats.sent_frames(&msg);
+        }
+        let gone = || Status::new(grpc::Code::Canceled, "client went away");
+        match &mut self.sink {
+            Sink::Grpc(send) => send_data(send, msg).await.map_err(|_| gone()),
+            Sink::Gateway(frames) => frames.send(msg).await.map_err(|_| gone()),
+        }
+    }
+}
+
+/// Sends data on an HTTP/2 stream as the peer's flow control allows; Err when it went away.
+async fn send_data(send: &mut SendStream<Bytes>, mut msg: Bytes) -> Result<(), ()> {
+    while !msg.is_empty() {
+        send.reserve_capacity(msg.len());
+        let n = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            _ => return Err(()),
+        };
+        if n == 0 {
+            continue;
+        }
+        let chunk = msg.split_to(n.min(msg.len()));
+        send.send_data(chunk, false).map_err(|_| ())?;
+    }
+    Ok(())
 }

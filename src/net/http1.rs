@@ -23,7 +23,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
     let mut chunk = [0u8; 4096];
     loop {
         // Read until a complete request head is buffered.
-        let (path, method, keep_alive, consumed) = loop {
+        let (path, method, keep_alive, consumed, gateway) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
@@ -38,6 +38,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
                         req.method.unwrap_or("GET").to_owned(),
                         keep,
                         n,
+                        crate::gateway::http1::head(&req),
                     );
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
@@ -52,6 +53,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
             }
         };
         buf.drain(..consumed);
+        if let Some(head) = gateway {
+            if crate::gateway::http1::serve(&ctx.api, &mut stream, &mut buf, head).await {
+                continue;
+            }
+            return;
+        }
         let (status, ctype, body) = route(ctx, &method, &path).await;
         if respond(&mut stream, status, ctype, &body, keep_alive)
             .await

@@ -684,7 +684,6 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     fn defragment(&mut self, to: ReplyTo) {
         self.defragmenting += 1;
         let db = self.node.state_machine().db();
-        let header = self.node.header();
         let inbox = self.inbox.clone();
         glommio::spawn_local(async move {
             let result = glommio::executor()
@@ -693,8 +692,9 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
             let reply = match result {
                 Ok(report) => {
                     tracing::info!(?report, "defragmented the backend");
+                    // etcd 3.4 answers a defragment with no header at all.
                     Ok(Response::Defragment(pb::DefragmentResponse {
-                        header: Some(header),
+                        header: None,
                     }))
                 }
                 Err(e) => Err(Status::internal(format!("defragment: {e}"))),

@@ -1535,7 +1535,14 @@ impl<S: StateMachine> Node<S> {
     fn fill_header(&self, mut reply: Reply, term: u64) -> Reply {
         if let Ok(resp) = &mut reply {
             // etcd's Cluster service header carries no revision.
-            let with_revision = !matches!(resp, Response::MemberList(_));
+            let with_revision = !matches!(
+                resp,
+                Response::MemberList(_)
+                    | Response::MemberAdd(_)
+                    | Response::MemberRemove(_)
+                    | Response::MemberUpdate(_)
+                    | Response::MemberPromote(_)
+            );
             if let Some(h) = resp.header_mut() {
                 h.cluster_id = self.cfg.cluster_id;
                 h.member_id = self.cfg.id;

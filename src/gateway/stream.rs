@@ -1,0 +1,192 @@
+//! `/v3/watch` and `/v3/lease/keepalive` as etcd's gateway serves them: the body carries one
+//! or more JSON requests (read as they arrive); the reply is `200` with a chunked body of
+//! `{"result": …}` lines. When the body ends, etcd's gateway half-closes its gRPC stream: a
+//! keep-alive stream then answers what it was asked and ends; a watch stays open until the
+//! client goes away. A first request that is not valid JSON is answered with a plain error
+//! (status 500, code 2, as etcd's gateway does); a later one stops reading the body; an
+//! error once results were sent ends the stream with `{"error": {grpc_code, http_code,
+//! message, http_status}}`.
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::channels::local_channel;
+
+use super::json::{self, Next};
+use super::{error_body, http_status, reason, Reply};
+use crate::api::{Api, Streaming};
+use crate::net::conn::{Incoming, Outgoing};
+use crate::net::grpc::{Code, MessageDecoder, Status};
+
+/// A stream's request body, as the transport reads it.
+pub(super) trait Body {
+    /// The next piece of the body; None once it ended, or the client went away.
+    async fn next_chunk(&mut self) -> Option<Bytes>;
+    /// Resolves when the client goes away (called after the body ended).
+    async fn closed(&mut self);
+}
+
+/// A stream's reply, as the transport writes it.
+pub(super) trait Reply200 {
+    /// A whole reply instead of a stream (the first request was bad).
+    async fn answer(&mut self, reply: Reply);
+    /// `200`, a chunked JSON body follows.
+    async fn start(&mut self) -> Result<(), ()>;
+    async fn chunk(&mut self, data: Vec<u8>) -> Result<(), ()>;
+    async fn finish(&mut self);
+}
+
+/// Requests buffered from the body.
+struct Requests {
+    buf: Vec<u8>,
+    next: fn(&[u8]) -> Next,
+    limit: usize,
+}
+
+enum Read {
+    Request(Bytes),
+    /// The body ended (anything left in it was not a whole request).
+    End,
+    Bad(Status),
+}
+
+impl Requests {
+    async fn next<B: Body>(&mut self, body: &mut B) -> Read {
+        loop {
+            match (self.next)(&self.buf) {
+                Next::Request(msg, used) => {
+                    self.buf.drain(..used);
+                    return Read::Request(msg);
+                }
+                Next::Bad(status) => return Read::Bad(status),
+                Next::Incomplete if self.buf.len() > self.limit => {
+                    return Read::Bad(Status::new(
+                        Code::ResourceExhausted,
+                        format!(
+                            "grpc: received message larger than max ({} vs. {})",
+                            self.buf.len(),
+                            self.limit
+                        ),
+                    ))
+                }
+                Next::Incomplete => {}
+            }
+            match body.next_chunk().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None => return Read::End,
+            }
+        }
+    }
+}
+
+/// Serves one gateway stream to its end; true when it ended cleanly, its body read to the end
+/// (a keep-alive stream whose body ended), so the connection can serve more requests.
+pub(super) async fn serve<B: Body, W: Reply200>(
+    api: &Api,
+    method: Streaming,
+    mut body: B,
+    out: &mut W,
+) -> bool {
+    let codec = json::stream_codec(method);
+    let mut requests = Requests {
+        buf: Vec::new(),
+        next: codec.next_request,
+        limit: super::body_limit(api),
+    };
+    // etcd's gateway reads the first request before it answers.
+    let first = match requests.next(&mut body).await {
+        Read::Request(m) => Some(m),
+        Read::End => None,
+        Read::Bad(status) => {
+            out.answer(Reply::json(http_status(status.code), error_body(&status)))
+                .await;
+            return false;
+        }
+    };
+    if out.start().await.is_err() {
+        return false;
+    }
+    // Whether the whole body was read (else the connection cannot serve another request).
+    let body_read = std::cell::Cell::new(false);
+    let (in_tx, in_rx) = local_channel::new_bounded(16);
+    let (out_tx, out_rx) = local_channel::new_bounded::<Bytes>(16);
+    let serve = async {
+        let mut outgoing = Outgoing::to_gateway(out_tx);
+        let result = api
+            .streaming(method, Incoming::from_gateway(in_rx), &mut outgoing)
+            .await;
+        drop(outgoing);
+        result
+    };
+    let write = async {
+        let mut frames = MessageDecoder::new(usize::MAX);
+        while let Some(bytes) = out_rx.recv().await {
+            frames.push(&bytes);
+            while let Ok(Some(msg)) = frames.next_message() {
+                let json = match (codec.response)(&msg) {
+                    Ok(j) => j,
+                    Err(_) => return Err(()),
+                };
+                let mut line = Vec::with_capacity(json.len() + 12);
+                line.extend_from_slice(b"{\"result\":");
+                line.extend_from_slice(&json);
+                line.extend_from_slice(b"}\n");
+                out.chunk(line).await?;
+            }
+        }
+        Ok(())
+    };
+    let feed = async {
+        if let Some(m) = first {
+            if in_tx.send(m).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            match requests.next(&mut body).await {
+                Read::Request(m) => {
+                    if in_tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Read::End => {
+                    body_read.set(true);
+                    break;
+                }
+                Read::Bad(_) => break,
+            }
+        }
+        // etcd's gateway half-closes its gRPC stream when the body ends: etcd's keep-alive
+        // then answers what it has and ends; its watch goes on until the client leaves
+        // (corekv's watch would end on a half-close, so it is not told).
+        if method == Streaming::Watch {
+            body.closed().await;
+        }
+        drop(in_tx);
+    };
+    let (result, written) = future::or(future::zip(serve, write), async {
+        feed.await;
+        std::future::pending().await
+    })
+    .await;
+    if let (Err(status), Ok(())) = (&result, &written) {
+        let _ = out.chunk(stream_error(status)).await;
+    }
+    out.finish().await;
+    result.is_ok() && written.is_ok() && body_read.get()
+}
+
+/// grpc-gateway's error chunk for a stream that already answered 200.
+fn stream_error(status: &Status) -> Vec<u8> {
+    let http = http_status(status.code);
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "error": {
+            "grpc_code": status.code as u32,
+            "http_code": http,
+            "message": status.message,
+            "http_status": reason(http),
+        }
+    }))
+    .expect("a JSON value serializes");
+    line.push(b'\n');
+    line
+}

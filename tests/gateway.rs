@@ -1,0 +1,801 @@
+//! etcd's JSON gateway, differentially: the same HTTP/1.1 requests go to etcd 3.4's gateway
+//! and to corekv's, and the answers (status, content type, JSON) must be the same.
+//!
+//! Both servers start fresh and advertise the same peer URL, so their member and cluster
+//! IDs and every revision are the same; what is normalized is only what must differ: the
+//! raft term, the client URLs (other ports), Status's version and sizes and raft indexes,
+//! the ID of a member added at a time of its own, and the wording of JSON decoding errors
+//! (Go's encoding/json vs serde_json: the status and code must still match).
+//!
+//! The client is a small HTTP/1.1 client over std's TcpStream with keep-alive (one
+//! connection per server for all unary calls), Content-Length or chunked request bodies.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{free_port, Kind, Server};
+use serde_json::{json, Value};
+
+/// One HTTP/1.1 response.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+fn connect(port: u16) -> Conn {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // A guard against a hung server only; nothing waits for a timeout to pass.
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    Conn {
+        reader: BufReader::new(s),
+    }
+}
+
+impl Conn {
+    fn send(&mut self, method: &str, path: &str, body: &[u8], chunked: bool) {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        );
+        if chunked {
+            req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        } else {
+            req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        }
+        let mut bytes = req.into_bytes();
+        if chunked {
+            // Two chunks, to cross a chunk boundary inside the JSON.
+            let (a, b) = body.split_at(body.len() / 2);
+            for part in [a, b] {
+                if !part.is_empty() {
+                    bytes.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    bytes.extend_from_slice(part);
+                    bytes.extend_from_slice(b"\r\n");
+                }
+            }
+            bytes.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            bytes.extend_from_slice(body);
+        }
+        self.reader.get_mut().write_all(&bytes).unwrap();
+    }
+
+    /// Reads a response head: status, content type, and whether the body is chunked
+    /// (else its length).
+    fn head(&mut self) -> (u16, String, Option<usize>) {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut content_type = String::new();
+        let mut length = None;
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (name, value) = h.split_once(':').unwrap();
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-type" => content_type = value.to_string(),
+                "content-length" => length = Some(value.parse().unwrap()),
+                _ => {}
+            }
+        }
+        (status, content_type, length)
+    }
+
+    /// One chunk of a chunked body (None at its end).
+    fn chunk(&mut self) -> Option<Vec<u8>> {
+        let mut size = String::new();
+        self.reader.read_line(&mut size).ok()?;
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 {
+            // Trailers (etcd's gateway sends gRPC's trailers with errors), then a blank line.
+            loop {
+                let mut t = String::new();
+                self.reader.read_line(&mut t).ok()?;
+                if t.trim_end().is_empty() {
+                    return None;
+                }
+            }
+        }
+        let mut data = vec![0; n + 2];
+        self.reader.read_exact(&mut data).ok()?;
+        data.truncate(n);
+        (n > 0).then_some(data)
+    }
+
+    fn response(&mut self) -> Response {
+        let (status, content_type, length) = self.head();
+        let body = match length {
+            Some(n) => {
+                let mut b = vec![0; n];
+                self.reader.read_exact(&mut b).unwrap();
+                b
+            }
+            None => {
+                let mut b = Vec::new();
+                while let Some(c) = self.chunk() {
+                    b.extend_from_slice(&c);
+                }
+                b
+            }
+        };
+        Response {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: &[u8], chunked: bool) -> Response {
+        self.send(method, path, body, chunked);
+        self.response()
+    }
+}
+
+/// An open gateway stream: `{"result": …}` lines.
+struct Stream {
+    conn: Conn,
+    pending: Vec<u8>,
+}
+
+impl Stream {
+    fn open(port: u16, path: &str, body: &str) -> (u16, Stream) {
+        let mut conn = connect(port);
+        conn.send("POST", path, body.as_bytes(), false);
+        let (status, _, _) = conn.head();
+        (
+            status,
+            Stream {
+                conn,
+                pending: Vec::new(),
+            },
+        )
+    }
+
+    /// The next line of the response, as JSON.
+    fn next(&mut self) -> Value {
+        loop {
+            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return serde_json::from_slice(&line).unwrap();
+            }
+            let chunk = self.conn.chunk().expect("the stream ended");
+            self.pending.extend_from_slice(&chunk);
+        }
+    }
+}
+
+/// etcd 3.4 and corekv, fresh, with the same IDs.
+struct Pair {
+    servers: [Server; 2],
+    conns: [Conn; 2],
+}
+
+fn pair() -> Pair {
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let etcd = Server::start_advertising(Kind::Etcd, &peer);
+    let corekv = Server::start_advertising(Kind::Corekv, &peer);
+    let conns = [connect(etcd.client_port), connect(corekv.client_port)];
+    Pair {
+        servers: [etcd, corekv],
+        conns,
+    }
+}
+
+/// Takes out what legitimately differs between the two servers.
+fn normalize(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for key in ["raft_term", "clientURLs"] {
+                map.remove(key);
+            }
+            if map.contains_key("dbSize") {
+                // Status: the version and storage numbers are each server's own.
+                for key in [
+                    "version",
+                    "dbSize",
+                    "dbSizeInUse",
+                    "raftIndex",
+                    "raftTerm",
+                    "raftAppliedIndex",
+                ] {
+                    assert!(map.remove(key).is_some(), "Status without {key}");
+                }
+            }
+            for (_, child) in map.iter_mut() {
+                normalize(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+impl Pair {
+    fn port(&self, i: usize) -> u16 {
+        self.servers[i].client_port
+    }
+
+    /// The same request to both; returns both responses.
+    fn raw(&mut self, method: &str, path: &str, body: &str, chunked: bool) -> [Response; 2] {
+        let [a, b] = &mut self.conns;
+        [
+            a.call(method, path, body.as_bytes(), chunked),
+            b.call(method, path, body.as_bytes(), chunked),
+        ]
+    }
+
+    /// The same request to both: same status, content type and (normalized) JSON.
+    fn same(&mut self, path: &str, body: &str) -> Value {
+        self.same_as(path, body, false)
+    }
+
+    fn same_as(&mut self, path: &str, body: &str, chunked: bool) -> Value {
+        let [e, c] = self.raw("POST", path, body, chunked);
+        let (mut ej, mut cj) = (e.json(), c.json());
+        normalize(&mut ej);
+        normalize(&mut cj);
+        assert_eq!(
+            (e.status, &e.content_type, &ej),
+            (c.status, &c.content_type, &cj),
+            "POST {path} {body}: etcd (left) and corekv (right) differ"
+        );
+        ej
+    }
+
+    /// An error both answer with the same status and code, worded by each JSON decoder.
+    fn same_error(&mut self, path: &str, body: &str) -> (u16, i64) {
+        let [e, c] = self.raw("POST", path, body, false);
+        let (ej, cj) = (e.json(), c.json());
+        for j in [&ej, &cj] {
+            assert_eq!(j["error"], j["message"], "{j}");
+            assert!(j["error"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+            assert_eq!(j.as_object().unwrap().len(), 3, "{j}");
+        }
+        assert_eq!(
+            (e.status, &e.content_type, &ej["code"]),
+            (c.status, &c.content_type, &cj["code"]),
+            "POST {path} {body}: etcd {ej} vs corekv {cj}"
+        );
+        (e.status, ej["code"].as_i64().unwrap())
+    }
+
+    /// A non-JSON answer both give the same (each on a new connection: etcd closes some
+    /// after these).
+    fn same_text(&mut self, method: &str, path: &str) -> (u16, String) {
+        let [e, c] = [0, 1].map(|i| connect(self.port(i)).call(method, path, b"{}", false));
+        let (et, ct) = (
+            String::from_utf8_lossy(&e.body).into_owned(),
+            String::from_utf8_lossy(&c.body).into_owned(),
+        );
+        assert_eq!((e.status, &et), (c.status, &ct), "{method} {path}");
+        (e.status, et)
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn kv_lease_and_errors_match_etcd() {
+    let mut p = pair();
+    let foo = b64("foo");
+    // KV, on /v3 and /v3beta, with Content-Length and chunked bodies.
+    let put = p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{foo}","value":"{}"}}"#, b64("bar")),
+    );
+    assert_eq!(put["header"]["revision"], "2");
+    p.same_as(
+        "/v3beta/kv/put",
+        &format!(
+            r#"{{"key":"{foo}","value":"{}","prev_kv":true}}"#,
+            b64("baz")
+        ),
+        true,
+    );
+    for k in ["foo1", "foo2", "goo"] {
+        p.same(
+            "/v3/kv/put",
+            &format!(r#"{{"key":"{}","value":"{}"}}"#, b64(k), b64(k)),
+        );
+    }
+    let got = p.same("/v3/kv/range", &format!(r#"{{"key":"{foo}"}}"#));
+    assert_eq!(got["kvs"][0]["value"], b64("baz"));
+    assert_eq!(got["count"], "1");
+    p.same(
+        "/v3/kv/range",
+        &format!(
+            r#"{{"key":"{foo}","range_end":"{}","limit":2,"sort_order":"DESCEND","sort_target":"MOD"}}"#,
+            b64("fop")
+        ),
+    );
+    p.same(
+        "/v3/kv/range",
+        &format!(
+            r#"{{"key":"{foo}","range_end":"{}","keys_only":true,"serializable":true}}"#,
+            b64("fop")
+        ),
+    );
+    p.same(
+        "/v3/kv/range",
+        r#"{"key":"AA==","range_end":"AA==","count_only":true}"#,
+    );
+    p.same(
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{}"}}"#, b64("missing")),
+    );
+    // Unknown fields are ignored, as etcd's gateway ignores them; field names in camelCase
+    // are accepted too; what follows the first JSON value is not read.
+    p.same(
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{foo}","bogus":[1,2]}}"#),
+    );
+    p.same(
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{foo}","keysOnly":true}} trailing"#),
+    );
+    p.same(
+        "/v3/kv/deleterange",
+        &format!(r#"{{"key":"{}","prev_kv":true}}"#, b64("goo")),
+    );
+    let txn = format!(
+        r#"{{"compare":[{{"key":"{foo}","target":"VERSION","result":"EQUAL","version":"2"}},
+            {{"key":"{foo}","target":"VALUE","result":"GREATER","value":"{}"}}],
+          "success":[{{"request_put":{{"key":"{}","value":"{}"}}}},{{"request_range":{{"key":"{foo}"}}}},
+            {{"request_txn":{{"success":[{{"request_delete_range":{{"key":"{}"}}}}]}}}}],
+          "failure":[{{"request_range":{{"key":"{foo}"}}}}]}}"#,
+        b64("a"),
+        b64("t"),
+        b64("1"),
+        b64("foo1")
+    );
+    let t = p.same("/v3/kv/txn", &txn);
+    assert_eq!(t["succeeded"], true, "{t}");
+    p.same("/v3/kv/txn", &txn); // now the compare fails
+    p.same("/v3/kv/compaction", r#"{"revision":"4"}"#);
+
+    // Errors from the server, with grpc-gateway's status per code.
+    let compacted = p.same(
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{foo}","revision":2}}"#),
+    );
+    assert_eq!(compacted["code"], 11);
+    p.same(
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{foo}","revision":1000}}"#),
+    );
+    p.same("/v3/kv/compaction", r#"{"revision":"3"}"#);
+    p.same("/v3/kv/range", "{}");
+    p.same("/v3/kv/range", "");
+    p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{foo}","lease":"12345"}}"#),
+    );
+    p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{}","ignore_value":true}}"#, b64("nokey")),
+    );
+
+    // Leases, on both of etcd's paths.
+    let g = p.same("/v3/lease/grant", r#"{"TTL":60,"ID":1000}"#);
+    assert_eq!(g["ID"], "1000");
+    assert_eq!(
+        p.same("/v3/lease/grant", r#"{"TTL":60,"ID":1000}"#)["code"],
+        9
+    );
+    p.same("/v3/lease/grant", r#"{"TTL":"10000000000"}"#);
+    p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{}","value":"","lease":1000}}"#, b64("leased")),
+    );
+    // The remaining TTL depends on when each server is asked: checked, then compared without.
+    let [e, c] = p.raw(
+        "POST",
+        "/v3/lease/timetolive",
+        r#"{"ID":1000,"keys":true}"#,
+        false,
+    );
+    let mut ttls = [e.json(), c.json()];
+    for t in ttls.iter_mut() {
+        let left: i64 = t["TTL"].as_str().unwrap().parse().unwrap();
+        assert!((50..=60).contains(&left), "{t}");
+        t.as_object_mut().unwrap().remove("TTL");
+        normalize(t);
+    }
+    assert_eq!(ttls[0], ttls[1]);
+    assert_eq!(ttls[0]["keys"][0], b64("leased"));
+    p.same("/v3/kv/lease/timetolive", r#"{"ID":"999"}"#);
+    p.same("/v3/lease/leases", "{}");
+    p.same("/v3/kv/lease/leases", "{}");
+    p.same("/v3/kv/lease/revoke", r#"{"ID":1000}"#);
+    assert_eq!(p.same("/v3/lease/revoke", r#"{"ID":1000}"#)["code"], 5);
+
+    // Requests the JSON decoders refuse: same status and code, each decoder's wording.
+    for bad in [
+        r#"{"key":"#,
+        r#"{"key":123}"#,
+        r#"{"key":"%%%"}"#,
+        r#"{"key":"Zm9v","limit":"abc"}"#,
+        r#"{"key":"Zm9v","limit":{}}"#,
+        r#"[]"#,
+        r#"{"key":"Zm9v","sort_order":"SIDEWAYS"}"#,
+    ] {
+        assert_eq!(p.same_error("/v3/kv/range", bad), (400, 3), "{bad}");
+    }
+    // Too large: the request limit (1.5 MiB), then gRPC's receive limit (2 MiB).
+    let big = |n: usize| {
+        use base64::Engine;
+        let value = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; n]);
+        format!(r#"{{"key":"{foo}","value":"{value}"}}"#)
+    };
+    assert_eq!(p.same("/v3/kv/put", &big(1_600_000))["code"], 3);
+    let over = p.same("/v3/kv/put", &big(2_200_000));
+    assert_eq!(over["code"], 8, "{over}");
+    // Paths and methods the gateway does not serve.
+    assert_eq!(p.same_text("POST", "/v3/kv/nope").0, 404);
+    assert_eq!(p.same_text("POST", "/v3alpha/kv/range").0, 404);
+    assert_eq!(p.same_text("GET", "/v3/kv/range").0, 405);
+    assert_eq!(p.same_text("PUT", "/v3/kv/put").0, 405);
+    // The keep-alive connections served everything above; both still answer.
+    p.same("/v3/kv/range", &format!(r#"{{"key":"{foo}"}}"#));
+}
+
+#[test]
+fn cluster_and_maintenance_match_etcd() {
+    let mut p = pair();
+    let list = p.same("/v3/cluster/member/list", "{}");
+    let me = list["members"][0]["ID"].as_str().unwrap().to_string();
+    assert_eq!(list["members"][0]["name"], "default");
+    let peer = list["members"][0]["peerURLs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    p.same(
+        "/v3/cluster/member/update",
+        &format!(r#"{{"ID":"{me}","peerURLs":["{peer}"]}}"#),
+    );
+    p.same(
+        "/v3/cluster/member/update",
+        r#"{"ID":"12345","peerURLs":["http://127.0.0.1:1"]}"#,
+    );
+    p.same("/v3/cluster/member/add", r#"{"peerURLs":["not a url"]}"#);
+    p.same(
+        "/v3/cluster/member/add",
+        &format!(r#"{{"peerURLs":["{peer}"]}}"#),
+    );
+    p.same("/v3/cluster/member/promote", &format!(r#"{{"ID":"{me}"}}"#));
+    p.same("/v3/cluster/member/remove", r#"{"ID":"12345"}"#);
+    // A learner (its ID includes the time of the add, so it differs between the two).
+    let learner_url = format!("http://127.0.0.1:{}", free_port());
+    let [e, c] = p.raw(
+        "POST",
+        "/v3/cluster/member/add",
+        &format!(r#"{{"peerURLs":["{learner_url}"],"isLearner":true}}"#),
+        false,
+    );
+    let mut ids = Vec::new();
+    let mut shapes = Vec::new();
+    for r in [&e, &c] {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let mut j = r.json();
+        let id = j["member"]["ID"].as_str().unwrap().to_string();
+        for m in j["members"].as_array_mut().unwrap() {
+            if m["ID"] == id.as_str() {
+                m["ID"] = json!("<learner>");
+            }
+        }
+        j["member"]["ID"] = json!("<learner>");
+        normalize(&mut j);
+        ids.push(id);
+        shapes.push(j);
+    }
+    assert_eq!(shapes[0], shapes[1]);
+    assert_eq!(shapes[0]["member"]["isLearner"], true);
+    for (i, id) in ids.iter().enumerate() {
+        let body = format!(r#"{{"ID":"{id}"}}"#);
+        let mut conn = connect(p.port(i));
+        let promote = conn.call("POST", "/v3/cluster/member/promote", body.as_bytes(), false);
+        assert_eq!(
+            promote.status,
+            412,
+            "{}",
+            String::from_utf8_lossy(&promote.body)
+        );
+        let removed = conn.call("POST", "/v3/cluster/member/remove", body.as_bytes(), false);
+        assert_eq!(
+            removed.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&removed.body)
+        );
+    }
+    p.same("/v3/cluster/member/list", "{}");
+
+    let status = p.same("/v3/maintenance/status", "{}");
+    assert_eq!(status["leader"], me.as_str());
+    p.same("/v3/maintenance/alarm", "{}");
+    p.same("/v3/maintenance/alarm", r#"{"action":"GET"}"#);
+    p.same(
+        "/v3/maintenance/alarm",
+        r#"{"action":"DEACTIVATE","alarm":"NOSPACE"}"#,
+    );
+    p.same("/v3/maintenance/defragment", "{}");
+    p.same("/v3beta/maintenance/status", "{}");
+    p.same(
+        "/v3/maintenance/transfer-leadership",
+        r#"{"targetID":"12345"}"#,
+    );
+    // etcd's mux serves Maintenance.Hash on /v3/maintenance/hash (HashKV's path too). The
+    // hash is over each server's own backend format, so only the shape is compared; it is
+    // stable while nothing is written.
+    let [e, c] = p.raw("POST", "/v3/maintenance/hash", "{}", false);
+    assert_eq!((e.status, c.status), (200, 200));
+    let (e, c) = (e.json(), c.json());
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&e), keys(&c), "etcd {e} corekv {c}");
+    assert!(c["hash"].is_u64(), "{c}");
+    let [_, again] = p.raw("POST", "/v3/maintenance/hash", "{}", false);
+    assert_eq!(again.json()["hash"], c["hash"]);
+}
+
+#[test]
+fn watch_and_keepalive_streams_match_etcd() {
+    let mut p = pair();
+    let foo = b64("foo");
+    p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{foo}","value":"{}"}}"#, b64("v1")),
+    );
+    p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{foo}","value":"{}"}}"#, b64("v2")),
+    );
+    p.same("/v3/lease/grant", r#"{"TTL":60,"ID":7}"#);
+
+    let mut streams = Vec::new();
+    for i in 0..2 {
+        // History from revision 2, a second watcher with filters and prev_kv, progress.
+        let body = format!(
+            r#"{{"create_request":{{"key":"{foo}","start_revision":2}}}}
+               {{"create_request":{{"key":"{foo}","prev_kv":true,"filters":["NODELETE"],"watch_id":5}}}}
+               {{"progress_request":{{}}}}"#
+        );
+        let (status, mut w) = Stream::open(p.port(i), "/v3/watch", &body);
+        assert_eq!(status, 200);
+        // created, history, created, progress: read all before writing more.
+        let lines: Vec<Value> = (0..4).map(|_| w.next()).collect();
+        streams.push((w, lines));
+    }
+    let (a, b) = (&streams[0].1, &streams[1].1);
+    // The history replay and the other watcher's answers may interleave in any order.
+    let norm = |v: &[Value]| {
+        let mut v = v.to_vec();
+        v.iter_mut().for_each(normalize);
+        v.sort_by_key(|l| l.to_string());
+        v
+    };
+    assert_eq!(norm(a), norm(b), "watch: etcd (left) vs corekv (right)");
+    assert_eq!(a[0]["result"]["created"], true);
+
+    p.same(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{foo}","value":"{}"}}"#, b64("v3")),
+    );
+    p.same("/v3/kv/deleterange", &format!(r#"{{"key":"{foo}"}}"#));
+    let mut after = Vec::new();
+    for (w, _) in streams.iter_mut() {
+        // put: both watchers; delete: the first only (the second filters deletes).
+        let mut lines: Vec<Value> = (0..3).map(|_| w.next()).collect();
+        // The two watchers' events for one revision may come in either order.
+        lines.sort_by_key(|l| l.to_string());
+        lines.iter_mut().for_each(normalize);
+        after.push(lines);
+    }
+    assert_eq!(
+        after[0], after[1],
+        "watch events: etcd (left) vs corekv (right)"
+    );
+
+    // A start revision that was compacted: created, then canceled with compact_revision.
+    p.same("/v3/kv/compaction", r#"{"revision":"3"}"#);
+    let mut compacted = Vec::new();
+    for i in 0..2 {
+        let body = format!(r#"{{"create_request":{{"key":"{foo}","start_revision":2}}}}"#);
+        let (_, mut w) = Stream::open(p.port(i), "/v3/watch", &body);
+        let mut lines = vec![w.next(), w.next()];
+        lines.iter_mut().for_each(normalize);
+        compacted.push(lines);
+    }
+    assert_eq!(compacted[0], compacted[1]);
+    assert_eq!(compacted[0][1]["result"]["compact_revision"], "3");
+
+    // Keep-alive: a live lease gets its TTL, an unknown one none.
+    let mut kept = Vec::new();
+    for i in 0..2 {
+        let (status, mut k) =
+            Stream::open(p.port(i), "/v3/lease/keepalive", r#"{"ID":7} {"ID":"8"}"#);
+        assert_eq!(status, 200);
+        let mut lines = vec![k.next(), k.next()];
+        lines.iter_mut().for_each(normalize);
+        kept.push(lines);
+        // Its body has ended: both answer what was asked and end the stream, and the
+        // connection serves the next request.
+        assert!(k.conn.chunk().is_none(), "the keep-alive stream ended");
+        let r = k.conn.call("POST", "/v3/lease/leases", b"{}", false);
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(kept[0], kept[1]);
+    assert_eq!(kept[0][0]["result"]["TTL"], "60");
+    assert!(kept[0][1]["result"].get("TTL").is_none());
+
+    // A first stream request that is not valid JSON: a plain error, 500, code 2.
+    for (path, body) in [
+        ("/v3/watch", r#"{"create_request":{"key":5}}"#),
+        ("/v3/lease/keepalive", r#"{"ID":"x"}"#),
+    ] {
+        for i in 0..2 {
+            let r = connect(p.port(i)).call("POST", path, body.as_bytes(), false);
+            assert_eq!(
+                r.status,
+                500,
+                "{path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            let j = r.json();
+            assert_eq!(
+                (&j["code"], j.as_object().unwrap().len()),
+                (&json!(2), 3),
+                "{j}"
+            );
+        }
+    }
+}
+
+/// The watchers corekv counts (`etcd_debugging_mvcc_watcher_total`, as etcd names it).
+fn watchers(port: u16) -> i64 {
+    let metrics = common::http_get(port, "/metrics").expect("/metrics answers");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("etcd_debugging_mvcc_watcher_total is exported")
+}
+
+/// Waits (bounded) until `f` holds; the wait is for the server to notice a closed socket.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn corekv_gateway_survives_bad_input_serves_http2_and_frees_streams() {
+    let s = Server::start(Kind::Corekv);
+    let port = s.client_port;
+    let foo = b64("foo");
+    let put = format!(r#"{{"key":"{foo}","value":"{}"}}"#, b64("bar"));
+    let mut c = connect(port);
+    assert_eq!(
+        c.call("POST", "/v3/kv/put", put.as_bytes(), false).status,
+        200
+    );
+
+    // Malformed HTTP: a chunk size that is not hex, a Content-Length that is not a number,
+    // one far over the limit (refused before the body is read), a body cut short.
+    let raw = |req: &[u8]| {
+        let mut t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        t.write_all(req).unwrap();
+        let _ = t.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = t.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let r = raw(
+        b"POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: x\r\n\r\n{}");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(b"POST /v3/kv/put HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n{}");
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(r.contains(r#""code":8"#), "{r}");
+    let r = raw(b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"key\":");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // The server is fine, and the keep-alive connection from before still works.
+    let got = c.call(
+        "POST",
+        "/v3/kv/range",
+        format!(r#"{{"key":"{foo}"}}"#).as_bytes(),
+        false,
+    );
+    assert_eq!(got.json()["kvs"][0]["value"], b64("bar"));
+
+    // HTTP/2 (prior knowledge, as gRPC clients connect): the same JSON as HTTP/1.1.
+    let out = std::process::Command::new(common::require_binary("curl"))
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/v3/kv/range"))
+        .args(["-d", &format!(r#"{{"key":"{foo}"}}"#)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2 200", "{text}");
+    assert_eq!(serde_json::from_str::<Value>(body).unwrap(), got.json());
+
+    // A watch whose client leaves is cancelled on the server: nothing leaks.
+    assert_eq!(watchers(port), 0);
+    let (_, mut w) = Stream::open(
+        port,
+        "/v3/watch",
+        &format!(r#"{{"create_request":{{"key":"{foo}"}}}}"#),
+    );
+    assert_eq!(w.next()["result"]["created"], true);
+    assert_eq!(watchers(port), 1);
+    drop(w);
+    eventually("the watcher of a closed connection is removed", || {
+        watchers(port) == 0
+    });
+    // The same over HTTP/2.
+    let mut curl = std::process::Command::new(common::require_binary("curl"))
+        .args(["-s", "-N", "--http2-prior-knowledge"])
+        .arg(format!("http://127.0.0.1:{port}/v3/watch"))
+        .args(["-d", &format!(r#"{{"create_request":{{"key":"{foo}"}}}}"#)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(curl.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains(r#""created":true"#), "{first}");
+    assert_eq!(watchers(port), 1);
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    eventually("the watcher of a reset HTTP/2 stream is removed", || {
+        watchers(port) == 0
+    });
+}
