@@ -79,6 +79,15 @@ pub struct Flags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000, env = "ETCD_ELECTION_TIMEOUT")]
     pub election_timeout: u64,
+    /// Token type for auth: `simple` (etcd's default; JWT is not served yet).
+    #[arg(long, default_value = "simple", env = "ETCD_AUTH_TOKEN")]
+    pub auth_token: String,
+    /// Seconds an unused simple token stays valid.
+    #[arg(long, default_value_t = 300, env = "ETCD_AUTH_TOKEN_TTL")]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost of password hashes (4..=31; anything else means 10, as in etcd).
+    #[arg(long, default_value_t = 10, env = "ETCD_BCRYPT_COST")]
+    pub bcrypt_cost: u32,
     /// List of URLs to also serve /metrics and /health on (plain HTTP), as etcd's.
     #[arg(long, default_value = "", env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: String,
@@ -456,6 +465,12 @@ impl Config {
         let member_id = me.id;
         let ids: Vec<u64> = by_name.iter().map(|m| m.id).collect();
         let cluster_id = cluster_id(&ids);
+        if flags.auth_token != "simple" {
+            return Err(ConfigError(format!(
+                "--auth-token {}: only simple tokens are served yet",
+                flags.auth_token
+            )));
+        }
         if flags.max_txn_ops == 0 {
             return Err(ConfigError("--max-txn-ops must be at least 1".into()));
         }
@@ -483,6 +498,16 @@ impl Config {
             cores,
             flags,
         })
+    }
+
+    /// The auth settings from the flags.
+    pub fn auth_options(&self) -> crate::auth::AuthOptions {
+        let cost = self.flags.bcrypt_cost;
+        crate::auth::AuthOptions {
+            // etcd falls back to bcrypt's default cost when the flag is out of range.
+            bcrypt_cost: if (4..=31).contains(&cost) { cost } else { 10 },
+            token_ttl_secs: self.flags.auth_token_ttl,
+        }
     }
 
     /// The election timeout in raft ticks (one tick per heartbeat interval).

@@ -148,6 +148,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             corekv: env!("CARGO_PKG_VERSION").into(),
         },
         metrics: metrics.clone(),
+        auth: Arc::new(crate::auth::AuthShared::new(cfg.auth_options())),
         client_listen: cfg.client_listen.iter().map(|u| (u.addr, u.tls)).collect(),
         client_tls: tls.client.clone(),
     };
@@ -178,7 +179,8 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         .spin_before_park(spin)
         .spawn(move || async move {
             let peer_tls = (tls.peer_server, tls.peer_dial);
-            let opened = open_member(&core_cfg, net0.metrics.clone(), peer_tls).await;
+            let opened =
+                open_member(&core_cfg, net0.metrics.clone(), net0.auth.clone(), peer_tls).await;
             let (node, wal, peers, recovered) = match opened {
                 Ok(v) => v,
                 Err(e) => {
@@ -228,6 +230,15 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
             .detach();
             let ctx = conn_context(core, net0.clone());
             glommio::spawn_local(serve_metrics_urls(ctx.clone(), metrics_addrs)).detach();
+            // Simple tokens expire here, outside the consensus core, which reads no clock.
+            let auth = net0.auth.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+                    auth.tokens.sweep();
+                }
+            })
+            .detach();
             accept_and_place(ctx, net0, placement, handoff_senders).await;
         })
         .map_err(|e| StartError::Executor(e.to_string()))?;
@@ -282,6 +293,7 @@ struct NetShared {
     limits: Limits,
     version: VersionInfo,
     metrics: Arc<Metrics>,
+    auth: Arc<crate::auth::AuthShared>,
     /// The client listen addresses, and whether each is TLS.
     client_listen: Vec<(SocketAddr, bool)>,
     client_tls: Option<Arc<ServerTls>>,
@@ -303,6 +315,7 @@ fn conn_context(core: Rc<CoreClient>, net: NetShared) -> Rc<ConnContext> {
             watch_streams,
             limits: net.limits,
             metrics: net.metrics,
+            auth: net.auth,
         },
         version: net.version,
         tls: net.client_tls,
@@ -403,6 +416,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn open_member(
     cfg: &Config,
     metrics: Arc<Metrics>,
+    auth: Arc<crate::auth::AuthShared>,
     (peer_server_tls, dial_tls): (Option<Arc<ServerTls>>, Option<Arc<ClientTls>>),
 ) -> Result<(Node<Applier>, wal::Wal, Peers, Option<(u64, wal::Position)>), String> {
     let dd = DataDir::new(&cfg.data_dir);
@@ -521,7 +535,7 @@ async fn open_member(
     };
     let cfg = &cfg;
     finish_interrupted_install(&dd, &recovery.records)?;
-    let sm = Applier::open(&db_path, cfg, log.conf_state(), metrics)
+    let sm = Applier::open(&db_path, cfg, log.conf_state(), metrics, auth)
         .map_err(|e| format!("opening the backend {}: {e}", db_path.display()))?;
     if sm.members_table().is_removed(cfg.member_id) {
         return Err(format!(

@@ -1,6 +1,7 @@
 //! corekv: a distributed, strongly consistent key-value store that speaks the etcd v3 API.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod ctl;

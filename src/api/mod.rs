@@ -1,6 +1,7 @@
 //! The etcd v3 services: which gRPC method a path names, how its request is decoded and
 //! checked, and how the core's answer is encoded. One module per service holds the checks.
 
+pub mod auth;
 pub mod kv;
 pub mod lease;
 pub mod watch;
@@ -12,6 +13,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use prost::Message;
 
+use self::auth::{AuthMethod, Caller};
+use crate::auth::{AuthError, AuthShared};
 use crate::net::grpc::{encode_message, Code, Status};
 use crate::net::metrics::{Metrics, NetShard};
 use crate::proto::health;
@@ -58,6 +61,7 @@ pub enum Unary {
     Hash,
     Defragment,
     MoveLeader,
+    Auth(AuthMethod),
 }
 
 /// Streaming methods.
@@ -100,7 +104,7 @@ pub fn route(method: &str) -> Option<Route> {
         path::MOVE_LEADER => Route::Unary(MoveLeader),
         path::WATCH => Route::Streaming(Streaming::Watch),
         path::LEASE_KEEP_ALIVE => Route::Streaming(Streaming::LeaseKeepAlive),
-        _ => return None,
+        other => Route::Unary(Auth(AuthMethod::from_path(other)?)),
     };
     Some(r)
 }
@@ -113,6 +117,8 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// This executor's gRPC counters.
     pub grpc_stats: Arc<NetShard>,
+    /// The auth state as the core last published it, and the simple tokens.
+    pub auth: Arc<AuthShared>,
 }
 
 fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
@@ -129,20 +135,88 @@ const NOT_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Api {
     /// Serves one unary call: the request message in, the encoded reply message out.
-    pub async fn unary(&self, method: Unary, body: Bytes) -> Result<Bytes, Status> {
+    pub async fn unary(
+        &self,
+        method: Unary,
+        body: Bytes,
+        caller: &Caller,
+    ) -> Result<Bytes, Status> {
         if method == Unary::HealthCheck {
             let _: health::HealthCheckRequest = decode(&body)?;
             return Ok(encode_message(&health::HealthCheckResponse {
                 status: health::health_check_response::ServingStatus::Serving as i32,
             }));
         }
+        if let Unary::Auth(m) = method {
+            return self.auth_unary(m, &body, caller).await;
+        }
         let request = self.decode_request(method, &body)?;
         self.until_published().await?;
         if self.learner() && !supported_by_learners(&request) {
             return Err(not_for_learners());
         }
+        let (request, read_at) = self.authorize(request, caller)?;
         let response = self.core.call(request).await?;
+        // etcd's doSerialize: a read checked at one auth revision is refused if the auth
+        // state changed while it ran.
+        if read_at.is_some_and(|rev| rev != self.auth.view().revision) {
+            return Err(AuthError::OldRevision.into());
+        }
         Ok(encode_response(&response))
+    }
+
+    /// Checks a request as etcd's API layer does, and tags it with its sender so that a
+    /// write is checked again at apply. Returns the auth revision a checked read must still
+    /// be at when it is answered.
+    fn authorize(&self, req: Request, caller: &Caller) -> Result<(Request, Option<u64>), Status> {
+        use crate::mvcc::is_txn_readonly;
+        // Calls etcd serves without looking at the caller's token.
+        if matches!(
+            req,
+            Request::Status(_)
+                | Request::MemberList(_)
+                | Request::LeaseTimeToLive(_)
+                | Request::LeaseLeases(_)
+                | Request::MoveLeader(_)
+        ) {
+            return Ok((req, None));
+        }
+        let maintenance = matches!(
+            req,
+            Request::Defragment(_) | Request::Hash(_) | Request::HashKv(_) | Request::Snapshot(_)
+        );
+        let info = match self.auth_info(caller) {
+            Err(_) if maintenance => return Err(AuthError::InvalidAuthToken.unmapped()),
+            other => other?,
+        };
+        let view = self.auth.view();
+        let who = info.as_ref();
+        let read_at = info.as_ref().map(|i| i.revision);
+        match &req {
+            Request::Range(r) => {
+                view.check_range(who, &r.key, &r.range_end)?;
+                return Ok((req, read_at));
+            }
+            Request::Txn(t) if is_txn_readonly(t) => {
+                view.check_txn(who, t)?;
+                return Ok((req, read_at));
+            }
+            _ if maintenance => view.check_admin(who).map_err(AuthError::unmapped)?,
+            // etcd's membership calls need root in the API layer.
+            Request::MemberAdd(_)
+            | Request::MemberRemove(_)
+            | Request::MemberUpdate(_)
+            | Request::MemberPromote(_) => view.check_admin(who)?,
+            _ => {}
+        }
+        let header = match info {
+            Some(i) => crate::proto::corekvpb::AuthHeader {
+                username: i.username,
+                revision: i.revision,
+            },
+            None => Default::default(),
+        };
+        Ok((Request::AsUser(header, Box::new(req)), None))
     }
 
     /// etcd serves clients only once the member has published itself through raft (its
@@ -176,6 +250,7 @@ impl Api {
         method: Streaming,
         incoming: crate::net::conn::Incoming,
         outgoing: &mut crate::net::conn::Outgoing,
+        caller: &Caller,
     ) -> Result<(), Status> {
         self.until_published().await?;
         if self.learner() {
@@ -185,7 +260,7 @@ impl Api {
             Streaming::Watch => {
                 let streams = &self.metrics.watch_streams;
                 streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let r = watch::serve(&self.core, &self.watch_streams, incoming, outgoing).await;
+                let r = watch::serve(self, caller, incoming, outgoing).await;
                 streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 r
             }
@@ -242,7 +317,7 @@ impl Api {
             Unary::Hash => Request::Hash(decode(body)?),
             Unary::Defragment => Request::Defragment(decode(body)?),
             Unary::MoveLeader => Request::MoveLeader(decode(body)?),
-            Unary::HealthCheck => unreachable!("answered without the core"),
+            Unary::HealthCheck | Unary::Auth(_) => unreachable!("answered without decode_request"),
         };
         Ok(req)
     }
@@ -257,7 +332,7 @@ fn supported_by_learners(req: &Request) -> bool {
     }
 }
 
-fn not_for_learners() -> Status {
+pub(crate) fn not_for_learners() -> Status {
     Status::unavailable("etcdserver: rpc not supported for learner")
 }
 
@@ -306,5 +381,7 @@ pub fn encode_response(resp: &Response) -> Bytes {
         Response::MoveLeader(r) => encode_message(r),
         Response::Hash(r) => encode_message(r),
         Response::Snapshot(_) => unreachable!("a backend copy is streamed, not encoded whole"),
+        Response::Auth(r) => r.encode(),
+        Response::PasswordCheck(_) => unreachable!("a password hash never leaves the member"),
     }
 }

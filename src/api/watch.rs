@@ -16,10 +16,11 @@ use std::task::{Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
+use crate::auth::AuthError;
 use crate::net::conn::{Incoming, Outgoing};
 use crate::net::grpc::{encode_message, Code, Status};
 use crate::proto::etcdserverpb as pb;
-use crate::server::link::{CoreClient, WatchSink};
+use crate::server::link::WatchSink;
 use crate::server::message::{DeliveryKind, Request, WatchCommand, WatchDelivery};
 
 /// Bytes of responses a stream holds for its client before it drops live events.
@@ -254,13 +255,40 @@ impl WatchStreams {
     }
 }
 
+/// etcd's isWatchPermitted, on the key and range end as etcd's watch stream normalises
+/// them first: an empty key is "\0", and a range end of "\0" (every key from the key on)
+/// becomes empty, so that case is checked as the single key. Err is the cancel reason.
+fn check_create(
+    api: &super::Api,
+    caller: &super::auth::Caller,
+    c: &pb::WatchCreateRequest,
+) -> Result<(), String> {
+    // etcd sends the text of the gRPC error, as Go prints one.
+    let reason = |e: AuthError| format!("rpc error: code = {:?} desc = {e}", e.code());
+    let info = api
+        .auth_info(caller)
+        .map_err(|_| reason(AuthError::InvalidAuthToken))?;
+    let key: &[u8] = if c.key.is_empty() { b"\0" } else { &c.key };
+    let end: &[u8] = if c.range_end.as_ref() == b"\0" {
+        b""
+    } else {
+        &c.range_end
+    };
+    api.auth
+        .view()
+        .check_range(info.as_ref(), key, end)
+        .map_err(reason)
+}
+
 /// Serves one Watch stream until the client ends it or goes away.
 pub async fn serve(
-    core: &Rc<CoreClient>,
-    streams: &WatchStreams,
+    api: &super::Api,
+    caller: &super::auth::Caller,
     mut incoming: Incoming,
     outgoing: &mut Outgoing,
 ) -> Result<(), Status> {
+    let core = &api.core;
+    let streams = &api.watch_streams;
     let (id, stream) = streams.open();
     let command = |command| Request::Watch {
         stream: id,
@@ -276,7 +304,10 @@ pub async fn serve(
             })?;
             use pb::watch_request::RequestUnion as U;
             match req.request_union {
-                Some(U::CreateRequest(c)) => core.send(command(WatchCommand::Create(c))),
+                Some(U::CreateRequest(c)) => match check_create(api, caller, &c) {
+                    Ok(()) => core.send(command(WatchCommand::Create(c))),
+                    Err(reason) => core.send(command(WatchCommand::Refuse(reason))),
+                },
                 Some(U::CancelRequest(c)) => core.send(command(WatchCommand::Cancel(c.watch_id))),
                 Some(U::ProgressRequest(_)) => core.send(command(WatchCommand::Progress)),
                 None => {}

@@ -8,6 +8,7 @@ use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::api::auth::AuthMethod;
 use crate::api::{Streaming, Unary};
 use crate::net::grpc::{Code, Status};
 use crate::proto::etcdserverpb as pb;
@@ -69,12 +70,43 @@ pub(super) fn codec_of(method: Unary) -> Codec {
         Unary::Hash => codec::<pb::HashRequest, pb::HashResponse>(),
         Unary::Defragment => codec::<pb::DefragmentRequest, pb::DefragmentResponse>(),
         Unary::MoveLeader => codec::<pb::MoveLeaderRequest, pb::MoveLeaderResponse>(),
+        Unary::Auth(m) => auth_codec(m),
         // The health service has no gateway path; its messages have no JSON mapping here.
         Unary::HealthCheck => Codec {
             request: |_| Ok(health::HealthCheckRequest::default().encode_to_vec().into()),
             next_request: |_| Next::Incomplete,
             response: |_| Ok(b"{}".to_vec()),
         },
+    }
+}
+
+fn auth_codec(method: AuthMethod) -> Codec {
+    use AuthMethod as M;
+    match method {
+        M::AuthEnable => codec::<pb::AuthEnableRequest, pb::AuthEnableResponse>(),
+        M::AuthDisable => codec::<pb::AuthDisableRequest, pb::AuthDisableResponse>(),
+        M::Authenticate => codec::<pb::AuthenticateRequest, pb::AuthenticateResponse>(),
+        M::UserAdd => codec::<pb::AuthUserAddRequest, pb::AuthUserAddResponse>(),
+        M::UserGet => codec::<pb::AuthUserGetRequest, pb::AuthUserGetResponse>(),
+        M::UserList => codec::<pb::AuthUserListRequest, pb::AuthUserListResponse>(),
+        M::UserDelete => codec::<pb::AuthUserDeleteRequest, pb::AuthUserDeleteResponse>(),
+        M::UserChangePassword => {
+            codec::<pb::AuthUserChangePasswordRequest, pb::AuthUserChangePasswordResponse>()
+        }
+        M::UserGrantRole => codec::<pb::AuthUserGrantRoleRequest, pb::AuthUserGrantRoleResponse>(),
+        M::UserRevokeRole => {
+            codec::<pb::AuthUserRevokeRoleRequest, pb::AuthUserRevokeRoleResponse>()
+        }
+        M::RoleAdd => codec::<pb::AuthRoleAddRequest, pb::AuthRoleAddResponse>(),
+        M::RoleGet => codec::<pb::AuthRoleGetRequest, pb::AuthRoleGetResponse>(),
+        M::RoleList => codec::<pb::AuthRoleListRequest, pb::AuthRoleListResponse>(),
+        M::RoleDelete => codec::<pb::AuthRoleDeleteRequest, pb::AuthRoleDeleteResponse>(),
+        M::RoleGrantPermission => {
+            codec::<pb::AuthRoleGrantPermissionRequest, pb::AuthRoleGrantPermissionResponse>()
+        }
+        M::RoleRevokePermission => {
+            codec::<pb::AuthRoleRevokePermissionRequest, pb::AuthRoleRevokePermissionResponse>()
+        }
     }
 }
 

@@ -117,6 +117,8 @@ fn target(path: &str) -> Option<Target> {
     };
     let grpc = PATHS.iter().find(|(p, _)| *p == path)?.1;
     Some(match api::route(grpc) {
+        // The gateway has no JSON codecs for the Auth service yet.
+        Some(Route::Unary(api::Unary::Auth(_))) => Target::Unserved(grpc),
         Some(Route::Unary(m)) => Target::Unary(m),
         Some(Route::Streaming(m)) => Target::Streaming(m),
         None => Target::Unserved(grpc),
@@ -203,7 +205,9 @@ async fn unary(api: &Api, method: Unary, body: &[u8]) -> Reply {
     if request.len() > api.limits.grpc_receive_limit() {
         return Reply::error(&too_large(api, request.len()));
     }
-    match api.unary(method, request).await {
+    // The gateway does not read credentials yet: with auth enabled its calls are a caller
+    // without a token (refused where etcd needs a user).
+    match api.unary(method, request, &Default::default()).await {
         // The reply is one gRPC-framed message.
         Ok(framed) => match (codec.response)(&framed[crate::net::grpc::PREFIX_LEN..]) {
             Ok(json) => Reply::json(200, json),

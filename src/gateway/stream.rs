@@ -112,7 +112,12 @@ pub(super) async fn serve<B: Body, W: Reply200>(
     let serve = async {
         let mut outgoing = Outgoing::to_gateway(out_tx);
         let result = api
-            .streaming(method, Incoming::from_gateway(in_rx), &mut outgoing)
+            .streaming(
+                method,
+                Incoming::from_gateway(in_rx),
+                &mut outgoing,
+                &Default::default(),
+            )
             .await;
         drop(outgoing);
         result

@@ -193,7 +193,14 @@ where
             if !grpc && crate::gateway::serves(&path) {
                 crate::gateway::serve_h2(&ctx.api, request, respond).await;
             } else if request.method() == http::Method::POST {
-                serve_stream(&ctx, &path, request.into_body(), respond).await;
+                let caller = crate::api::auth::Caller {
+                    token: request
+                        .headers()
+                        .get("token")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                };
+                serve_stream(&ctx, &path, request.into_body(), respond, &caller).await;
             } else {
                 let method = request.method().as_str().to_owned();
                 let (status, ctype, body) = http1::route(&ctx, &method, &path).await;
@@ -216,6 +223,7 @@ async fn serve_stream(
     path: &str,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
+    caller: &crate::api::auth::Caller,
 ) {
     let limit = ctx.api.limits.grpc_receive_limit();
     let stats = Rc::new(CallStats::start(&ctx.api.grpc_stats, path));
@@ -241,7 +249,7 @@ async fn serve_stream(
                     return;
                 }
             };
-            match ctx.api.unary(method, msg).await {
+            match ctx.api.unary(method, msg, caller).await {
                 Ok(reply) => {
                     stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
                     if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
@@ -266,7 +274,10 @@ async fn serve_stream(
                 sink: Sink::Grpc(send),
                 stats: Some(stats.clone()),
             };
-            let result = ctx.api.streaming(method, incoming, &mut outgoing).await;
+            let result = ctx
+                .api
+                .streaming(method, incoming, &mut outgoing, caller)
+                .await;
             let code = result.as_ref().err().map_or(grpc::Code::Ok, |s| s.code);
             if let Sink::Grpc(send) = &mut outgoing.sink {
                 let _ = send.send_trailers(grpc::trailers(result.err().as_ref()));

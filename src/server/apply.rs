@@ -16,12 +16,14 @@ use super::datadir::ReceivedSnapshot;
 use super::members::{self, Members, CONF_STATE_KEY};
 use super::message::{Reply, Request, Response, WatchCommand, WatchDelivery};
 use super::node::{MemberChange, StateMachine, StateSnapshot};
+use crate::auth::store::{AuthStore, AuthWrites};
+use crate::auth::{AuthError, AuthInfo, AuthShared};
 use crate::config::Config;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::{self, KvError, KvStore, LeaseCheck, WriteEffects};
 use crate::net::grpc::{Code, Status};
 use crate::net::metrics::Metrics;
-use crate::proto::corekvpb::{raft_request, LeaseRecord, RaftRequest};
+use crate::proto::corekvpb::{raft_request, AuthHeader, LeaseRecord, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::storage::{Bucket, Db, DbOptions, ReadTxn, StorageError};
@@ -54,6 +56,7 @@ pub struct Applier {
     conf_state: ConfState,
     db_path: PathBuf,
     lease_clock: LeaseClock,
+    auth: AuthStore,
 }
 
 /// How the lease table counts time, from the flags, and the current tick.
@@ -73,6 +76,7 @@ struct Loaded {
     members: Members,
     conf_state: Option<ConfState>,
     applied: u64,
+    auth: AuthStore,
 }
 
 fn read_applied_index(txn: &ReadTxn) -> Result<u64, String> {
@@ -121,11 +125,12 @@ pub fn bootstrap_backend(
 }
 
 impl LeaseClock {
-    fn load(&self, db: Db) -> Result<Loaded, String> {
+    fn load(&self, db: Db, auth: Arc<AuthShared>) -> Result<Loaded, String> {
         let txn = db.begin_read();
         let applied = read_applied_index(&txn)?;
         let conf_state = read_conf_state(&txn)?;
         let members = Members::load(&txn)?;
+        let auth = AuthStore::load(&txn, auth)?;
         let mut lessor = Lessor::new(self.min_ttl, self.ticks_per_sec, self.extend, self.now);
         for item in txn.range(Bucket::Lease, Bound::Unbounded, Bound::Unbounded, false) {
             let (_, v) = item.map_err(storage_error)?;
@@ -144,6 +149,7 @@ impl LeaseClock {
             members,
             conf_state,
             applied,
+            auth,
         })
     }
 }
@@ -260,6 +266,7 @@ impl Applier {
         cfg: &Config,
         conf_state: &ConfState,
         metrics: Arc<Metrics>,
+        auth: Arc<AuthShared>,
     ) -> Result<Applier, String> {
         let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
         if let Some(note) = db.recovery_note() {
@@ -273,7 +280,7 @@ impl Applier {
             extend: cfg.election_ticks() as u64,
             now: 0,
         };
-        let loaded = lease_clock.load(db)?;
+        let loaded = lease_clock.load(db, auth)?;
         let mut hub = WatchHub::new(10 * 60 * ticks_per_sec);
         hub.header = HeaderInfo {
             cluster_id: cfg.cluster_id,
@@ -296,6 +303,7 @@ impl Applier {
             conf_state: loaded.conf_state.unwrap_or_else(|| conf_state.clone()),
             db_path: path.to_path_buf(),
             lease_clock,
+            auth: loaded.auth,
         })
     }
 
@@ -348,9 +356,56 @@ impl Applier {
         self.db().size() > self.quota_bytes
     }
 
-    fn apply_request(&mut self, req: raft_request::Request) -> Reply {
+    /// etcd's authApplierV3: a client's write is checked against the auth state as of its
+    /// apply (the proposer's check may be stale: the auth revision tells).
+    fn check_write(
+        &self,
+        header: &AuthHeader,
+        req: &raft_request::Request,
+    ) -> Result<(), AuthError> {
+        use raft_request::Request as R;
+        let info = AuthInfo {
+            username: header.username.clone(),
+            revision: header.revision,
+        };
+        let info = Some(&info);
+        let view = self.auth.view();
+        // Writing with a lease touches every key the lease holds (a revoke deletes them).
+        let lease_keys = |id: i64| -> Result<(), AuthError> {
+            if let Some(l) = self.lessor.get(id) {
+                for key in &l.keys {
+                    view.check_put(info, key)?;
+                }
+            }
+            Ok(())
+        };
+        match req {
+            R::Put(p) => {
+                view.check_put(info, &p.key)?;
+                lease_keys(p.lease)?;
+                if p.prev_kv {
+                    view.check_range(info, &p.key, &[])?;
+                }
+                Ok(())
+            }
+            R::DeleteRange(d) => view.check_delete_range(info, d),
+            R::Txn(t) => view.check_txn(info, t),
+            R::LeaseRevoke(r) => lease_keys(r.id),
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_request(
+        &mut self,
+        index: u64,
+        header: Option<AuthHeader>,
+        req: raft_request::Request,
+    ) -> Reply {
         use raft_request::Request as R;
         const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+        if let Some(h) = &header {
+            self.check_write(h, &req)?;
+        }
         match req {
             R::Put(p) => {
                 if self.over_quota() {
@@ -462,6 +517,15 @@ impl Applier {
                 }
                 // Nobody waits for a publish either.
                 Ok(Response::MemberList(pb::MemberListResponse::default()))
+            }
+            // Every other request is the auth store's.
+            auth_request => {
+                let mut writes = BackendWrites(self.kv.backend_mut());
+                let resp = self
+                    .auth
+                    .apply(index, header.as_ref(), auth_request, &mut writes)?;
+                self.uncommitted_writes += 1;
+                Ok(Response::Auth(resp))
             }
         }
     }
@@ -618,13 +682,13 @@ impl StateMachine for Applier {
     type Snapshot = crate::storage::Snapshot;
     type Received = ReceivedSnapshot;
 
-    fn apply(&mut self, _index: u64, req: RaftRequest) -> Reply {
+    fn apply(&mut self, index: u64, req: RaftRequest) -> Reply {
         let Some(r) = req.request else {
             return Err(Status::invalid_argument("empty raft request"));
         };
         self.kv.set_event_prev_kv(self.hub.wants_prev_kv());
         let started = std::time::Instant::now();
-        let reply = self.apply_request(r);
+        let reply = self.apply_request(index, req.auth, r);
         let took = started.elapsed();
         if took > SLOW_APPLY {
             self.metrics.slow_applies.fetch_add(1, Relaxed);
@@ -678,6 +742,9 @@ impl StateMachine for Applier {
             Request::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
             Request::HashKv(h) => self.hash_kv(h.revision).map(Response::HashKv),
             Request::Hash(_) => self.hash().map(Response::Hash),
+            Request::PasswordCheck(name) => {
+                Ok(Response::PasswordCheck(self.auth.password_check(&name)))
+            }
             other => Err(Status::internal(format!(
                 "{} is not a read",
                 other.method()
@@ -716,6 +783,7 @@ impl StateMachine for Applier {
         let mut out = Vec::new();
         for id in p.revoke {
             out.push(RaftRequest {
+                auth: None,
                 request: Some(raft_request::Request::LeaseRevoke(pb::LeaseRevokeRequest {
                     id,
                 })),
@@ -727,6 +795,7 @@ impl StateMachine for Applier {
                 .map(|(id, remaining_ttl)| pb::LeaseCheckpoint { id, remaining_ttl })
                 .collect();
             out.push(RaftRequest {
+                auth: None,
                 request: Some(raft_request::Request::LeaseCheckpoint(
                     pb::LeaseCheckpointRequest { checkpoints },
                 )),
@@ -849,7 +918,7 @@ impl Applier {
             )
         })?;
         let db = Db::open(&self.db_path, DbOptions::default()).map_err(storage_error)?;
-        let loaded = self.lease_clock.load(db)?;
+        let loaded = self.lease_clock.load(db, self.auth.shared().clone())?;
         if loaded.applied != meta.index {
             return Err(format!(
                 "the received backend is at raft index {}, not the snapshot's {}",
@@ -858,6 +927,7 @@ impl Applier {
         }
         self.kv = loaded.kv;
         self.lessor = loaded.lessor;
+        self.auth = loaded.auth;
         self.members = loaded.members.replacing(&self.members);
         self.conf_state = loaded
             .conf_state
@@ -927,6 +997,21 @@ impl super::driver::DurableStateMachine for Applier {
 
     fn db(&self) -> Db {
         self.db().clone()
+    }
+}
+
+/// The auth store writes into the backend overlay, committed with everything else.
+struct BackendWrites<'a>(&'a mut OverlayBackend);
+
+impl AuthWrites for BackendWrites<'_> {
+    fn put(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) {
+        self.0.put(bucket, key, value);
+    }
+
+    fn delete(&mut self, bucket: Bucket, key: &[u8]) {
+        // Reading first (to report whether the key existed) fails only if the backend
+        // does; the overlay records the delete either way.
+        let _ = self.0.delete(bucket, key);
     }
 }
 

@@ -1,8 +1,9 @@
 //! What crosses between the network executors and the consensus core.
 
+use crate::auth::store::{AuthResponse, PasswordCheck};
 use crate::mvcc::is_txn_readonly;
 use crate::net::grpc::Status;
-use crate::proto::corekvpb::{raft_request, RaftRequest};
+use crate::proto::corekvpb::{raft_request, AuthHeader, RaftRequest};
 use crate::proto::etcdserverpb as pb;
 
 /// Where a reply goes: the network executor that sent the request and its slot there.
@@ -44,6 +45,14 @@ pub enum Request {
         stream: u64,
         command: WatchCommand,
     },
+    /// An Auth service call in the form it is proposed in (passwords already hashed).
+    Auth(raft_request::Request),
+    /// Authenticate's first step: the user's password hash at the current auth revision,
+    /// read linearizably, for a check off the core.
+    PasswordCheck(String),
+    /// A client's request with who sent it: a write carries the header through raft and is
+    /// checked at apply, as etcd checks writes.
+    AsUser(AuthHeader, Box<Request>),
 }
 
 /// A MemberAdd, with the time it was asked at: etcd derives the new member's ID from its peer
@@ -59,6 +68,9 @@ pub struct MemberAdd {
 #[derive(Debug)]
 pub enum WatchCommand {
     Create(pb::WatchCreateRequest),
+    /// A create the stream refused (the caller may not read the range): answered with
+    /// created and canceled, and this reason, as etcd answers it.
+    Refuse(String),
     Cancel(i64),
     Progress,
     /// The stream wants this watcher's events from `from_rev` on, from history: it dropped
@@ -119,6 +131,8 @@ pub enum Response {
     MoveLeader(pb::MoveLeaderResponse),
     Hash(pb::HashResponse),
     Snapshot(BackendCopy),
+    Auth(AuthResponse),
+    PasswordCheck(PasswordCheck),
 }
 
 /// A consistent copy of the backend, read while writes go on, with the header of the member
@@ -158,7 +172,12 @@ pub enum Kind {
 impl Request {
     pub fn kind(self) -> Kind {
         use raft_request::Request as R;
-        let write = |r| Kind::Write(RaftRequest { request: Some(r) });
+        let write = |r| {
+            Kind::Write(RaftRequest {
+                auth: None,
+                request: Some(r),
+            })
+        };
         match self {
             Request::Put(r) => write(R::Put(r)),
             Request::DeleteRange(r) => write(R::DeleteRange(r)),
@@ -181,6 +200,14 @@ impl Request {
             | Request::MemberRemove(_)
             | Request::MemberUpdate(_)
             | Request::MemberPromote(_)) => Kind::Membership(r),
+            Request::Auth(r) => write(r),
+            Request::AsUser(header, inner) => match inner.kind() {
+                Kind::Write(mut w) => {
+                    w.auth = Some(header);
+                    Kind::Write(w)
+                }
+                other => other,
+            },
             r => Kind::LinearizableRead(r),
         }
     }
@@ -211,7 +238,34 @@ impl Request {
             Request::MoveLeader(_) => "MoveLeader",
             Request::Hash(_) => "Hash",
             Request::Snapshot(_) => "Snapshot",
+            Request::Auth(r) => auth_method(r),
+            Request::PasswordCheck(_) => "Authenticate",
+            Request::AsUser(_, inner) => inner.method(),
         }
+    }
+}
+
+/// The Auth service method a raft request comes from.
+fn auth_method(r: &raft_request::Request) -> &'static str {
+    use raft_request::Request as R;
+    match r {
+        R::AuthEnable(_) => "AuthEnable",
+        R::AuthDisable(_) => "AuthDisable",
+        R::UserAdd(_) => "UserAdd",
+        R::UserDelete(_) => "UserDelete",
+        R::UserChangePassword(_) => "UserChangePassword",
+        R::UserGrantRole(_) => "UserGrantRole",
+        R::UserRevokeRole(_) => "UserRevokeRole",
+        R::RoleAdd(_) => "RoleAdd",
+        R::RoleDelete(_) => "RoleDelete",
+        R::RoleGrantPermission(_) => "RoleGrantPermission",
+        R::RoleRevokePermission(_) => "RoleRevokePermission",
+        R::UserGet(_) => "UserGet",
+        R::UserList(_) => "UserList",
+        R::RoleGet(_) => "RoleGet",
+        R::RoleList(_) => "RoleList",
+        R::Authenticate(_) => "Authenticate",
+        _ => "Internal",
     }
 }
 
@@ -249,6 +303,8 @@ impl Response {
             Response::MoveLeader(r) => &mut r.header,
             Response::Hash(r) => &mut r.header,
             Response::Snapshot(r) => &mut r.header,
+            Response::Auth(r) => r.header_mut(),
+            Response::PasswordCheck(_) => return None,
         };
         Some(h.get_or_insert_with(Default::default))
     }

@@ -488,6 +488,7 @@ impl<S: StateMachine> Node<S> {
                         peer_urls: r.peer_ur_ls,
                     };
                     let req = RaftRequest {
+                        auth: None,
                         request: Some(raft_request::Request::MemberUpdate(update)),
                     };
                     self.propose_later(req, Some(to));
@@ -873,6 +874,7 @@ impl<S: StateMachine> Node<S> {
         };
         self.propose_later(
             RaftRequest {
+                auth: None,
                 request: Some(raft_request::Request::MemberAttributes(attrs)),
             },
             None,

@@ -142,16 +142,23 @@ pub enum Bucket {
     Meta = 1,
     Lease = 2,
     Members = 3,
+    /// etcd's `auth` bucket: the enabled flag and the auth revision.
     Auth = 4,
+    /// etcd's `authUsers`: user name -> authpb.User.
+    AuthUsers = 5,
+    /// etcd's `authRoles`: role name -> authpb.Role.
+    AuthRoles = 6,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 5] = [
+    pub const ALL: [Bucket; 7] = [
         Bucket::Key,
         Bucket::Meta,
         Bucket::Lease,
         Bucket::Members,
         Bucket::Auth,
+        Bucket::AuthUsers,
+        Bucket::AuthRoles,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -160,6 +167,8 @@ impl Bucket {
             Bucket::Lease => "lease",
             Bucket::Members => "members",
             Bucket::Auth => "auth",
+            Bucket::AuthUsers => "authUsers",
+            Bucket::AuthRoles => "authRoles",
         }
     }
 }

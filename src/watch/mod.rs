@@ -162,6 +162,10 @@ impl WatchHub {
     pub fn command(&mut self, executor: u16, stream: u64, cmd: WatchCommand, h: &dyn History) {
         match cmd {
             WatchCommand::Create(c) => self.create(executor, stream, c, h),
+            WatchCommand::Refuse(reason) => {
+                let response = refused(self.header(h.current_revision()), &reason);
+                self.send(executor, stream, DeliveryKind::Control, response);
+            }
             WatchCommand::Cancel(id) => self.cancel(executor, stream, id, h),
             WatchCommand::Progress => {
                 let response = pb::WatchResponse {
@@ -204,14 +208,7 @@ impl WatchHub {
             end => Keys::Range(key, Bytes::copy_from_slice(end)),
         };
         let fail = |hub: &mut Self, reason: &str| {
-            let response = pb::WatchResponse {
-                header: hub.header(current),
-                watch_id: -1,
-                created: true,
-                canceled: true,
-                cancel_reason: reason.to_owned(),
-                ..Default::default()
-            };
+            let response = refused(hub.header(current), reason);
             hub.send(executor, stream, DeliveryKind::Control, response);
         };
         if let Keys::Range(s, e) = &keys {
@@ -486,3 +483,15 @@ impl WatchHub {
 
 #[cfg(test)]
 mod tests;
+
+/// The answer to a create that makes no watcher: created and canceled at once, with why.
+fn refused(header: Option<pb::ResponseHeader>, reason: &str) -> pb::WatchResponse {
+    pb::WatchResponse {
+        header,
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_owned(),
+        ..Default::default()
+    }
+}

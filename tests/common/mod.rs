@@ -22,6 +22,7 @@
 pub mod cluster;
 pub mod ctl;
 pub mod ctl_steps;
+pub mod differential;
 pub mod history;
 pub mod nemesis;
 

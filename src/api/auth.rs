@@ -1,0 +1,240 @@
+//! The Auth service, and who the caller of any service is.
+//!
+//! Passwords are hashed (bcrypt) and checked on the network executor's blocking thread,
+//! never on the consensus core: UserAdd and UserChangePassword propose the hash, and
+//! Authenticate checks the password against the hash read linearizably, then proposes only
+//! the name and the token's random part, as etcd 3.4 does (no password enters the log).
+
+use bytes::Bytes;
+
+use super::{decode, Api};
+use crate::auth::store::AuthResponse;
+use crate::auth::{tokens, AuthError, AuthInfo};
+use crate::net::grpc::Status;
+use crate::proto::corekvpb::{self as corekv, raft_request::Request as R, AuthHeader};
+use crate::proto::etcdserverpb as pb;
+use crate::server::message::{Request, Response};
+
+/// The Auth service's methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    AuthEnable,
+    AuthDisable,
+    Authenticate,
+    UserAdd,
+    UserGet,
+    UserList,
+    UserDelete,
+    UserChangePassword,
+    UserGrantRole,
+    UserRevokeRole,
+    RoleAdd,
+    RoleGet,
+    RoleList,
+    RoleDelete,
+    RoleGrantPermission,
+    RoleRevokePermission,
+}
+
+impl AuthMethod {
+    pub fn from_path(method: &str) -> Option<AuthMethod> {
+        use crate::proto::path;
+        use AuthMethod::*;
+        Some(match method {
+            path::AUTH_ENABLE => AuthEnable,
+            path::AUTH_DISABLE => AuthDisable,
+            path::AUTHENTICATE => Authenticate,
+            path::USER_ADD => UserAdd,
+            path::USER_GET => UserGet,
+            path::USER_LIST => UserList,
+            path::USER_DELETE => UserDelete,
+            path::USER_CHANGE_PASSWORD => UserChangePassword,
+            path::USER_GRANT_ROLE => UserGrantRole,
+            path::USER_REVOKE_ROLE => UserRevokeRole,
+            path::ROLE_ADD => RoleAdd,
+            path::ROLE_GET => RoleGet,
+            path::ROLE_LIST => RoleList,
+            path::ROLE_DELETE => RoleDelete,
+            path::ROLE_GRANT_PERMISSION => RoleGrantPermission,
+            path::ROLE_REVOKE_PERMISSION => RoleRevokePermission,
+            _ => return None,
+        })
+    }
+}
+
+/// The credentials a call came with.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The `token` gRPC metadata.
+    pub token: Option<String>,
+}
+
+impl Api {
+    /// etcd's AuthInfoFromCtx: None without a token; a token this member does not know is
+    /// refused. The revision is the auth revision current now, which a write's apply
+    /// compares with its own.
+    pub fn auth_info(&self, caller: &Caller) -> Result<Option<AuthInfo>, Status> {
+        let Some(token) = &caller.token else {
+            return Ok(None);
+        };
+        let user = self
+            .auth
+            .tokens
+            .user(token)
+            .ok_or(AuthError::InvalidAuthToken)?;
+        Ok(Some(AuthInfo {
+            username: user.to_string(),
+            revision: self.auth.view().revision,
+        }))
+    }
+
+    /// The header a client's write carries through raft.
+    pub fn auth_header(&self, caller: &Caller) -> Result<AuthHeader, Status> {
+        Ok(match self.auth_info(caller)? {
+            Some(i) => AuthHeader {
+                username: i.username,
+                revision: i.revision,
+            },
+            None => AuthHeader::default(),
+        })
+    }
+
+    /// Serves one Auth service call.
+    pub async fn auth_unary(
+        &self,
+        method: AuthMethod,
+        body: &[u8],
+        caller: &Caller,
+    ) -> Result<Bytes, Status> {
+        use AuthMethod as M;
+        let request = match method {
+            M::Authenticate => return self.authenticate(decode(body)?, caller).await,
+            M::AuthEnable => R::AuthEnable(decode(body)?),
+            M::AuthDisable => R::AuthDisable(decode(body)?),
+            M::UserAdd => {
+                let r: pb::AuthUserAddRequest = decode(body)?;
+                // etcd refuses an empty name before it spends time hashing.
+                if r.name.is_empty() {
+                    return Err(AuthError::UserEmpty.into());
+                }
+                let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
+                let hashed_password = if no_password {
+                    Bytes::new()
+                } else {
+                    self.hash_password(r.password).await?
+                };
+                R::UserAdd(corekv::AuthUserAdd {
+                    name: r.name,
+                    hashed_password,
+                    options: r.options,
+                })
+            }
+            M::UserChangePassword => {
+                let r: pb::AuthUserChangePasswordRequest = decode(body)?;
+                R::UserChangePassword(corekv::AuthUserChangePassword {
+                    name: r.name,
+                    hashed_password: self.hash_password(r.password).await?,
+                })
+            }
+            M::UserGet => R::UserGet(decode(body)?),
+            M::UserList => R::UserList(decode(body)?),
+            M::UserDelete => R::UserDelete(decode(body)?),
+            M::UserGrantRole => R::UserGrantRole(decode(body)?),
+            M::UserRevokeRole => R::UserRevokeRole(decode(body)?),
+            M::RoleAdd => R::RoleAdd(decode(body)?),
+            M::RoleGet => R::RoleGet(decode(body)?),
+            M::RoleList => R::RoleList(decode(body)?),
+            M::RoleDelete => R::RoleDelete(decode(body)?),
+            M::RoleGrantPermission => R::RoleGrantPermission(decode(body)?),
+            M::RoleRevokePermission => R::RoleRevokePermission(decode(body)?),
+        };
+        let resp = self.propose_auth(request, caller).await?;
+        Ok(resp.encode())
+    }
+
+    async fn propose_auth(&self, request: R, caller: &Caller) -> Result<AuthResponse, Status> {
+        self.until_published().await?;
+        if self.learner() {
+            return Err(super::not_for_learners());
+        }
+        let header = self.auth_header(caller)?;
+        let request = Request::AsUser(header, Box::new(Request::Auth(request)));
+        match self.core.call(request).await? {
+            Response::Auth(resp) => Ok(resp),
+            other => Err(Status::internal(format!(
+                "the core answered an auth request with {other:?}"
+            ))),
+        }
+    }
+
+    /// bcrypt at --bcrypt-cost on this executor's blocking thread; Go's `$2a$` form, as
+    /// etcd stores it.
+    async fn hash_password(&self, password: String) -> Result<Bytes, Status> {
+        let cost = self.auth.options.bcrypt_cost;
+        let hashed = glommio::executor()
+            .spawn_blocking(move || bcrypt::hash_with_result(password, cost))
+            .await
+            .map_err(|e| Status::internal(format!("bcrypt: {e}")))?;
+        Ok(Bytes::from(
+            hashed
+                .format_for_version(bcrypt::Version::TwoA)
+                .into_bytes(),
+        ))
+    }
+
+    /// etcd's Authenticate: check the password against the hash at auth revision r, then
+    /// propose the token; if the auth state moved past r meanwhile, check again.
+    async fn authenticate(
+        &self,
+        r: pb::AuthenticateRequest,
+        caller: &Caller,
+    ) -> Result<Bytes, Status> {
+        self.until_published().await?;
+        loop {
+            let check = match self
+                .core
+                .call(Request::PasswordCheck(r.name.clone()))
+                .await?
+            {
+                Response::PasswordCheck(c) => c,
+                other => {
+                    return Err(Status::internal(format!(
+                        "the core answered a password check with {other:?}"
+                    )))
+                }
+            };
+            if !check.enabled {
+                return Err(AuthError::AuthNotEnabled.into());
+            }
+            let password = r.password.clone();
+            let matches = match check.hash {
+                None => false,
+                Some(hash) => {
+                    glommio::executor()
+                        .spawn_blocking(move || {
+                            let hash = String::from_utf8_lossy(&hash);
+                            bcrypt::verify(password, &hash).unwrap_or(false)
+                        })
+                        .await
+                }
+            };
+            if !matches {
+                tracing::warn!(user = %r.name, "invalid authentication was requested");
+                return Err(AuthError::AuthFailed.into());
+            }
+            let simple_token_prefix = tokens::random_prefix()
+                .map_err(|e| Status::internal(format!("no random bytes for a token: {e}")))?;
+            let request = R::Authenticate(corekv::Authenticate {
+                name: r.name.clone(),
+                simple_token_prefix,
+                checked_revision: check.revision,
+            });
+            match self.propose_auth(request, caller).await? {
+                AuthResponse::Authenticate(resp) if resp.token.is_empty() => {
+                    tracing::info!("revision when password checked became stale; retrying");
+                }
+                resp => return Ok(resp.encode()),
+            }
+        }
+    }
+}
