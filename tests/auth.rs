@@ -108,7 +108,7 @@ fn auth_sequence_answers_like_etcd() {
     p.same_stdin(&[ALICE, "txn"], "\n\nget zz\n\n\n");
 
     // A watch on a range the user may not read is canceled at creation.
-    p.same(&[ALICE, "watch", "zz"]);
+    p.same(&[ALICE, "watch", "b"]);
     p.same(&[ALICE, "watch", "a", "z"]);
     p.same(&["watch", "foo"]);
 
