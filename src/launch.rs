@@ -571,13 +571,9 @@ async fn open_member(
         client_urls: cfg.client_urls.clone(),
         version: ETCD_API_VERSION.into(),
     };
-    let voters_now = log.conf_state().voters.clone();
     let logger = crate::server::raft_logger::logger();
-    let mut node = Node::new(node_cfg, log, sm, &logger).map_err(|e| format!("raft: {e}"))?;
-    if voters_now == [cfg.member_id] {
-        // A lone voter need not wait out an election timeout.
-        node.campaign().map_err(|e| format!("raft: {e}"))?;
-    }
+    // A lone voter campaigns at its first tick (Node::tick), not after an election timeout.
+    let node = Node::new(node_cfg, log, sm, &logger).map_err(|e| format!("raft: {e}"))?;
     let mut listeners = Vec::new();
     for url in &cfg.peer_listen {
         let l = listen(url.addr).map_err(|e| format!("listen on {}: {e}", url.addr))?;
