@@ -1,8 +1,13 @@
 //! The etcd v3 services: which gRPC method a path names, how its request is decoded and
-//! checked, and how the core's answer is encoded. One module per service holds the checks.
+//! checked, and how the core's answer is encoded. One module per service holds the checks;
+//! the Lock and Election services ([`lock`], [`election`], sharing [`concurrency`]) run
+//! etcd's recipes on the executor, each step a request to the core like a KV call.
 
+pub mod concurrency;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod watch;
 
 use std::rc::Rc;
@@ -58,6 +63,20 @@ pub enum Unary {
     Hash,
     Defragment,
     MoveLeader,
+    Lock,
+    Unlock,
+    Campaign,
+    Proclaim,
+    Leader,
+    Resign,
+}
+
+impl Unary {
+    /// Calls that can wait for others (a lock, a campaign): they end when their client goes
+    /// away, and what they put is taken back.
+    pub fn may_wait(self) -> bool {
+        matches!(self, Unary::Lock | Unary::Campaign)
+    }
 }
 
 /// Streaming methods.
@@ -65,6 +84,8 @@ pub enum Unary {
 pub enum Streaming {
     Watch,
     LeaseKeepAlive,
+    /// Election.Observe: one request, then answers until the client goes away.
+    Observe,
 }
 
 pub enum Route {
@@ -98,6 +119,13 @@ pub fn route(method: &str) -> Option<Route> {
         path::HASH => Route::Unary(Hash),
         path::DEFRAGMENT => Route::Unary(Defragment),
         path::MOVE_LEADER => Route::Unary(MoveLeader),
+        path::LOCK => Route::Unary(Lock),
+        path::UNLOCK => Route::Unary(Unlock),
+        path::CAMPAIGN => Route::Unary(Campaign),
+        path::PROCLAIM => Route::Unary(Proclaim),
+        path::LEADER => Route::Unary(Leader),
+        path::RESIGN => Route::Unary(Resign),
+        path::OBSERVE => Route::Streaming(Streaming::Observe),
         path::WATCH => Route::Streaming(Streaming::Watch),
         path::LEASE_KEEP_ALIVE => Route::Streaming(Streaming::LeaseKeepAlive),
         _ => return None,
@@ -115,7 +143,7 @@ pub struct Api {
     pub grpc_stats: Arc<NetShard>,
 }
 
-fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
+pub(crate) fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
     M::decode(body).map_err(|e| {
         Status::new(
             Code::Internal,
@@ -136,6 +164,15 @@ impl Api {
                 status: health::health_check_response::ServingStatus::Serving as i32,
             }));
         }
+        match method {
+            Unary::Lock => return self.recipe(&body, |r| lock::lock(self, r)).await,
+            Unary::Unlock => return self.recipe(&body, |r| lock::unlock(self, r)).await,
+            Unary::Campaign => return self.recipe(&body, |r| election::campaign(self, r)).await,
+            Unary::Proclaim => return self.recipe(&body, |r| election::proclaim(self, r)).await,
+            Unary::Leader => return self.recipe(&body, |r| election::leader(self, r)).await,
+            Unary::Resign => return self.recipe(&body, |r| election::resign(self, r)).await,
+            _ => {}
+        }
         let request = self.decode_request(method, &body)?;
         self.until_published().await?;
         if self.learner() && !supported_by_learners(&request) {
@@ -143,6 +180,39 @@ impl Api {
         }
         let response = self.core.call(request).await?;
         Ok(encode_response(&response))
+    }
+
+    /// Serves a Lock or Election call: decoded, refused where any write would be (before
+    /// publish, on a learner, with those errors' own codes), then run as its recipe.
+    async fn recipe<Req, Resp, Fut>(
+        &self,
+        body: &[u8],
+        serve: impl FnOnce(Req) -> Fut,
+    ) -> Result<Bytes, Status>
+    where
+        Req: Message + Default,
+        Resp: Message,
+        Fut: std::future::Future<Output = Result<Resp, Status>>,
+    {
+        let request = decode(body)?;
+        self.until_published().await?;
+        if self.learner() {
+            return Err(not_for_learners());
+        }
+        // etcd's services make their requests through an in-process client, whose errors
+        // reach the caller as plain Go errors: gRPC's Unknown, with etcd's message.
+        let reply = serve(request)
+            .await
+            .map_err(|e| Status::new(Code::Unknown, e.message))?;
+        Ok(encode_message(&reply))
+    }
+
+    /// A watch the server keeps for itself on this executor (see [`watch::OwnWatch`]).
+    pub fn own_watch(
+        &self,
+        create: crate::proto::etcdserverpb::WatchCreateRequest,
+    ) -> watch::OwnWatch {
+        watch::OwnWatch::open(&self.core, &self.watch_streams, create)
     }
 
     /// etcd serves clients only once the member has published itself through raft (its
@@ -190,6 +260,7 @@ impl Api {
                 r
             }
             Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
+            Streaming::Observe => election::observe(incoming, outgoing, self).await,
         }
     }
 
@@ -243,6 +314,12 @@ impl Api {
             Unary::Defragment => Request::Defragment(decode(body)?),
             Unary::MoveLeader => Request::MoveLeader(decode(body)?),
             Unary::HealthCheck => unreachable!("answered without the core"),
+            Unary::Lock
+            | Unary::Unlock
+            | Unary::Campaign
+            | Unary::Proclaim
+            | Unary::Leader
+            | Unary::Resign => unreachable!("served as recipes"),
         };
         Ok(req)
     }

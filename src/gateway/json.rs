@@ -11,6 +11,8 @@ use serde::Serialize;
 use crate::api::{Streaming, Unary};
 use crate::net::grpc::{Code, Status};
 use crate::proto::etcdserverpb as pb;
+use crate::proto::v3electionpb as epb;
+use crate::proto::v3lockpb as lockpb;
 
 /// Converts one method's messages.
 #[derive(Clone, Copy)]
@@ -69,6 +71,12 @@ pub(super) fn codec_of(method: Unary) -> Codec {
         Unary::Hash => codec::<pb::HashRequest, pb::HashResponse>(),
         Unary::Defragment => codec::<pb::DefragmentRequest, pb::DefragmentResponse>(),
         Unary::MoveLeader => codec::<pb::MoveLeaderRequest, pb::MoveLeaderResponse>(),
+        Unary::Lock => codec::<lockpb::LockRequest, lockpb::LockResponse>(),
+        Unary::Unlock => codec::<lockpb::UnlockRequest, lockpb::UnlockResponse>(),
+        Unary::Campaign => codec::<epb::CampaignRequest, epb::CampaignResponse>(),
+        Unary::Proclaim => codec::<epb::ProclaimRequest, epb::ProclaimResponse>(),
+        Unary::Leader => codec::<epb::LeaderRequest, epb::LeaderResponse>(),
+        Unary::Resign => codec::<epb::ResignRequest, epb::ResignResponse>(),
         // The health service has no gateway path; its messages have no JSON mapping here.
         Unary::HealthCheck => Codec {
             request: |_| Ok(health::HealthCheckRequest::default().encode_to_vec().into()),
@@ -84,6 +92,7 @@ pub(super) fn stream_codec(method: Streaming) -> Codec {
         Streaming::LeaseKeepAlive => {
             codec::<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>()
         }
+        Streaming::Observe => codec::<epb::LeaderRequest, epb::LeaderResponse>(),
     }
 }
 

@@ -241,7 +241,22 @@ async fn serve_stream(
                     return;
                 }
             };
-            match ctx.api.unary(method, msg).await {
+            let answer = if method.may_wait() {
+                // A call that waits for others ends when its client resets the stream or
+                // leaves (it is dropped; it takes back what it put).
+                futures_lite::future::or(async { Some(ctx.api.unary(method, msg).await) }, async {
+                    let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+                    None
+                })
+                .await
+            } else {
+                Some(ctx.api.unary(method, msg).await)
+            };
+            let Some(answer) = answer else {
+                stats.handled(grpc::Code::Canceled);
+                return;
+            };
+            match answer {
                 Ok(reply) => {
                     stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
                     if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
@@ -368,6 +383,18 @@ impl Outgoing {
         Outgoing {
             sink: Sink::Gateway(frames),
             stats: None,
+        }
+    }
+
+    /// Resolves when the client went away (reset the stream or closed the connection), for
+    /// a stream that has nothing to send meanwhile. The gateway's streams never resolve here:
+    /// the gateway drops a stream whose client left.
+    pub async fn closed(&mut self) {
+        match &mut self.sink {
+            Sink::Grpc(send) => {
+                let _ = std::future::poll_fn(|cx| send.poll_reset(cx)).await;
+            }
+            Sink::Gateway(_) => std::future::pending().await,
         }
     }
 
