@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs corekv's whole test suite on a fresh machine: installs what the tests need (real etcd
 # and etcdctl for the comparison tests, protoc for the Rust etcd-client crate, promtool for
-# the metrics test, iproute2 for network partitions, honcho for the Procfile), then tests
-# every crate of the workspace.
+# the metrics test, iproute2 for network partitions, Go and etcd's Go client for the Go load
+# generator, honcho for the Procfile), then tests every crate of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +16,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # Network namespaces for the partition tests.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The Go load generator (bench/go, built in GOPATH mode on the official client's sources).
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ] || need+=(golang-etcd-server-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then

@@ -182,6 +182,11 @@ where
             }
         };
         let ctx = ctx.clone();
+        // One task per stream, so per request: its future is moved into the task's allocation
+        // at spawn, and it is as large as its largest branch. The JSON gateway, the HTTP
+        // endpoints and the streaming calls are boxed (rare, or one allocation per long-lived
+        // stream) so a unary call's task is 776 bytes instead of 3272 (the copy was ~2% of the
+        // server's CPU per linearizable get).
         glommio::spawn_local(async move {
             let path = request.uri().path().to_owned();
             // gRPC is always POST; anything else is for the HTTP endpoints (curl over https
@@ -191,12 +196,12 @@ where
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
             if !grpc && crate::gateway::serves(&path) {
-                crate::gateway::serve_h2(&ctx.api, request, respond).await;
+                Box::pin(crate::gateway::serve_h2(&ctx.api, request, respond)).await;
             } else if request.method() == http::Method::POST {
                 serve_stream(&ctx, &path, request.into_body(), respond).await;
             } else {
                 let method = request.method().as_str().to_owned();
-                let (status, ctype, body) = http1::route(&ctx, &method, &path).await;
+                let (status, ctype, body) = Box::pin(http1::route(&ctx, &method, &path)).await;
                 let head = http::Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, ctype)
@@ -281,7 +286,7 @@ async fn serve_stream(
                 sink: Sink::Grpc(send),
                 stats: Some(stats.clone()),
             };
-            let result = ctx.api.streaming(method, incoming, &mut outgoing).await;
+            let result = Box::pin(ctx.api.streaming(method, incoming, &mut outgoing)).await;
             let code = result.as_ref().err().map_or(grpc::Code::Ok, |s| s.code);
             if let Sink::Grpc(send) = &mut outgoing.sink {
                 let _ = send.send_trailers(grpc::trailers(result.err().as_ref()));
