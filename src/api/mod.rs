@@ -3,6 +3,7 @@
 
 pub mod kv;
 pub mod lease;
+pub mod snapshot;
 pub mod watch;
 
 use std::rc::Rc;
@@ -65,6 +66,8 @@ pub enum Unary {
 pub enum Streaming {
     Watch,
     LeaseKeepAlive,
+    /// Maintenance.Snapshot: one request, a stream of replies.
+    Snapshot,
 }
 
 pub enum Route {
@@ -100,6 +103,7 @@ pub fn route(method: &str) -> Option<Route> {
         path::MOVE_LEADER => Route::Unary(MoveLeader),
         path::WATCH => Route::Streaming(Streaming::Watch),
         path::LEASE_KEEP_ALIVE => Route::Streaming(Streaming::LeaseKeepAlive),
+        path::SNAPSHOT => Route::Streaming(Streaming::Snapshot),
         _ => return None,
     };
     Some(r)
@@ -190,6 +194,7 @@ impl Api {
                 r
             }
             Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
+            Streaming::Snapshot => snapshot::serve(&self.core, incoming, outgoing).await,
         }
     }
 

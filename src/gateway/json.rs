@@ -84,6 +84,7 @@ pub(super) fn stream_codec(method: Streaming) -> Codec {
         Streaming::LeaseKeepAlive => {
             codec::<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>()
         }
+        Streaming::Snapshot => codec::<pb::SnapshotRequest, pb::SnapshotResponse>(),
     }
 }
 

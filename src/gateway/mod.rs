@@ -295,7 +295,11 @@ mod tests {
         );
         assert_eq!(
             target("/v3/maintenance/snapshot"),
-            Some(Target::Unserved(path::SNAPSHOT))
+            Some(Target::Streaming(Streaming::Snapshot))
+        );
+        assert_eq!(
+            target("/v3/auth/enable"),
+            Some(Target::Unserved("/etcdserverpb.Auth/AuthEnable"))
         );
         assert_eq!(target("/v3alpha/kv/range"), None);
         assert_eq!(target("/v3/kv/nope"), None);
