@@ -444,23 +444,7 @@ fn a_snapshot_taken_under_writes_holds_whole_transactions() {
     let server = Server::start(Kind::Corekv);
     let ep = server.endpoint();
     // Some bulk, so the stream takes a while: 4 MB of values.
-    corekv::client::run_local({
-        let ep = ep.clone();
-        move || async move {
-            let c = corekv::client::Client::connect(corekv::client::ClientOptions::new(vec![ep]))
-                .await
-                .unwrap();
-            for i in 0..4000 {
-                c.put(corekv::proto::etcdserverpb::PutRequest {
-                    key: format!("bulk/{i:05}").into(),
-                    value: vec![b'x'; 1000].into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            }
-        }
-    });
+    fill(&ep, 4, 1000, 1000);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let writer = std::thread::spawn({
@@ -547,9 +531,122 @@ fn a_snapshot_taken_under_writes_holds_whole_transactions() {
     assert_eq!(all_keys(&ep, revision), all_keys(&rep, revision));
 }
 
+/// Puts `writers` × `each` keys (`bulk/<writer>/<n>`) of `size`-byte values, `writers` at a
+/// time, through corekv's client: one revision per put.
+fn fill(endpoint: &str, writers: usize, each: usize, size: usize) {
+    let ep = endpoint.to_string();
+    corekv::client::run_local(move || async move {
+        let opts = corekv::client::ClientOptions::new(vec![ep]);
+        let c = corekv::client::Client::connect(opts).await.unwrap();
+        let tasks: Vec<_> = (0..writers)
+            .map(|t| {
+                let c = c.clone();
+                glommio::spawn_local(async move {
+                    for i in 0..each {
+                        c.put(corekv::proto::etcdserverpb::PutRequest {
+                            key: format!("bulk/{t}/{i:05}").into(),
+                            value: vec![b'x'; size].into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .expect("base64")
+}
+
+/// Anonymous memory (heap) of process `pid`, in bytes.
+fn rss_anon(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// How many Snapshot streams the server counts as ended with `code`.
+fn snapshots_handled(server: &Server, code: &str) -> u64 {
+    let metrics = common::http_get(server.client_port, "/metrics").unwrap_or_default();
+    let prefix =
+        format!("grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"Snapshot\",");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A reader that stops reading holds the server to what HTTP/2 flow control lets out (the
+/// server's heap does not take in the database), and one that goes away ends the stream.
+#[test]
+fn a_stalled_reader_costs_little_and_one_that_leaves_ends_the_stream() {
+    let server = Server::start(Kind::Corekv);
+    let ep = server.endpoint();
+    // 64 MB of values.
+    fill(&ep, 8, 1000, 8192);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stalled.db");
+    let part = dir.path().join("stalled.db.part");
+    let mut reader = server
+        .etcdctl_command(&["snapshot", "save", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "etcdctl received nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The stream has started (the backend commit it waited for is done): from here on, what
+    // the server's heap takes in is what it holds for this reader.
+    let heap_before = rss_anon(server.pid());
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(reader.id() as i32, libc::SIGSTOP) }, 0);
+    // Time for a server that buffered without bound to take in the whole database.
+    std::thread::sleep(Duration::from_secs(1));
+    let heap_stalled = rss_anon(server.pid());
+    let received = std::fs::metadata(&part).unwrap().len();
+    eprintln!(
+        "server heap {heap_before} -> {heap_stalled} bytes; the stalled reader got {received}"
+    );
+    assert!(
+        heap_stalled < heap_before + (16 << 20),
+        "the server's heap grew from {heap_before} to {heap_stalled} bytes behind a stalled \
+         reader (which has {received} bytes)"
+    );
+    let canceled_before = snapshots_handled(&server, "Canceled");
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshots_handled(&server, "Canceled") == canceled_before {
+        assert!(
+            Instant::now() < deadline,
+            "the stream of a reader that left did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server serves the next one whole.
+    ok(
+        etcdctl(&ep, &["snapshot", "save", file.to_str().unwrap()]),
+        "snapshot save after a reader left",
+    );
+    let (revision, _, size) = snapshot_status(&file);
+    assert_eq!(revision, 8001);
+    assert!(size > 60 << 20, "{size}");
 }
