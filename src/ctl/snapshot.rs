@@ -98,7 +98,7 @@ fn one_arg(args: Vec<String>, msg: &str) -> Result<String, CtlError> {
 async fn save(g: &Global, path: &str) -> Result<(), CtlError> {
     if g.endpoints.len() != 1 {
         return Err(CtlError::new(
-            EXIT_BAD_ARGS,
+            EXIT_INTERRUPTED,
             format!(
                 "snapshot must be requested to one selected node, not multiple [{}]",
                 g.endpoints.join(" ")
@@ -106,7 +106,13 @@ async fn save(g: &Global, path: &str) -> Result<(), CtlError> {
         ));
     }
     g.printer()?;
-    let client = connect_with(g.client_options()?).await?;
+    // etcdctl exits with ExitInterrupted for every failure of the save itself.
+    let client = connect_with(g.client_options()?)
+        .await
+        .map_err(|e| CtlError {
+            code: EXIT_INTERRUPTED,
+            ..e
+        })?;
     let part = PathBuf::from(format!("{path}.part"));
     let result = fetch_into(&client, &part).await;
     let result = result.and_then(|size| {
@@ -114,7 +120,7 @@ async fn save(g: &Global, path: &str) -> Result<(), CtlError> {
             .and_then(|()| sync_parent(Path::new(path)))
             .map_err(|e| {
                 CtlError::new(
-                    EXIT_ERROR,
+                    EXIT_INTERRUPTED,
                     format!("could not rename {} to {path} ({e})", part.display()),
                 )
             })
@@ -139,7 +145,7 @@ async fn save(g: &Global, path: &str) -> Result<(), CtlError> {
 /// Writes the stream into `part`, fsynced; the file's size.
 async fn fetch_into(client: &crate::client::Client, part: &Path) -> Result<u64, CtlError> {
     let io = |what: &str, e: std::io::Error| {
-        CtlError::new(EXIT_ERROR, format!("{what} {} ({e})", part.display()))
+        CtlError::new(EXIT_INTERRUPTED, format!("{what} {} ({e})", part.display()))
     };
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -154,10 +160,10 @@ async fn fetch_into(client: &crate::client::Client, part: &Path) -> Result<u64, 
     let (mut tx, mut rx) = client
         .streaming::<pb::SnapshotRequest, pb::SnapshotResponse>(crate::client::path::SNAPSHOT)
         .await
-        .map_err(CtlError::rpc)?;
+        .map_err(interrupted)?;
     tx.send_last(&pb::SnapshotRequest {})
         .await
-        .map_err(CtlError::rpc)?;
+        .map_err(interrupted)?;
     // Every message is written; the last one is the digest of those before it, so each is
     // hashed only once the next one shows it was not the last.
     let mut digest = Sha256::new();
@@ -174,13 +180,13 @@ async fn fetch_into(client: &crate::client::Client, part: &Path) -> Result<u64, 
     let sent = held.unwrap_or_default();
     if !has_digest(size) || sent.len() != DIGEST_LEN {
         return Err(CtlError::new(
-            EXIT_ERROR,
+            EXIT_INTERRUPTED,
             format!("sha256 checksum not found [bytes: {size}]"),
         ));
     }
     if digest.finalize().as_slice() != sent.as_ref() {
         return Err(CtlError::new(
-            EXIT_ERROR,
+            EXIT_INTERRUPTED,
             "the snapshot's sha256 does not match the bytes received",
         ));
     }
