@@ -8,6 +8,7 @@ pub mod election;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod snapshot;
 pub mod watch;
 
 use std::rc::Rc;
@@ -86,6 +87,8 @@ pub enum Streaming {
     LeaseKeepAlive,
     /// Election.Observe: one request, then answers until the client goes away.
     Observe,
+    /// Maintenance.Snapshot: one request, a stream of replies.
+    Snapshot,
 }
 
 pub enum Route {
@@ -128,6 +131,7 @@ pub fn route(method: &str) -> Option<Route> {
         path::OBSERVE => Route::Streaming(Streaming::Observe),
         path::WATCH => Route::Streaming(Streaming::Watch),
         path::LEASE_KEEP_ALIVE => Route::Streaming(Streaming::LeaseKeepAlive),
+        path::SNAPSHOT => Route::Streaming(Streaming::Snapshot),
         _ => return None,
     };
     Some(r)
@@ -261,6 +265,7 @@ impl Api {
             }
             Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
             Streaming::Observe => election::observe(incoming, outgoing, self).await,
+            Streaming::Snapshot => snapshot::serve(&self.core, incoming, outgoing).await,
         }
     }
 

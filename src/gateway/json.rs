@@ -93,6 +93,7 @@ pub(super) fn stream_codec(method: Streaming) -> Codec {
             codec::<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>()
         }
         Streaming::Observe => codec::<epb::LeaderRequest, epb::LeaderResponse>(),
+        Streaming::Snapshot => codec::<pb::SnapshotRequest, pb::SnapshotResponse>(),
     }
 }
 

@@ -296,7 +296,11 @@ mod tests {
         );
         assert_eq!(
             target("/v3/maintenance/snapshot"),
-            Some(Target::Unserved(path::SNAPSHOT))
+            Some(Target::Streaming(Streaming::Snapshot))
+        );
+        assert_eq!(
+            target("/v3/auth/enable"),
+            Some(Target::Unserved("/etcdserverpb.Auth/AuthEnable"))
         );
         assert_eq!(target("/v3/lock/lock"), Some(Target::Unary(Unary::Lock)));
         assert_eq!(target("/v3/lock"), None);
