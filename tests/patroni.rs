@@ -385,6 +385,7 @@ fn patroni_fails_over_with_corekv_as_its_store() {
     );
 
     // The primary's Patroni stops: the replica is promoted.
+    let stopped = Instant::now();
     a.stop();
     wait_for(
         "pg1 is promoted",
@@ -394,6 +395,10 @@ fn patroni_fails_over_with_corekv_as_its_store() {
                 .then_some(())
         },
         || logs(&[&a, &b]),
+    );
+    println!(
+        "pg1 promoted {:.1} s after SIGTERM to pg0's Patroni",
+        stopped.elapsed().as_secs_f64()
     );
     assert_eq!(leader(), "pg1", "the leader key in corekv names pg1");
     wait_for(
