@@ -93,8 +93,7 @@ pub(super) async fn serve<B: Body, W: Reply200>(
         limit: super::body_limit(api),
     };
     // A server stream (Election.Observe) takes one request, decoded from the whole body as a
-    // unary call's is; its status waits for its first result or its error, as grpc-gateway
-    // writes nothing before the first message it forwards.
+    // unary call's is.
     let server_stream = method == Streaming::Observe;
     let first = if server_stream {
         match whole_body(api, &mut body)
@@ -119,10 +118,11 @@ pub(super) async fn serve<B: Body, W: Reply200>(
             }
         }
     };
-    if !server_stream && out.start(200).await.is_err() {
-        return false;
-    }
-    let started = std::cell::Cell::new(!server_stream);
+    // The status goes out with the first result, as etcd's gateway writes it (Go's
+    // ResponseWriter sends nothing before the first flush): a client that waits for the
+    // answer's head to a watch request knows the watch exists once it has it (etcd3gw's
+    // `watch()` returns then, and the caller's next put must be seen).
+    let started = std::cell::Cell::new(false);
     // Whether the whole body was read (else the connection cannot serve another request).
     let body_read = std::cell::Cell::new(false);
     let (in_tx, in_rx) = local_channel::new_bounded(16);
@@ -203,10 +203,18 @@ pub(super) async fn serve<B: Body, W: Reply200>(
     let Some((result, written)) = ended else {
         return false;
     };
-    if let (Err(status), Ok(())) = (&result, &written) {
-        if started.replace(true) || out.start(http_status(status.code)).await.is_ok() {
+    match (&result, &written) {
+        (Err(status), Ok(()))
+            if started.replace(true) || out.start(http_status(status.code)).await.is_ok() =>
+        {
             let _ = out.chunk(stream_error(status)).await;
         }
+        // A stream that ended without a result (a keep-alive with no request) is a 200 with
+        // an empty body.
+        (Ok(()), Ok(())) if !started.replace(true) && out.start(200).await.is_err() => {
+            return false;
+        }
+        _ => {}
     }
     out.finish().await;
     result.is_ok() && written.is_ok() && body_read.get()
