@@ -400,7 +400,8 @@ fn bad_snapshots_and_used_data_dirs_are_refused_with_nothing_written() {
         "checksum",
     );
 
-    // etcd's own snapshot (bolt) is named for what it is.
+    // etcd's own snapshot (bolt), damaged: truncated, or both meta pages flipped (the digest
+    // left off so the bolt reader itself must catch it).
     let etcd = Server::start(Kind::Etcd);
     let bolt = dir.path().join("etcd.db");
     ok(
@@ -410,10 +411,24 @@ fn bad_snapshots_and_used_data_dirs_are_refused_with_nothing_written() {
         ),
         "etcd snapshot save",
     );
+    let b = std::fs::read(&bolt).unwrap();
+    let cut = dir.path().join("etcd-cut.db");
+    std::fs::write(&cut, &b[..b.len() / 2]).unwrap();
     refused(
-        restore(&bolt, &[]),
-        "etcd's snapshot",
-        "etcd (bolt) snapshot",
+        restore(&cut, &["--skip-hash-check"]),
+        "truncated etcd snapshot",
+        "bolt file truncated",
+    );
+    let mut m = b[..b.len() - 32].to_vec();
+    let page = u32::from_le_bytes(m[24..28].try_into().unwrap()) as usize;
+    m[16 + 20] ^= 0x01;
+    m[page + 16 + 20] ^= 0x01;
+    let metas = dir.path().join("etcd-metas.db");
+    std::fs::write(&metas, &m).unwrap();
+    refused(
+        restore(&metas, &["--skip-hash-check"]),
+        "etcd snapshot with damaged meta pages",
+        "not a valid bolt file: meta page 0: checksum mismatch",
     );
 
     // A data dir with something in it is left as it is.

@@ -91,11 +91,6 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
-/// Whether `data` starts like a bbolt file (meta page 0's magic), valid or not.
-pub fn looks_like_bolt(data: &[u8]) -> bool {
-    data.len() >= PAGE_HEADER + 4 && u32_at(data, PAGE_HEADER) == MAGIC
-}
-
 /// The meta at `off` (the start of a meta page), or why it is not valid.
 fn meta_at(data: &[u8], off: usize) -> Result<Meta, String> {
     let end = off
@@ -185,13 +180,9 @@ impl<'a> BoltFile<'a> {
         })
     }
 
+    #[cfg(test)]
     pub fn meta(&self) -> Meta {
         self.meta
-    }
-
-    /// Bytes of database the state uses (bbolt's `tx.Size()`).
-    pub fn size(&self) -> u64 {
-        self.meta.pgid * self.page_size as u64
     }
 
     /// The root bucket (whose entries are the top-level buckets).

@@ -2,10 +2,10 @@
 //! commands, flags, environment variables, output formats, error messages and exit codes — over
 //! corekv's own client ([`crate::client`]).
 
-#[allow(dead_code)] // used by snapshot restore in the next step
 mod bolt;
 mod cluster;
 mod env;
+mod etcd_snapshot;
 pub mod gofmt;
 mod json;
 mod kv;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
+use super::etcd_snapshot::EtcdFile;
 use super::print::{err, out};
 use super::{connect_with, CtlError, Global, EXIT_BAD_ARGS, EXIT_ERROR, EXIT_INTERRUPTED};
 use crate::client::ClientError;
@@ -215,15 +216,15 @@ struct Checked {
     db: Db,
 }
 
-/// Reads and checks `path` without writing anything.
-fn open_checked(path: &Path, require_digest: bool) -> Result<Checked, String> {
-    let name = path.display();
-    let mut file = std::fs::File::open(path).map_err(|e| format!("open {name}: {e}"))?;
-    let size = file
-        .metadata()
-        .map_err(|e| format!("stat {name}: {e}"))?
-        .len();
-    let db_len = if has_digest(size) {
+/// Checks the SHA-256 at the end of `file` (of `size` bytes) if it has one; the bytes of
+/// backend before it.
+fn check_digest(
+    file: &mut std::fs::File,
+    name: &str,
+    size: u64,
+    require_digest: bool,
+) -> Result<u64, String> {
+    if has_digest(size) {
         let db_len = size - DIGEST_LEN as u64;
         let mut digest = Sha256::new();
         let mut left = db_len;
@@ -246,28 +247,42 @@ fn open_checked(path: &Path, require_digest: bool) -> Result<Checked, String> {
                 hex(&computed)
             ));
         }
-        db_len
+        Ok(db_len)
     } else if require_digest {
-        return Err(format!(
+        Err(format!(
             "snapshot missing hash but --skip-hash-check=false ({name} is {size} bytes, not a \
              backend followed by its sha256: truncated, or not a snapshot file)"
-        ));
+        ))
     } else {
-        size
-    };
+        Ok(size)
+    }
+}
+
+/// A checked snapshot file: corekv's backend, or etcd's bolt db.
+enum Source {
+    Corekv(Checked),
+    Etcd(EtcdFile),
+}
+
+/// Reads and checks `path` without writing anything: the digest, then every page of a corekv
+/// backend, or every page and record of an etcd one.
+fn open_source(path: &Path, require_digest: bool) -> Result<Source, String> {
+    let name = path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(|e| format!("open {name}: {e}"))?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("stat {name}: {e}"))?
+        .len();
+    let db_len = check_digest(&mut file, &name, size, require_digest)?;
+    if is_bolt(&file) {
+        return EtcdFile::open(&file, db_len, &name).map(Source::Etcd);
+    }
     let layer = ReadOnlyFile {
         file: file.try_clone().map_err(|e| format!("open {name}: {e}"))?,
         len: db_len,
     };
     let not_backend = |e: crate::storage::StorageError| {
-        if is_bolt(&file) {
-            format!(
-                "{name} is an etcd (bolt) snapshot: corekv restores the snapshots corekv \
-                 writes, not etcd's yet"
-            )
-        } else {
-            format!("{name} is not a corekv snapshot, or is damaged: {e}")
-        }
+        format!("{name} is not a corekv or etcd snapshot, or is damaged: {e}")
     };
     let db = Db::open_with_layer(std::sync::Arc::new(layer), DbOptions::default())
         .map_err(not_backend)?;
@@ -276,7 +291,19 @@ fn open_checked(path: &Path, require_digest: bool) -> Result<Checked, String> {
     }
     db.check()
         .map_err(|e| format!("snapshot file integrity check failed: {name}: {e}"))?;
-    Ok(Checked { file, db_len, db })
+    Ok(Source::Corekv(Checked { file, db_len, db }))
+}
+
+/// Reads and checks a corekv snapshot file without writing anything.
+fn open_checked(path: &Path, require_digest: bool) -> Result<Checked, String> {
+    match open_source(path, require_digest)? {
+        Source::Corekv(c) => Ok(c),
+        Source::Etcd(_) => Err(format!(
+            "{} is an etcd (bolt) snapshot: corekvctl restores it (`snapshot restore`) but does \
+             not report its status",
+            path.display()
+        )),
+    }
 }
 
 /// Whether the file starts with a bolt meta page (etcd's backend): its magic, 0xED0CDAED, at
@@ -394,8 +421,12 @@ async fn restore(a: &RestoreArgs, snapshot: &Path) -> Result<(), String> {
         ));
     }
     // Everything is checked before anything is written.
-    let checked = open_checked(snapshot, !a.skip_hash_check)?;
-    let result = write_data_dir(&cfg, checked).await;
+    let source = open_source(snapshot, !a.skip_hash_check)?;
+    let etcd_note = match &source {
+        Source::Etcd(e) => Some(e.summary),
+        Source::Corekv(_) => None,
+    };
+    let result = write_data_dir(&cfg, source).await;
     if result.is_err() {
         if existed {
             if let Ok(entries) = std::fs::read_dir(&data_dir) {
@@ -416,28 +447,37 @@ async fn restore(a: &RestoreArgs, snapshot: &Path) -> Result<(), String> {
     j.str("data-dir", &data_dir.display().to_string());
     j.str("member-id", &format!("{member_id:x}"));
     j.str("cluster-id", &format!("{cluster_id:x}"));
+    if let Some(e) = etcd_note {
+        j.str("from", "etcd (bolt) snapshot");
+        j.str("etcd-revision", &e.revision.to_string());
+        j.str("etcd-compact-revision", &e.compact_revision.to_string());
+        j.str("etcd-consistent-index", &e.consistent_index.to_string());
+        j.str("keys", &(e.key_entries as i64).to_string());
+        j.str("leases", &(e.leases as i64).to_string());
+    }
     j.end_obj();
     err(&(j.finish() + "\n"));
     Ok(())
 }
 
-async fn write_data_dir(
-    cfg: &crate::config::Config,
-    checked: Checked,
-) -> Result<(u64, u64), String> {
+async fn write_data_dir(cfg: &crate::config::Config, source: Source) -> Result<(u64, u64), String> {
     let dd = DataDir::new(&cfg.data_dir);
     std::fs::create_dir_all(dd.member())
         .map_err(|e| format!("creating {}: {e}", dd.member().display()))?;
     let db_path = dd.db();
-    let Checked {
-        mut file,
-        db_len,
-        db,
-    } = checked;
-    drop(db);
-    copy_prefix(&mut file, db_len, &db_path)?;
-    crate::server::apply::forget_cluster(&db_path)
-        .map_err(|e| format!("clearing the old members from {}: {e}", db_path.display()))?;
+    match source {
+        Source::Corekv(Checked {
+            mut file,
+            db_len,
+            db,
+        }) => {
+            drop(db);
+            copy_prefix(&mut file, db_len, &db_path)?;
+            crate::server::apply::forget_cluster(&db_path)
+                .map_err(|e| format!("clearing the old members from {}: {e}", db_path.display()))?;
+        }
+        Source::Etcd(e) => e.write_backend(&db_path)?,
+    }
     let (wal, _) = crate::launch::open_wal(cfg).await?;
     crate::launch::bootstrap_new_member(cfg, &wal).await?;
     wal.close()
