@@ -665,3 +665,65 @@ fn a_stalled_reader_costs_little_and_one_that_leaves_ends_the_stream() {
     assert_eq!(revision, 8001);
     assert!(size > 60 << 20, "{size}");
 }
+
+/// An etcd user moving to corekv: a snapshot etcd 3.4 saved of itself, restored by corekvctl,
+/// serves the same keys, revisions, lease and compaction as the etcd it came from, with the
+/// same HashKV.
+#[test]
+fn an_etcd_snapshot_restored_into_corekv_serves_what_etcd_served() {
+    let etcd = Server::start(Kind::Etcd);
+    let ep = etcd.endpoint();
+    for (k, v) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
+        ok(etcdctl(&ep, &["put", k, v]), "put");
+    }
+    ok(etcdctl(&ep, &["del", "b"]), "del");
+    let grant = ok(etcdctl(&ep, &["lease", "grant", "3600"]), "lease grant");
+    let lease = grant.split_whitespace().nth(1).unwrap().to_string();
+    ok(
+        etcdctl(&ep, &["put", "leased", "x", "--lease", &lease]),
+        "put",
+    );
+    ok(etcdctl(&ep, &["put", "c", "5"]), "put");
+    ok(etcdctl(&ep, &["compaction", "3"]), "compaction");
+    ok(etcdctl(&ep, &["put", "d", "6"]), "put");
+    let newest = json(&ok(etcdctl(&ep, &["get", "a", "-w", "json"]), "get"))["header"]["revision"]
+        .as_i64()
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etcd.db");
+    ok(
+        etcdctl(&ep, &["snapshot", "save", file.to_str().unwrap()]),
+        "etcdctl snapshot save against etcd",
+    );
+
+    let token = "from-etcd";
+    let restored = restored_cluster(&file, 1, token);
+    let rep = restored.endpoint(0);
+    for rev in [3, 4, 5, 6, 7, newest] {
+        assert_eq!(all_keys(&ep, rev), all_keys(&rep, rev), "at revision {rev}");
+    }
+    assert_eq!(all_keys(&ep, 0), all_keys(&rep, 0));
+    assert_eq!(hash_kv(&ep, newest), hash_kv(&rep, newest));
+    let compacted = etcdctl(&rep, &["get", "a", "--rev=2"]);
+    assert!(
+        stderr(&compacted).contains("required revision has been compacted"),
+        "{}",
+        stderr(&compacted)
+    );
+    let ttl = ok(
+        etcdctl(&rep, &["lease", "timetolive", &lease, "--keys"]),
+        "lease timetolive",
+    );
+    assert!(ttl.contains("attached keys([leased])"), "{ttl}");
+    let (ids, cluster_id) = expected_ids(&[restored.peer_url(0)], token);
+    let members = member_list(&rep);
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+    assert_eq!(members["members"][0]["ID"].as_u64(), Some(ids[0]));
+    assert_eq!(members["header"]["cluster_id"].as_u64(), Some(cluster_id));
+    let put = ok(
+        etcdctl(&rep, &["put", "after", "restore", "-w", "json"]),
+        "put",
+    );
+    assert_eq!(json(&put)["header"]["revision"].as_i64(), Some(newest + 1));
+}
