@@ -168,23 +168,29 @@ fn etcdctl35() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
+/// A few revisions, an overwrite, a delete, a lease with a key, and a compaction at 3;
+/// returns the lease's ID.
+fn write_history(ep: &str) -> String {
+    for (k, v) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
+        ok(etcdctl(ep, &["put", k, v]), "put");
+    }
+    ok(etcdctl(ep, &["del", "b"]), "del");
+    let grant = ok(etcdctl(ep, &["lease", "grant", "3600"]), "lease grant");
+    let lease = grant.split_whitespace().nth(1).unwrap().to_string();
+    ok(
+        etcdctl(ep, &["put", "leased", "x", "--lease", &lease]),
+        "put",
+    );
+    ok(etcdctl(ep, &["put", "c", "5"]), "put");
+    ok(etcdctl(ep, &["compaction", "3"]), "compaction");
+    lease
+}
+
 #[test]
 fn etcdctl_saves_and_corekvctl_restores_a_single_member() {
     let server = Server::start(Kind::Corekv);
     let ep = server.endpoint();
-    // A few revisions, an overwrite, a delete, a lease with a key, and a compaction.
-    for (k, v) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
-        ok(etcdctl(&ep, &["put", k, v]), "put");
-    }
-    ok(etcdctl(&ep, &["del", "b"]), "del");
-    let grant = ok(etcdctl(&ep, &["lease", "grant", "3600"]), "lease grant");
-    let lease = grant.split_whitespace().nth(1).unwrap().to_string();
-    ok(
-        etcdctl(&ep, &["put", "leased", "x", "--lease", &lease]),
-        "put",
-    );
-    ok(etcdctl(&ep, &["put", "c", "5"]), "put");
-    ok(etcdctl(&ep, &["compaction", "3"]), "compaction");
+    let lease = write_history(&ep);
     let newest = json(&ok(etcdctl(&ep, &["get", "a", "-w", "json"]), "get"))["header"]["revision"]
         .as_i64()
         .unwrap();
@@ -673,18 +679,7 @@ fn a_stalled_reader_costs_little_and_one_that_leaves_ends_the_stream() {
 fn an_etcd_snapshot_restored_into_corekv_serves_what_etcd_served() {
     let etcd = Server::start(Kind::Etcd);
     let ep = etcd.endpoint();
-    for (k, v) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
-        ok(etcdctl(&ep, &["put", k, v]), "put");
-    }
-    ok(etcdctl(&ep, &["del", "b"]), "del");
-    let grant = ok(etcdctl(&ep, &["lease", "grant", "3600"]), "lease grant");
-    let lease = grant.split_whitespace().nth(1).unwrap().to_string();
-    ok(
-        etcdctl(&ep, &["put", "leased", "x", "--lease", &lease]),
-        "put",
-    );
-    ok(etcdctl(&ep, &["put", "c", "5"]), "put");
-    ok(etcdctl(&ep, &["compaction", "3"]), "compaction");
+    let lease = write_history(&ep);
     ok(etcdctl(&ep, &["put", "d", "6"]), "put");
     let newest = json(&ok(etcdctl(&ep, &["get", "a", "-w", "json"]), "get"))["header"]["revision"]
         .as_i64()
