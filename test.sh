@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs corekv's whole test suite on a fresh machine: installs what the tests need (real etcd
 # and etcdctl for the comparison tests, protoc for the Rust etcd-client crate, promtool for
-# the metrics test, iproute2 for network partitions, honcho for the Procfile), then tests
-# every crate of the workspace.
+# the metrics test, iproute2 for network partitions, Go and etcd's Go client for the Go load
+# generator, honcho for the Procfile, etcd3gw and Patroni with PostgreSQL for the real-client
+# tests), then tests every crate of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +17,12 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # Network namespaces for the partition tests.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The Go load generator (bench/go, built in GOPATH mode on the official client's sources).
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ] || need+=(golang-etcd-server-dev)
+# Patroni managing PostgreSQL 15 with corekv as its store (tests/patroni.rs).
+command -v patroni >/dev/null 2>&1 || need+=(patroni)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then
@@ -29,6 +36,12 @@ fi
 if ! command -v honcho >/dev/null 2>&1; then
   echo "test.sh: installing honcho (PyPI)" >&2
   python3 -m pip install -q honcho
+fi
+
+# etcd3gw, the JSON gateway's Python client (tests/etcd3gw.rs), at the version it was checked with.
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("etcd3gw"))' 2>/dev/null)" != 2.7.0 ]; then
+  echo "test.sh: installing etcd3gw 2.7.0 (PyPI)" >&2
+  python3 -m pip install -q etcd3gw==2.7.0
 fi
 
 # Release mode: the property and crash tests run many cases, and the integration tests

@@ -5,6 +5,9 @@
 #   bench/compare.sh                 # single node, full run (3 reps per workload, a few minutes)
 #   bench/compare.sh --quick         # fast check that everything works (not a measurement)
 #   bench/compare.sh --members 3     # 3-member clusters
+#   bench/compare.sh --load-generator go --server-cpus 0 --client-cpus 1
+#                                    # the official Go client only; servers on CPU 0, it on 1
+# The Go load generator (bench/go) is built into target/go on first use when Go is installed.
 # Every flag is passed on to `corekv-bench compare` (see `corekv-bench compare --help`).
 # Honours CARGO_TARGET_DIR (the binaries are taken from there).
 set -euo pipefail

@@ -421,16 +421,7 @@ async fn open_member(
 ) -> Result<(Node<Applier>, wal::Wal, Peers, Option<(u64, wal::Position)>), String> {
     let dd = DataDir::new(&cfg.data_dir);
     let wal_dir = dd.wal();
-    // The WAL's default O_DSYNC writes measured faster here than write + fdatasync in all
-    // six server A/B pairs: 1 client 1876 vs 1064 and 1586 vs 1378 puts/s, 16 clients +9%
-    // and +19%, 1000 clients +2% and +6%, with lower p99 in five of six.
-    let wal_opts = wal::WalOptions {
-        segment_size: cfg.flags.wal_segment_bytes,
-        ..Default::default()
-    };
-    let (wal, recovery) = wal::Wal::open(&wal_dir, wal_opts)
-        .await
-        .map_err(|e| format!("opening the WAL in {}: {e}", wal_dir.display()))?;
+    let (wal, recovery) = open_wal(cfg).await?;
     tracing::info!(
         records = recovery.records.len(),
         "WAL recovered up to position {}",
@@ -485,27 +476,7 @@ async fn open_member(
                 db_path.display()
             ));
         }
-        let initial = write_identity_and_members(&dd, &cfg, &bootstrap)?;
-        let log = bootstrap_log(&initial, bootstrap.clone());
-        let mut records = vec![wal_records::encode_snapshot(log.snapshot_metadata())];
-        let entries = raft::Storage::entries(
-            &log,
-            1,
-            raft::Storage::last_index(&log).expect("in memory") + 1,
-            None,
-            raft::GetEntriesContext::empty(false),
-        )
-        .expect("in memory");
-        records.extend(wal_records::encode_persist(&crate::server::node::Persist {
-            number: 0,
-            entries,
-            hard_state: Some(log.hard_state().clone()),
-            snapshot: None,
-        }));
-        let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
-        wal.append_batch(&refs)
-            .await
-            .map_err(|e| format!("writing the first WAL records: {e}"))?;
+        let log = bootstrap_new_member(&cfg, &wal).await?;
         tracing::info!(
             member_id = format!("{:x}", cfg.member_id),
             cluster_id = format!("{:x}", cfg.cluster_id),
@@ -585,13 +556,9 @@ async fn open_member(
         client_urls: cfg.client_urls.clone(),
         version: ETCD_API_VERSION.into(),
     };
-    let voters_now = log.conf_state().voters.clone();
     let logger = crate::server::raft_logger::logger();
-    let mut node = Node::new(node_cfg, log, sm, &logger).map_err(|e| format!("raft: {e}"))?;
-    if voters_now == [cfg.member_id] {
-        // A lone voter need not wait out an election timeout.
-        node.campaign().map_err(|e| format!("raft: {e}"))?;
-    }
+    // A lone voter campaigns at its first tick (Node::tick), not after an election timeout.
+    let node = Node::new(node_cfg, log, sm, &logger).map_err(|e| format!("raft: {e}"))?;
     let mut listeners = Vec::new();
     for url in &cfg.peer_listen {
         let l = listen(url.addr).map_err(|e| format!("listen on {}: {e}", url.addr))?;
@@ -605,6 +572,54 @@ async fn open_member(
         joining,
     };
     Ok((node, wal, peers, recovered))
+}
+
+/// Opens (or creates) the member's WAL with the flags' segment size.
+pub async fn open_wal(cfg: &Config) -> Result<(wal::Wal, wal::Recovery), String> {
+    let wal_dir = DataDir::new(&cfg.data_dir).wal();
+    // The WAL's default O_DSYNC writes measured faster here than write + fdatasync in all
+    // six server A/B pairs: 1 client 1876 vs 1064 and 1586 vs 1378 puts/s, 16 clients +9%
+    // and +19%, 1000 clients +2% and +6%, with lower p99 in five of six.
+    let wal_opts = wal::WalOptions {
+        segment_size: cfg.flags.wal_segment_bytes,
+        ..Default::default()
+    };
+    wal::Wal::open(&wal_dir, wal_opts)
+        .await
+        .map_err(|e| format!("opening the WAL in {}: {e}", wal_dir.display()))
+}
+
+/// Makes the data dir of a member of a new cluster, as the --initial-* flags describe it:
+/// its identity, the initial members in the backend, and the WAL's first records (the
+/// committed conf changes that add each member). A first start does this on an empty data
+/// dir, `corekvctl snapshot restore` on a backend copied from a snapshot (whose old members
+/// and applied index it has removed). Returns the raft log those records hold.
+pub async fn bootstrap_new_member(cfg: &Config, wal: &wal::Wal) -> Result<RaftLog, String> {
+    let dd = DataDir::new(&cfg.data_dir);
+    let voters: Vec<u64> = cfg.initial_cluster.iter().map(|m| m.id).collect();
+    let bootstrap = raft::eraftpb::ConfState::from((voters, vec![]));
+    let initial = write_identity_and_members(&dd, cfg, &bootstrap)?;
+    let log = bootstrap_log(&initial, bootstrap.clone());
+    let mut records = vec![wal_records::encode_snapshot(log.snapshot_metadata())];
+    let entries = raft::Storage::entries(
+        &log,
+        1,
+        raft::Storage::last_index(&log).expect("in memory") + 1,
+        None,
+        raft::GetEntriesContext::empty(false),
+    )
+    .expect("in memory");
+    records.extend(wal_records::encode_persist(&crate::server::node::Persist {
+        number: 0,
+        entries,
+        hard_state: Some(log.hard_state().clone()),
+        snapshot: None,
+    }));
+    let refs: Vec<(u8, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+    wal.append_batch(&refs)
+        .await
+        .map_err(|e| format!("writing the first WAL records: {e}"))?;
+    Ok(log)
 }
 
 /// Records this member's identity (from the flags) and the initial members in the backend;

@@ -15,9 +15,11 @@ pub mod etcdserverpb {
 }
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 pub mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 pub mod health {
     include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
@@ -68,4 +70,11 @@ pub mod path {
     pub const ROLE_DELETE: &str = "/etcdserverpb.Auth/RoleDelete";
     pub const ROLE_GRANT_PERMISSION: &str = "/etcdserverpb.Auth/RoleGrantPermission";
     pub const ROLE_REVOKE_PERMISSION: &str = "/etcdserverpb.Auth/RoleRevokePermission";
+    pub const LOCK: &str = "/v3lockpb.Lock/Lock";
+    pub const UNLOCK: &str = "/v3lockpb.Lock/Unlock";
+    pub const CAMPAIGN: &str = "/v3electionpb.Election/Campaign";
+    pub const PROCLAIM: &str = "/v3electionpb.Election/Proclaim";
+    pub const LEADER: &str = "/v3electionpb.Election/Leader";
+    pub const OBSERVE: &str = "/v3electionpb.Election/Observe";
+    pub const RESIGN: &str = "/v3electionpb.Election/Resign";
 }

@@ -20,10 +20,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 
 use common::{free_port, require_binary, stderr, stdout, DieWithTest};
 
@@ -196,9 +195,9 @@ impl ClientTls<'_> {
             .unwrap();
         let b = match self.ca {
             Some(ca) => b.with_root_certificates(roots(ca)),
-            None => b
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider()))),
+            None => b.dangerous().with_custom_certificate_verifier(Arc::new(
+                corekv::tls::NoServerVerification(provider()),
+            )),
         };
         let mut cfg = match self.cert {
             Some(l) => b
@@ -285,56 +284,6 @@ fn https_get(port: u16, path: &str, tls: &ClientTls) -> Result<Reply, String> {
 /// Whether `GET /health` over TLS answers healthy.
 fn healthy_tls(port: u16, tls: &ClientTls) -> bool {
     https_get(port, "/health", tls).is_ok_and(|r| r.body.contains("\"true\""))
-}
-
-/// Accepts any server certificate (still checks the handshake's signatures): for auto TLS,
-/// whose certificate the test then compares with the file.
-#[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

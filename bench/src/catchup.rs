@@ -697,6 +697,7 @@ fn one_rep(
         extra: &extra,
         purpose: "catchup",
         client_https: false,
+        cpus: &[],
     };
     eprintln!(
         "  rep {}/{} {label}: starting {} member(s) ...",

@@ -4,9 +4,13 @@
 //! first), and print side-by-side tables with corekv's ratios to each etcd and each server's
 //! CPU seconds per 100,000 requests.
 //!
-//! Each workload is a separate `corekv-bench --json` process (the command line is printed, so
-//! any row can be rerun by hand). Server CPU is utime + stime of the server processes (all
-//! threads; all members of a cluster) from /proc, read before and after each workload.
+//! Each workload is a separate load generator process printing one JSON report: `corekv-bench
+//! --json` (corekv's own Rust client) and/or `corekv-go-bench` (bench/go: the official Go
+//! client, clientv3, which most etcd users run), built on demand into target/go (the command
+//! lines are printed, so any row can be rerun by hand). Server CPU is utime + stime of the
+//! server processes (all threads; all members of a cluster) from /proc, read before and after
+//! each workload. `--server-cpus` / `--client-cpus` pin the servers and the load generator to
+//! separate CPUs (on a small machine the load generator otherwise takes the server's CPU).
 //!
 //! A server other than the etcd 3.4 reference that does not start, does not become healthy or
 //! fails a run is reported as "n/a (<server>: <why>)" in its column; the others go on.
@@ -21,10 +25,11 @@ use corekv::client::Client;
 use corekv::proto::etcdserverpb as pb;
 use serde::Serialize;
 
+use crate::servers::ETCD35;
 use crate::servers::{
-    exit_code, fs_type, machine, md, md_table, rotated, shorten, start_cluster, utc_now,
-    write_etcd35_defaults, write_failures, write_server_flags, Cluster, ClusterSpec, Lineup,
-    Server, ServerBins, COREKV,
+    exit_code, fs_type, machine, md, md_table, parse_cpu_list, pin_to_cpus, rotated, shorten,
+    start_cluster, utc_now, write_etcd35_defaults, write_failures, write_server_flags, Cluster,
+    ClusterSpec, Lineup, Server, ServerBins, COREKV,
 };
 use crate::stats::median;
 use crate::tls::{BenchCerts, TlsFlags};
@@ -56,14 +61,131 @@ pub struct CompareArgs {
     /// Also write every run's raw JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only workloads whose name contains this (e.g. "range").
+    /// Only workloads whose name contains one of these, separated by | (e.g. "range" or
+    /// "put, 1 client|range linearizable"; the names have commas).
     #[arg(long)]
     only: Option<String>,
+    /// Which load generators run every workload: corekv (corekv-bench, corekv's Rust client),
+    /// go (corekv-go-bench, the official Go client clientv3) or both. Default: both when the Go
+    /// one can be built here (Debian's golang-go and golang-etcd-server-dev), else corekv.
+    #[arg(long, value_enum)]
+    load_generator: Option<LoadGenerators>,
+    /// The Go load generator binary; default: built from bench/go into target/go when missing
+    /// or older than its source.
+    #[arg(long)]
+    go_bench: Option<PathBuf>,
+    /// CPUs the servers run on, a taskset-style list (e.g. 0 or 0-1); set before they start,
+    /// so each sizes itself to them (Go's GOMAXPROCS, corekv's executors). Default: any CPU.
+    #[arg(long, value_parser = cpu_list)]
+    server_cpus: Option<CpuList>,
+    /// CPUs the load generator runs on (e.g. 1); corekv-bench gets one executor per CPU
+    /// unless --client-cores says otherwise. Default: any CPU.
+    #[arg(long, value_parser = cpu_list)]
+    client_cpus: Option<CpuList>,
     /// Mutual TLS on the client URLs of every server, with the same certificates (one CA, a
     /// server and a client certificate, generated for the run); the load generator dials
     /// https:// with the client certificate.
     #[arg(long)]
     tls: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LoadGenerators {
+    Corekv,
+    Go,
+    Both,
+}
+
+/// One load generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+enum Generator {
+    /// corekv-bench: corekv's own Rust client on glommio.
+    Corekv,
+    /// corekv-go-bench: etcd's official Go client (clientv3 3.4, grpc-go).
+    Go,
+}
+
+impl Generator {
+    fn label(self) -> &'static str {
+        match self {
+            Generator::Corekv => "corekv-bench",
+            Generator::Go => "Go clientv3",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct CpuList(Vec<usize>);
+
+fn cpu_list(s: &str) -> Result<CpuList, String> {
+    parse_cpu_list(s).map(CpuList)
+}
+
+fn cpus_text(c: &Option<CpuList>) -> String {
+    match c {
+        Some(CpuList(v)) => v
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => "any".into(),
+    }
+}
+
+/// The Go load generator, built from bench/go (next to this crate's source) into
+/// `<target>/go/corekv-go-bench` when it is missing or older than its source; Err says why
+/// it cannot be had.
+fn go_bench(me: &Path, explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("--go-bench {}: no such file", p.display()))
+        };
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
+    let script = src.join("build.sh");
+    if !script.is_file() {
+        return Err(format!("no Go load generator source at {}", src.display()));
+    }
+    let target = me
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target dir above corekv-bench")?;
+    let out = target.join("go").join("corekv-go-bench");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = [src.join("main.go"), script.clone()]
+        .iter()
+        .filter_map(|p| mtime(p))
+        .max();
+    if mtime(&out).is_some_and(|b| newest_source.is_none_or(|s| b >= s)) {
+        return Ok(out);
+    }
+    let go_installed = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !go_installed || !Path::new("/usr/share/gocode/src/go.etcd.io/etcd/clientv3").is_dir() {
+        return Err(
+            "Go or the etcd client sources are not installed (Debian: apt-get install \
+                    golang-go golang-etcd-server-dev; bench/go/build.sh does it)"
+                .into(),
+        );
+    }
+    eprintln!("building the Go load generator: {}", script.display());
+    let o = Command::new(&script)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            shorten(String::from_utf8_lossy(&o.stderr).trim(), 600)
+        ));
+    }
+    Ok(out)
 }
 
 /// The value range workloads read (etcd's published read benchmark reads one key).
@@ -86,75 +208,96 @@ fn put_range_key(endpoints: &[String]) -> Result<(), String> {
 
 struct Workload {
     name: &'static str,
-    /// Global flags and subcommand (endpoints, --json are added per run).
+    /// Global flags and subcommand, the same for both load generators (endpoints, --json and
+    /// --target-leader are added per run).
     args: Vec<String>,
+    /// Send everything to the leader (corekv-bench finds it; corekv-go-bench, which cannot,
+    /// spreads its connections over every member).
+    target_leader: bool,
 }
+
+/// Keys the range workloads read, one per request at random: the put workloads' keys 0 ..
+/// READ_KEYS-1, written by the warm-up.
+const READ_KEYS: &str = "10000";
 
 fn workloads(quick: bool, members: usize) -> Vec<Workload> {
     let n = |full: u64, q: u64| if quick { q } else { full }.to_string();
-    let put = |conns: &str, clients: &str, total: String| put_args(conns, clients, &total, true);
-    let range = |consistency: &str, total: String| -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
-        if members == 1 {
-            v.push("--target-leader".into());
-        }
-        v.extend(
-            [
-                "--conns",
-                "100",
-                "--clients",
-                "1000",
-                "range",
-                "foo",
-                "--consistency",
-                consistency,
-                "--total",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
+    let put = |conns: &str, clients: &str, total: String| Workload {
+        name: "",
+        args: put_args(conns, clients, &total, "100000", true),
+        target_leader: true,
+    };
+    let range = |consistency: &str, total: String| -> Workload {
+        let mut v: Vec<String> = [
+            "--conns",
+            "100",
+            "--clients",
+            "1000",
+            "range",
+            "--key-space-size",
+            READ_KEYS,
+            "--key-size",
+            "8",
+            "--consistency",
+            consistency,
+            "--total",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         v.push(total);
-        v
+        Workload {
+            name: "",
+            args: v,
+            target_leader: members == 1,
+        }
     };
     vec![
         Workload {
             name: "put, 1 client, 1 conn",
             // 2,000 puts lasted about a second, short for a CPU figure read in 10 ms
             // ticks on a machine whose speed drifts; 10,000 take about five seconds.
-            args: put("1", "1", n(10_000, 300)),
+            ..put("1", "1", n(10_000, 300))
         },
         Workload {
             name: "put, 16 clients, 1 conn",
-            args: put("1", "16", n(20_000, 3_000)),
+            ..put("1", "16", n(20_000, 3_000))
         },
         Workload {
             name: "put, 1000 clients, 100 conns",
-            args: put("100", "1000", n(100_000, 20_000)),
+            ..put("100", "1000", n(100_000, 20_000))
         },
         Workload {
             name: "range linearizable, 1000 clients, 100 conns",
-            args: range("l", n(50_000, 20_000)),
+            ..range("l", n(50_000, 20_000))
         },
         Workload {
             name: "range serializable, 1000 clients, 100 conns",
-            args: range("s", n(50_000, 20_000)),
+            ..range("s", n(50_000, 20_000))
         },
     ]
 }
 
-/// Puts that are not measured, run once against each server before the workloads.
-fn warm_up_workload(quick: bool) -> Workload {
+/// Puts that are not measured, run once against each server before the workloads (with
+/// corekv-bench): they write the keys the range workloads read.
+fn warm_up_workload() -> Workload {
     Workload {
         name: "warm-up",
-        args: put_args("1", "16", if quick { "500" } else { "5000" }, false),
+        args: put_args("1", "16", READ_KEYS, READ_KEYS, true),
+        target_leader: true,
     }
 }
 
-/// corekv-bench arguments for puts of etcd's benchmark shape (8-byte keys over a space of
-/// 100,000, 256-byte values), sent to the leader.
-fn put_args(conns: &str, clients: &str, total: &str, sequential_keys: bool) -> Vec<String> {
+/// Load generator arguments for puts of etcd's benchmark shape (8-byte keys over a space of
+/// `key_space`, 256-byte values).
+fn put_args(
+    conns: &str,
+    clients: &str,
+    total: &str,
+    key_space: &str,
+    sequential_keys: bool,
+) -> Vec<String> {
     let mut v = vec![
-        "--target-leader",
         "--conns",
         conns,
         "--clients",
@@ -165,7 +308,7 @@ fn put_args(conns: &str, clients: &str, total: &str, sequential_keys: bool) -> V
         "--val-size",
         "256",
         "--key-space-size",
-        "100000",
+        key_space,
     ];
     if sequential_keys {
         v.push("--sequential-keys");
@@ -180,6 +323,7 @@ struct Run {
     /// "etcd 3.4", "etcd 3.5" or "corekv".
     server: &'static str,
     workload: &'static str,
+    generator: Generator,
     rep: usize,
     command: String,
     requests: u64,
@@ -197,33 +341,65 @@ struct Run {
     report: serde_json::Value,
 }
 
+/// How the load generators are run: their binaries, corekv-bench's executors and TLS flags,
+/// and the CPUs they may use.
+struct Generators {
+    corekv_bench: PathBuf,
+    go_bench: Option<PathBuf>,
+    bench_cores: usize,
+    tls: Vec<String>,
+    client_cpus: Vec<usize>,
+}
+
+impl Generators {
+    /// The program and arguments that run `w` with `g` against `endpoints`.
+    fn command(&self, g: Generator, w: &Workload, endpoints: &[String]) -> (PathBuf, Vec<String>) {
+        let (bin, mut args) = match g {
+            Generator::Corekv => {
+                let mut a = self.tls.clone();
+                a.extend([
+                    "--json".to_string(),
+                    "--no-progress".to_string(),
+                    "--client-cores".to_string(),
+                    self.bench_cores.to_string(),
+                ]);
+                if w.target_leader {
+                    a.push("--target-leader".into());
+                }
+                (self.corekv_bench.clone(), a)
+            }
+            Generator::Go => (
+                self.go_bench
+                    .clone()
+                    .expect("the Go load generator was found"),
+                Vec::new(),
+            ),
+        };
+        args.extend(["--endpoints".to_string(), endpoints.join(",")]);
+        args.extend(w.args.iter().cloned());
+        (bin, args)
+    }
+}
+
 fn bench_run(
-    me: &Path,
+    gens: &Generators,
+    g: Generator,
     cluster: &mut Cluster,
     w: &Workload,
     rep: usize,
-    bench_cores: usize,
-    tls: &[String],
 ) -> Result<Run, String> {
-    let mut args = tls.to_vec();
-    args.extend([
-        "--json".to_string(),
-        "--no-progress".to_string(),
-        "--client-cores".to_string(),
-        bench_cores.to_string(),
-        "--endpoints".to_string(),
-        cluster.endpoints().join(","),
-    ]);
-    args.extend(w.args.iter().cloned());
-    let command = format!("corekv-bench {}", args.join(" "));
+    let (bin, args) = gens.command(g, w, &cluster.endpoints());
+    let name = bin.file_name().map_or("?".into(), |n| n.to_string_lossy());
+    let command = format!("{name} {}", args.join(" "));
     cluster.check_alive()?;
     let cpu0 = cluster.cpu()?;
     let workers0 = procstat::kernel_worker_ticks();
-    let out = Command::new(me)
-        .args(&args)
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(&bin);
+    cmd.args(&args).stdin(Stdio::null());
+    pin_to_cpus(&mut cmd, &gens.client_cpus);
+    let out = cmd
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
     // Let work the server queued (backend commits, fsyncs) land in this workload's account.
     std::thread::sleep(Duration::from_millis(250));
     cluster.check_alive()?;
@@ -255,6 +431,7 @@ fn bench_run(
     Ok(Run {
         server: cluster.label,
         workload: w.name,
+        generator: g,
         rep,
         command,
         requests,
@@ -289,9 +466,11 @@ struct Cell {
     errors: u64,
 }
 
-fn cell(runs: &[Run], server: &str, workload: &str) -> Option<Cell> {
+/// `runs` are one load generator's.
+fn cell(runs: &[&Run], server: &str, workload: &str) -> Option<Cell> {
     let rs: Vec<&Run> = runs
         .iter()
+        .copied()
         .filter(|r| r.server == server && r.workload == workload)
         .collect();
     if rs.is_empty() {
@@ -332,25 +511,45 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// `bench_cores`: the global --client-cores, passed on to every run.
-pub fn main(a: &CompareArgs, bench_cores: usize) -> i32 {
-    exit_code("compare", compare(a, bench_cores.max(1)))
+/// `client_cores`: the global --client-cores, passed on to every corekv-bench run; default:
+/// one per CPU the load generator may use (--client-cpus, or the machine's).
+pub fn main(a: &CompareArgs, client_cores: Option<usize>) -> i32 {
+    let cpus = match &a.client_cpus {
+        Some(c) => c.0.len(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    exit_code("compare", compare(a, client_cores.unwrap_or(cpus).max(1)))
+}
+
+/// "go1.19.8", or "?" if `go version` does not answer.
+fn go_version() -> String {
+    Command::new("go")
+        .arg("version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 impl Server {
-    /// Runs `w` against this server if it is still running; a failed run takes it out.
+    /// Runs `w` with `g` against this server if it is still running; a failed run takes it
+    /// out.
     fn run(
         &mut self,
-        me: &Path,
+        gens: &Generators,
+        g: Generator,
         w: &Workload,
         rep: usize,
-        bench_cores: usize,
-        tls: &[String],
     ) -> Result<Option<Run>, String> {
         let Some(c) = self.cluster.as_mut() else {
             return Ok(None);
         };
-        match bench_run(me, c, w, rep, bench_cores, tls) {
+        match bench_run(gens, g, c, w, rep) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
                 let f = c.failure(e);
@@ -374,8 +573,35 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
             .unwrap_or(Duration::from_secs(if a.quick { 20 } else { 60 }));
     let ws: Vec<Workload> = workloads(a.quick, a.members)
         .into_iter()
-        .filter(|w| a.only.as_ref().is_none_or(|o| w.name.contains(o.as_str())))
+        .filter(|w| {
+            a.only
+                .as_ref()
+                .is_none_or(|o| o.split('|').any(|o| w.name.contains(o.trim())))
+        })
         .collect();
+    if ws.is_empty() {
+        return Err(format!("--only {:?} matches no workload", a.only));
+    }
+    let server_cpus = a.server_cpus.clone().map(|c| c.0).unwrap_or_default();
+    let client_cpus = a.client_cpus.clone().map(|c| c.0).unwrap_or_default();
+    let go = if a.tls {
+        Err("corekv-go-bench has no TLS flags (--tls)".to_string())
+    } else {
+        match a.load_generator {
+            Some(LoadGenerators::Corekv) => Err("--load-generator corekv".into()),
+            _ => go_bench(&me, a.go_bench.as_deref()),
+        }
+    };
+    let generators: Vec<Generator> = match (a.load_generator, &go) {
+        (Some(LoadGenerators::Corekv), _) => vec![Generator::Corekv],
+        (Some(LoadGenerators::Go), Err(why)) => return Err(format!("--load-generator go: {why}")),
+        (Some(LoadGenerators::Go), Ok(_)) => vec![Generator::Go],
+        (_, Ok(_)) => vec![Generator::Corekv, Generator::Go],
+        (None | Some(LoadGenerators::Both), Err(_)) if a.load_generator.is_none() => {
+            vec![Generator::Corekv]
+        }
+        (_, Err(why)) => return Err(format!("--load-generator both: {why}")),
+    };
 
     let binaries = lineup.binaries();
     let Lineup {
@@ -399,18 +625,36 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         reps,
         machine()
     );
+    let mut gen_text: Vec<String> = Vec::new();
+    for g in &generators {
+        gen_text.push(match g {
+            Generator::Corekv => format!("corekv-bench ({bench_cores} client core(s))"),
+            Generator::Go => format!(
+                "corekv-go-bench (Go {} clientv3 3.4, {})",
+                go_version(),
+                go.as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            ),
+        });
+    }
     let _ = writeln!(
         head,
-        "{binaries}; data dirs on {} ({}); load generator: corekv-bench, {} client core(s), same machine{}",
+        "{binaries}; data dirs on {} ({}); load generator(s): {}, same machine; server CPUs: {}, \
+         load generator CPUs: {}{}",
         parent.display(),
         fs_type(&parent),
-        bench_cores,
+        gen_text.join(" and "),
+        cpus_text(&a.server_cpus),
+        cpus_text(&a.client_cpus),
         if a.tls {
             "; mutual TLS on the client URLs (https://, ECDSA P-256 certificates, one CA)"
         } else {
             ""
         }
     );
+    if let (None, Err(why)) = (a.load_generator, &go) {
+        let _ = writeln!(head, "WITHOUT the Go load generator: {why}");
+    }
     if let Err(why) = &etcd35 {
         let _ = writeln!(
             head,
@@ -446,6 +690,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
             extra: &server_extra,
             purpose: "compare",
             client_https: a.tls,
+            cpus: &server_cpus,
         };
         match start_cluster(&spec, &parent, &mut ports, start_timeout) {
             Ok(c) => s.cluster = Some(c),
@@ -462,29 +707,43 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
 
     // A server's first requests pay for one-time work (memory first touched, caches and
     // buffers grown); measure steady state. Every server gets the same warm-up.
-    let warm_up = warm_up_workload(a.quick);
+    let gens = Generators {
+        corekv_bench: me.clone(),
+        go_bench: go.ok(),
+        bench_cores,
+        tls: tls_args,
+        client_cpus,
+    };
+    let warm_up = warm_up_workload();
     eprintln!("  warm-up: {}", warm_up.args.join(" "));
     for s in &mut servers {
-        s.run(&me, &warm_up, 0, bench_cores, &tls_args)?;
+        s.run(&gens, Generator::Corekv, &warm_up, 0)?;
     }
 
     let mut runs: Vec<Run> = Vec::new();
     let started = Instant::now();
     for (wi, w) in ws.iter().enumerate() {
         for rep in 0..reps {
-            let active: Vec<usize> = (0..servers.len())
-                .filter(|&i| servers[i].cluster.is_some())
-                .collect();
-            for i in rotated(&active, wi + rep) {
-                let s = &mut servers[i];
-                if s.cluster.is_none() {
-                    continue;
-                }
-                eprintln!("  {:<46} {:<8} rep {} ...", w.name, s.label, rep + 1);
-                let Some(r) = s.run(&me, w, rep, bench_cores, &tls_args)? else {
-                    continue;
-                };
-                eprintln!(
+            for &g in &generators {
+                let active: Vec<usize> = (0..servers.len())
+                    .filter(|&i| servers[i].cluster.is_some())
+                    .collect();
+                for i in rotated(&active, wi + rep) {
+                    let s = &mut servers[i];
+                    if s.cluster.is_none() {
+                        continue;
+                    }
+                    eprintln!(
+                        "  {:<46} {:<8} {:<12} rep {} ...",
+                        w.name,
+                        s.label,
+                        g.label(),
+                        rep + 1
+                    );
+                    let Some(r) = s.run(&gens, g, w, rep)? else {
+                        continue;
+                    };
+                    eprintln!(
                     "    {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.2} s/100k  client {:.2} cores{}",
                     r.requests_per_sec,
                     r.p50_ms,
@@ -497,7 +756,8 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
                         String::new()
                     }
                 );
-                runs.push(r);
+                    runs.push(r);
+                }
             }
         }
     }
@@ -506,6 +766,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         &head,
         &servers,
         &ws,
+        &generators,
         &runs,
         (reps, elapsed, a.members),
         &server_extra,
@@ -533,12 +794,138 @@ fn report(
     head: &str,
     servers: &[Server],
     ws: &[Workload],
+    generators: &[Generator],
     runs: &[Run],
     (reps, elapsed, members): (usize, f64, usize),
     server_extra: &[String],
 ) -> String {
-    let refs: Vec<&Server> = servers.iter().filter(|s| s.label != COREKV).collect();
-    let ref_names: Vec<&str> = refs.iter().map(|s| s.label).collect();
+    let ref_names: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.label != COREKV)
+        .map(|s| s.label)
+        .collect();
+    let mut t = String::new();
+    let _ = writeln!(t);
+    t.push_str(head);
+    let _ = writeln!(
+        t,
+        "total run time {elapsed:.0} s; medians of {reps} rep(s); ratios are {}\n",
+        ref_names
+            .iter()
+            .map(|r| format!("corekv / {r}"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    summary(&mut t, servers, ws, generators, runs);
+    for &g in generators {
+        let rs: Vec<&Run> = runs.iter().filter(|r| r.generator == g).collect();
+        let _ = writeln!(t, "\n### Load generator: {}\n", g.label());
+        tables(&mut t, servers, ws, g, &rs);
+    }
+    write_failures(&mut t, servers);
+    write_server_flags(&mut t, members, server_extra);
+    if !server_extra.is_empty() {
+        let _ = writeln!(
+            t,
+            "  (--tls: --listen-client-urls and --advertise-client-urls are https://)"
+        );
+    }
+    write_etcd35_defaults(&mut t, servers);
+    let _ = writeln!(t, "\nCommands (endpoints added per server):");
+    for w in ws {
+        for &g in generators {
+            let bin = match g {
+                Generator::Corekv => "corekv-bench --json",
+                Generator::Go => "corekv-go-bench",
+            };
+            let leader = if w.target_leader && g == Generator::Corekv {
+                " --target-leader"
+            } else {
+                ""
+            };
+            let _ = writeln!(t, "  {bin}{leader} {}", w.args.join(" "));
+        }
+    }
+    if generators.contains(&Generator::Go) && members > 1 {
+        let _ = writeln!(
+            t,
+            "  (corekv-go-bench cannot find the leader: its connections go to every member in turn)"
+        );
+    }
+    t
+}
+
+/// One table over every load generator: req/s, p99 and server CPU per request, and corekv's
+/// ratios to the strongest reference (etcd 3.5 when it ran, else etcd 3.4).
+fn summary(
+    t: &mut String,
+    servers: &[Server],
+    ws: &[Workload],
+    generators: &[Generator],
+    runs: &[Run],
+) {
+    let Some(corekv) = servers.iter().find(|s| s.label == COREKV) else {
+        return;
+    };
+    let reference = servers
+        .iter()
+        .find(|s| s.label == ETCD35)
+        .or_else(|| servers.iter().find(|s| s.label != COREKV));
+    let Some(reference) = reference else {
+        return;
+    };
+    let r = reference.label;
+    let _ = writeln!(
+        t,
+        "Summary (server CPU in µs per request = utime + stime of the server processes / \
+         requests; ratios corekv / {r}):\n"
+    );
+    let mut header = vec!["load generator: workload".to_string()];
+    header.extend(servers.iter().map(|s| format!("{} req/s", s.label)));
+    header.push(format!("corekv / {r} req/s"));
+    header.extend(servers.iter().map(|s| format!("{} p99 ms", s.label)));
+    header.push(format!("corekv / {r} p99"));
+    header.extend(servers.iter().map(|s| format!("{} CPU µs/req", s.label)));
+    header.push(format!("corekv / {r} CPU"));
+    let mut rows = Vec::new();
+    for &g in generators {
+        let rs: Vec<&Run> = runs.iter().filter(|r| r.generator == g).collect();
+        for w in ws {
+            let cs: Vec<Option<Cell>> =
+                servers.iter().map(|s| cell(&rs, s.label, w.name)).collect();
+            let c = cell(&rs, corekv.label, w.name);
+            let rc = cell(&rs, r, w.name);
+            let ratio_of = |f: fn(&Cell) -> f64| match (&c, &rc) {
+                (Some(c), Some(rc)) => ratio(f(c), f(rc)),
+                _ => "n/a".into(),
+            };
+            let fmt = |f: &dyn Fn(&Cell) -> String| -> Vec<String> {
+                cs.iter()
+                    .map(|c| c.as_ref().map_or_else(|| "n/a".into(), f))
+                    .collect()
+            };
+            let mut row = vec![format!("{}: {}", g.label(), w.name)];
+            row.extend(fmt(&|c| fmt_rps(c)));
+            row.push(ratio_of(|c| c.rps));
+            row.extend(fmt(&|c| format!("{:.2}", c.p99)));
+            row.push(ratio_of(|c| c.p99));
+            // CPU s per 100k requests = 10 µs per request.
+            row.extend(fmt(&|c| format!("{:.1}", c.cpu100k * 10.0)));
+            row.push(ratio_of(|c| c.cpu100k));
+            rows.push(row);
+        }
+    }
+    md_table(t, &header, &rows);
+}
+
+/// One load generator's tables: requests/s and latency, server CPU, with kernel workers, and
+/// the load generator's own CPU.
+fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, runs: &[&Run]) {
+    let ref_names: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.label != COREKV)
+        .map(|s| s.label)
+        .collect();
     let cells = |w: &Workload| -> Vec<Option<Cell>> {
         servers
             .iter()
@@ -559,20 +946,6 @@ fn report(
             })
             .collect()
     };
-
-    let mut t = String::new();
-    let _ = writeln!(t);
-    t.push_str(head);
-    let _ = writeln!(
-        t,
-        "total run time {elapsed:.0} s; medians of {reps} rep(s); ratios are {}\n",
-        ref_names
-            .iter()
-            .map(|r| format!("corekv / {r}"))
-            .collect::<Vec<_>>()
-            .join(" and ")
-    );
-
     let _ = writeln!(t, "Requests/s and latency:\n");
     let mut header = vec!["workload".to_string()];
     header.extend(servers.iter().map(|s| format!("{} req/s", s.label)));
@@ -594,7 +967,7 @@ fn report(
         }
         rows.push(row);
     }
-    md_table(&mut t, &header, &rows);
+    md_table(t, &header, &rows);
 
     let _ = writeln!(
         t,
@@ -620,7 +993,7 @@ fn report(
         row.extend(ratios(&cs, |c| c.cpu100k));
         rows.push(row);
     }
-    md_table(&mut t, &header, &rows);
+    md_table(t, &header, &rows);
 
     let _ = writeln!(
         t,
@@ -659,13 +1032,20 @@ fn report(
         let _ = writeln!(t, "{}", line.trim_end());
     }
 
-    let _ = writeln!(
-        t,
-        "\nLoad generator CPU (cores used during the run; it shares the machine with the servers; \
-         \"client-bound\" above = its busiest executor was over {:.0}% busy, so give it more \
-         --client-cores):",
-        CLIENT_BOUND * 100.0
-    );
+    let _ = match g {
+        Generator::Corekv => writeln!(
+            t,
+            "\nLoad generator CPU (cores used during the run; it shares the machine with the \
+             servers unless pinned; \"client-bound\" above = its busiest executor was over {:.0}% \
+             busy, so give it more --client-cores):",
+            CLIENT_BOUND * 100.0
+        ),
+        Generator::Go => writeln!(
+            t,
+            "\nLoad generator CPU (cores the Go process used during the run; it shares the \
+             machine with the servers unless pinned):"
+        ),
+    };
     let mut line = format!("  {:<46}", "workload");
     for s in servers {
         let _ = write!(line, " {:<30}", format!("vs {}", s.label));
@@ -676,31 +1056,17 @@ fn report(
         for c in cells(w) {
             let v = c.map_or_else(
                 || "n/a".into(),
-                |c| {
-                    format!(
+                |c| match g {
+                    Generator::Corekv => format!(
                         "{:.2} (busiest executor {:.0}%)",
                         c.client,
                         c.busiest * 100.0
-                    )
+                    ),
+                    Generator::Go => format!("{:.2}", c.client),
                 },
             );
             let _ = write!(line, " {v:<30}");
         }
         let _ = writeln!(t, "{}", line.trim_end());
     }
-
-    write_failures(&mut t, servers);
-    write_server_flags(&mut t, members, server_extra);
-    if !server_extra.is_empty() {
-        let _ = writeln!(
-            t,
-            "  (--tls: --listen-client-urls and --advertise-client-urls are https://)"
-        );
-    }
-    write_etcd35_defaults(&mut t, servers);
-    let _ = writeln!(t, "\nCommands (endpoints added per server):");
-    for w in ws {
-        let _ = writeln!(t, "  corekv-bench --json {}", w.args.join(" "));
-    }
-    t
 }

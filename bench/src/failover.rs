@@ -683,6 +683,7 @@ fn failover(a: &FailoverArgs, json: bool) -> Result<(), String> {
             extra: &timing.flags,
             purpose: "failover",
             client_https: false,
+            cpus: &[],
         };
         match start_cluster(&spec, &p.parent, &mut ports, a.start_timeout) {
             Ok(c) => s.cluster = Some(c),

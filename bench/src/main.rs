@@ -138,10 +138,22 @@ enum Cmd {
         #[command(flatten)]
         keys: KeyArgs,
     },
-    /// Range requests on one key, a range [key, end) or a prefix.
+    /// Range requests on one key, a range [key, end) or a prefix; or, with --key-space-size,
+    /// on one key at a time of the put workload's keys (0 .. N-1, --key-size bytes).
     Range {
-        key: String,
+        /// Required unless --key-space-size is given.
+        #[arg(required_unless_present = "key_space_size")]
+        key: Option<String>,
         end: Option<String>,
+        /// Read single keys of the put workload's layout, numbers below this, instead of KEY.
+        #[arg(long, conflicts_with_all = ["key", "prefix"])]
+        key_space_size: Option<u64>,
+        /// With --key-space-size: key size in bytes.
+        #[arg(long, default_value_t = 8, requires = "key_space_size")]
+        key_size: usize,
+        /// With --key-space-size: keys in order instead of at random.
+        #[arg(long, requires = "key_space_size")]
+        sequential_keys: bool,
         /// Range over every key starting with KEY.
         #[arg(long, conflicts_with = "end")]
         prefix: bool,
@@ -299,12 +311,7 @@ fn main() {
         cli.tls.install().unwrap_or_else(|e| fail(e));
     }
     if let Cmd::Compare(args) = &cli.cmd {
-        let cores = cli.client_cores.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-        let code = compare::main(args, cores);
+        let code = compare::main(args, cli.client_cores);
         std::process::exit(code);
     }
     if let Cmd::Failover(args) = &cli.cmd {
@@ -365,19 +372,36 @@ fn workload(cmd: &Cmd, g: &Global, eps: &[String]) -> Result<(Report, stats::Rec
         Cmd::Range {
             key,
             end,
+            key_space_size,
+            key_size,
+            sequential_keys,
             prefix,
             consistency: c,
             limit,
             count_only,
             load,
         } => {
+            let key = key.clone().unwrap_or_default();
             let end = if *prefix {
                 corekv::client::prefix_range_end(key.as_bytes())
             } else {
                 end.clone().unwrap_or_default().into_bytes()
             };
+            let keys = match key_space_size {
+                Some(n) => {
+                    let k = Keys {
+                        key_size: *key_size,
+                        key_space: *n,
+                        sequential: *sequential_keys,
+                    };
+                    k.check()?;
+                    Some(k)
+                }
+                None => None,
+            };
             let kind = Kind::Range {
-                key: key.clone().into_bytes().into(),
+                key: key.into_bytes().into(),
+                keys,
                 end: end.into(),
                 serializable: consistency(c)?,
                 limit: *limit,

@@ -187,6 +187,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The --initial-cluster-token every member got (a member added later needs it too).
     pub token: String,
+    /// The CPUs every member may run on (empty: any).
+    cpus: Vec<usize>,
 }
 
 /// Log lines kept per member in a failure's notes.
@@ -299,7 +301,7 @@ impl Cluster {
         let p = &mut self.procs[i];
         let _ = p.child.kill();
         let _ = p.child.wait();
-        p.child = spawn_member(&self.bin, &p.args, &p.log)?;
+        p.child = spawn_member(&self.bin, &p.args, &p.log, &self.cpus)?;
         Ok(())
     }
 
@@ -319,7 +321,7 @@ impl Cluster {
         args: Vec<String>,
     ) -> Result<usize, String> {
         let log = self.dir.path().join(format!("{name}.log"));
-        let child = spawn_member(&self.bin, &args, &log)?;
+        let child = spawn_member(&self.bin, &args, &log, &self.cpus)?;
         self.procs.push(Proc {
             name: name.to_string(),
             child,
@@ -423,8 +425,56 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// Starts one member: `bin args`, stdout and stderr appended to `log`.
-fn spawn_member(bin: &Path, args: &[String], log: &Path) -> Result<Child, String> {
+/// Restricts the process `cmd` starts to `cpus` (nothing if empty) before it runs, so it sees
+/// only those CPUs from its first instruction: Go sizes GOMAXPROCS and corekv its executors
+/// by the CPUs it may use, as on a machine with that many cores (pinning after the start would
+/// leave them sized for the whole machine).
+pub fn pin_to_cpus(cmd: &mut Command, cpus: &[usize]) {
+    use std::os::unix::process::CommandExt;
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET only writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: sched_setaffinity is async-signal-safe and reads `set`, moved into the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A taskset-style CPU list ("0", "1,3", "0-2,5") as CPU numbers.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("bad CPU list {s:?} (e.g. 0, 1,3 or 0-2)");
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a > b || b >= libc::CPU_SETSIZE as usize {
+            return Err(bad());
+        }
+        cpus.extend(a..=b);
+    }
+    if cpus.is_empty() {
+        return Err(bad());
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// Starts one member: `bin args`, stdout and stderr appended to `log`, on `cpus` (empty: any).
+fn spawn_member(bin: &Path, args: &[String], log: &Path, cpus: &[usize]) -> Result<Child, String> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -437,6 +487,7 @@ fn spawn_member(bin: &Path, args: &[String], log: &Path) -> Result<Child, String
         .stdout(logf2)
         .stderr(logf);
     die_with_parent(&mut cmd);
+    pin_to_cpus(&mut cmd, cpus);
     cmd.spawn()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))
 }
@@ -477,6 +528,8 @@ pub struct ClusterSpec<'a> {
     pub purpose: &'a str,
     /// Client URLs are https:// (the TLS flags come in `extra`).
     pub client_https: bool,
+    /// The CPUs the members may run on (empty: any).
+    pub cpus: &'a [usize],
 }
 
 /// Starts the cluster `spec` describes, its data dirs in a fresh temp dir inside `parent`,
@@ -511,6 +564,7 @@ pub fn start_cluster(
         procs: Vec::new(),
         dir,
         token: token.clone(),
+        cpus: spec.cpus.to_vec(),
     };
     for (name, client, peer) in &members {
         let data = cluster.dir.path().join(name);
@@ -527,7 +581,7 @@ pub fn start_cluster(
             }
         }
         args.extend(spec.extra.iter().cloned());
-        let child = spawn_member(spec.bin, &args, &log).map_err(plain)?;
+        let child = spawn_member(spec.bin, &args, &log, spec.cpus).map_err(plain)?;
         cluster.procs.push(Proc {
             name: name.clone(),
             child,
@@ -1033,6 +1087,17 @@ pub fn md_table(t: &mut String, header: &[impl AsRef<str>], rows: &[Vec<String>]
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_lists_read_like_taskset() {
+        use super::parse_cpu_list;
+        assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
+        assert_eq!(parse_cpu_list("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list("3,1,1").unwrap(), vec![1, 3]);
+        for bad in ["", "x", "2-1", "-1", "0-", "100000"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

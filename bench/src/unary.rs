@@ -106,6 +106,8 @@ pub enum Kind {
     },
     Range {
         key: Bytes,
+        /// Read one of these keys per request instead of `key`.
+        keys: Option<Keys>,
         end: Bytes,
         serializable: bool,
         limit: i64,
@@ -178,6 +180,7 @@ impl Bufs {
             Kind::Range {
                 key,
                 end,
+                keys: _,
                 serializable,
                 limit,
                 count_only,
@@ -251,7 +254,10 @@ async fn one(
             let r = call::<_, pb::PutResponse>(client, path::PUT, req).await;
             (WRITE, t, r)
         }
-        (Kind::Range { .. }, Bufs::Range(req)) => {
+        (Kind::Range { keys, .. }, Bufs::Range(req)) => {
+            if let Some(keys) = keys {
+                req.key = key(keys.key_size, keys.number(seq, rng));
+            }
             let t = Instant::now();
             let r = call::<_, pb::RangeResponse>(client, path::RANGE, req).await;
             (READ, t, r)

@@ -214,10 +214,14 @@ fn run_servers<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(cmd: &[&str], args: 
     stdout
 }
 
-/// Runs `corekv-bench compare --no-progress ARGS` with this build's corekv and a temp data dir;
-/// it must succeed. Returns stdout (the report).
+/// Runs `corekv-bench compare --no-progress --load-generator corekv ARGS` with this build's
+/// corekv and a temp data dir; it must succeed. Returns stdout (the report). The Go load
+/// generator has its own test (`compare_with_the_go_load_generator_pinned`).
 fn compare(args: &[&std::ffi::OsStr]) -> String {
-    run_servers(&["compare", "--no-progress"], args)
+    run_servers(
+        &["compare", "--no-progress", "--load-generator", "corekv"],
+        args,
+    )
 }
 
 const WORKLOADS: [&str; 5] = [
@@ -355,6 +359,62 @@ fn compare_quick_prints_all_three_servers_for_every_workload() {
         "{stdout}"
     );
     assert_full_report(&stdout, &["etcd 3.4", "etcd 3.5", "corekv"]);
+}
+
+/// The Go load generator (bench/go, on Debian's clientv3) is built on demand and runs a small
+/// workload against etcd 3.4 and corekv, with the servers and itself pinned to CPU 0: both
+/// servers have numbers in its section and in the summary. Skipped only when Go or the etcd
+/// client sources are not installed (test.sh installs them).
+#[test]
+fn compare_with_the_go_load_generator_pinned() {
+    let go = Command::new("go").arg("version").output();
+    if !go.is_ok_and(|o| o.status.success())
+        || !std::path::Path::new("/usr/share/gocode/src/go.etcd.io/etcd/clientv3").is_dir()
+    {
+        eprintln!(
+            "skipped: Go or the etcd client sources are not installed (apt-get install \
+             golang-go golang-etcd-server-dev; test.sh does it)"
+        );
+        return;
+    }
+    let w = "put, 16 clients, 1 conn";
+    let stdout = run_servers(
+        &["compare", "--no-progress"],
+        &[
+            "--quick",
+            "--no-etcd35",
+            "--load-generator",
+            "go",
+            "--only",
+            w,
+            "--server-cpus",
+            "0",
+            "--client-cpus",
+            "0",
+        ],
+    );
+    assert!(
+        stdout.contains("corekv-go-bench (Go ")
+            && stdout.contains("server CPUs: 0, load generator CPUs: 0")
+            && stdout.contains("### Load generator: Go clientv3")
+            && !stdout.contains("### Load generator: corekv-bench"),
+        "{stdout}"
+    );
+    let table = rows(&stdout, w);
+    assert_eq!(table.len(), 2, "{stdout}");
+    for c in &table[0][1..=2] {
+        let rps: f64 = c.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(rps > 0.0, "{:?}", table[0]);
+    }
+    let summary = rows(&stdout, &format!("Go clientv3: {w}"));
+    assert_eq!(summary.len(), 1, "{stdout}");
+    // name, req/s x2, ratio, p99 x2, ratio, CPU x2, ratio: all measured.
+    assert_eq!(summary[0].len(), 10, "{:?}", summary[0]);
+    assert!(
+        summary[0].iter().all(|c| !c.contains("n/a")),
+        "{:?}",
+        summary[0]
+    );
 }
 
 /// `--members 3` starts corekv as a 3-member cluster like etcd's. Until corekv clusters, its

@@ -1,9 +1,15 @@
 //! The etcd v3 services: which gRPC method a path names, how its request is decoded and
-//! checked, and how the core's answer is encoded. One module per service holds the checks.
+//! checked, and how the core's answer is encoded. One module per service holds the checks;
+//! the Lock and Election services ([`lock`], [`election`], sharing [`concurrency`]) run
+//! etcd's recipes on the executor, each step a request to the core like a KV call.
 
 pub mod auth;
+pub mod concurrency;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
+pub mod snapshot;
 pub mod watch;
 
 use std::rc::Rc;
@@ -62,6 +68,20 @@ pub enum Unary {
     Defragment,
     MoveLeader,
     Auth(AuthMethod),
+    Lock,
+    Unlock,
+    Campaign,
+    Proclaim,
+    Leader,
+    Resign,
+}
+
+impl Unary {
+    /// Calls that can wait for others (a lock, a campaign): they end when their client goes
+    /// away, and what they put is taken back.
+    pub fn may_wait(self) -> bool {
+        matches!(self, Unary::Lock | Unary::Campaign)
+    }
 }
 
 /// Streaming methods.
@@ -69,6 +89,10 @@ pub enum Unary {
 pub enum Streaming {
     Watch,
     LeaseKeepAlive,
+    /// Election.Observe: one request, then answers until the client goes away.
+    Observe,
+    /// Maintenance.Snapshot: one request, a stream of replies.
+    Snapshot,
 }
 
 pub enum Route {
@@ -102,8 +126,16 @@ pub fn route(method: &str) -> Option<Route> {
         path::HASH => Route::Unary(Hash),
         path::DEFRAGMENT => Route::Unary(Defragment),
         path::MOVE_LEADER => Route::Unary(MoveLeader),
+        path::LOCK => Route::Unary(Lock),
+        path::UNLOCK => Route::Unary(Unlock),
+        path::CAMPAIGN => Route::Unary(Campaign),
+        path::PROCLAIM => Route::Unary(Proclaim),
+        path::LEADER => Route::Unary(Leader),
+        path::RESIGN => Route::Unary(Resign),
+        path::OBSERVE => Route::Streaming(Streaming::Observe),
         path::WATCH => Route::Streaming(Streaming::Watch),
         path::LEASE_KEEP_ALIVE => Route::Streaming(Streaming::LeaseKeepAlive),
+        path::SNAPSHOT => Route::Streaming(Streaming::Snapshot),
         other => Route::Unary(Auth(AuthMethod::from_path(other)?)),
     };
     Some(r)
@@ -121,7 +153,7 @@ pub struct Api {
     pub auth: Arc<AuthShared>,
 }
 
-fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
+pub(crate) fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
     M::decode(body).map_err(|e| {
         Status::new(
             Code::Internal,
@@ -149,6 +181,15 @@ impl Api {
         }
         if let Unary::Auth(m) = method {
             return self.auth_unary(m, &body, caller).await;
+        }
+        match method {
+            Unary::Lock => return self.recipe(&body, |r| lock::lock(self, r)).await,
+            Unary::Unlock => return self.recipe(&body, |r| lock::unlock(self, r)).await,
+            Unary::Campaign => return self.recipe(&body, |r| election::campaign(self, r)).await,
+            Unary::Proclaim => return self.recipe(&body, |r| election::proclaim(self, r)).await,
+            Unary::Leader => return self.recipe(&body, |r| election::leader(self, r)).await,
+            Unary::Resign => return self.recipe(&body, |r| election::resign(self, r)).await,
+            _ => {}
         }
         let request = self.decode_request(method, &body)?;
         self.until_published().await?;
@@ -185,10 +226,11 @@ impl Api {
             req,
             Request::Defragment(_) | Request::Hash(_) | Request::HashKv(_) | Request::Snapshot(_)
         );
-        let info = match self.auth_info(caller) {
-            Err(_) if maintenance => return Err(AuthError::InvalidAuthToken.unmapped()),
-            other => other?,
-        };
+        if maintenance {
+            self.check_maintenance(caller)?;
+            return Ok((req, None));
+        }
+        let info = self.auth_info(caller)?;
         let view = self.auth.view();
         let who = info.as_ref();
         let read_at = info.as_ref().map(|i| i.revision);
@@ -201,7 +243,6 @@ impl Api {
                 view.check_txn(who, t)?;
                 return Ok((req, read_at));
             }
-            _ if maintenance => view.check_admin(who).map_err(AuthError::unmapped)?,
             // etcd's membership calls need root in the API layer.
             Request::MemberAdd(_)
             | Request::MemberRemove(_)
@@ -217,6 +258,51 @@ impl Api {
             None => Default::default(),
         };
         Ok((Request::AsUser(header, Box::new(req)), None))
+    }
+
+    /// etcd's maintenance calls (Defragment, Hash, HashKV, Snapshot) need root, and fail with
+    /// auth's unmapped errors (gRPC's Unknown) where the others get etcdserver's.
+    fn check_maintenance(&self, caller: &Caller) -> Result<(), Status> {
+        let info = self
+            .auth_info(caller)
+            .map_err(|_| AuthError::InvalidAuthToken.unmapped())?;
+        self.auth
+            .view()
+            .check_admin(info.as_ref())
+            .map_err(AuthError::unmapped)
+    }
+
+    /// Serves a Lock or Election call: decoded, refused where any write would be (before
+    /// publish, on a learner, with those errors' own codes), then run as its recipe.
+    async fn recipe<Req, Resp, Fut>(
+        &self,
+        body: &[u8],
+        serve: impl FnOnce(Req) -> Fut,
+    ) -> Result<Bytes, Status>
+    where
+        Req: Message + Default,
+        Resp: Message,
+        Fut: std::future::Future<Output = Result<Resp, Status>>,
+    {
+        let request = decode(body)?;
+        self.until_published().await?;
+        if self.learner() {
+            return Err(not_for_learners());
+        }
+        // etcd's services make their requests through an in-process client, whose errors
+        // reach the caller as plain Go errors: gRPC's Unknown, with etcd's message.
+        let reply = serve(request)
+            .await
+            .map_err(|e| Status::new(Code::Unknown, e.message))?;
+        Ok(encode_message(&reply))
+    }
+
+    /// A watch the server keeps for itself on this executor (see [`watch::OwnWatch`]).
+    pub fn own_watch(
+        &self,
+        create: crate::proto::etcdserverpb::WatchCreateRequest,
+    ) -> watch::OwnWatch {
+        watch::OwnWatch::open(&self.core, &self.watch_streams, create)
     }
 
     /// etcd serves clients only once the member has published itself through raft (its
@@ -265,6 +351,11 @@ impl Api {
                 r
             }
             Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
+            Streaming::Observe => election::observe(incoming, outgoing, self).await,
+            Streaming::Snapshot => {
+                self.check_maintenance(caller)?;
+                snapshot::serve(&self.core, incoming, outgoing).await
+            }
         }
     }
 
@@ -318,6 +409,12 @@ impl Api {
             Unary::Defragment => Request::Defragment(decode(body)?),
             Unary::MoveLeader => Request::MoveLeader(decode(body)?),
             Unary::HealthCheck | Unary::Auth(_) => unreachable!("answered without decode_request"),
+            Unary::Lock
+            | Unary::Unlock
+            | Unary::Campaign
+            | Unary::Proclaim
+            | Unary::Leader
+            | Unary::Resign => unreachable!("served as recipes"),
         };
         Ok(req)
     }

@@ -20,7 +20,7 @@ use crate::auth::AuthError;
 use crate::net::conn::{Incoming, Outgoing};
 use crate::net::grpc::{encode_message, Code, Status};
 use crate::proto::etcdserverpb as pb;
-use crate::server::link::WatchSink;
+use crate::server::link::{CoreClient, WatchSink};
 use crate::server::message::{DeliveryKind, Request, WatchCommand, WatchDelivery};
 
 /// Bytes of responses a stream holds for its client before it drops live events.
@@ -43,6 +43,16 @@ enum Flow {
         next_rev: i64,
         asked: bool,
     },
+}
+
+/// What a stream's sender does next.
+enum Next {
+    /// Send these encoded responses.
+    Send(Bytes),
+    /// A watcher's flow changed: see whether a resync is due.
+    Check,
+    /// The core is gone.
+    Closed,
 }
 
 #[derive(Default)]
@@ -172,6 +182,43 @@ impl WatchStream {
                     self.push_response(&d.response, d.fragment, max_bytes);
                 }
             }
+        }
+    }
+
+    /// The next thing the stream's sender must do: send queued responses (up to about
+    /// `coalesce` bytes of them together; 0 takes one), look whether a resync is due, or end.
+    /// Many small responses go out as one DATA frame: fewer writes, and clients' HTTP/2
+    /// stacks limit how many small frames they buffer.
+    fn poll_next(&self, cx: &mut std::task::Context<'_>, coalesce: usize) -> Poll<Next> {
+        let mut st = self.state.borrow_mut();
+        if let Some(first) = st.queue.pop_front() {
+            let mut batch = BytesMut::from(first.as_ref());
+            while batch.len() < coalesce {
+                let Some(next) = st.queue.pop_front() else {
+                    break;
+                };
+                batch.extend_from_slice(&next);
+            }
+            st.queued_bytes -= batch.len();
+            Poll::Ready(Next::Send(batch.freeze()))
+        } else if st.closed {
+            Poll::Ready(Next::Closed)
+        } else if std::mem::take(&mut st.check) {
+            Poll::Ready(Next::Check)
+        } else {
+            st.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// Asks the hub for the history of the watchers that dropped live events, once the
+    /// queue has room for it.
+    fn ask_resyncs(&self, core: &CoreClient, stream: u64) {
+        for (watch_id, from_rev) in self.resyncs_due() {
+            core.send(Request::Watch {
+                stream,
+                command: WatchCommand::Resync { watch_id, from_rev },
+            });
         }
     }
 
@@ -317,38 +364,12 @@ pub async fn serve(
     };
     let send = async {
         loop {
-            let next = std::future::poll_fn(|cx| {
-                let mut st = stream.state.borrow_mut();
-                if let Some(first) = st.queue.pop_front() {
-                    // Many small responses go out as one DATA frame: fewer writes, and
-                    // clients' HTTP/2 stacks limit how many small frames they buffer.
-                    let mut batch = BytesMut::from(first.as_ref());
-                    while batch.len() < COALESCE_BYTES {
-                        let Some(next) = st.queue.pop_front() else {
-                            break;
-                        };
-                        batch.extend_from_slice(&next);
-                    }
-                    st.queued_bytes -= batch.len();
-                    Poll::Ready(Some(Some(batch.freeze())))
-                } else if st.closed {
-                    Poll::Ready(None)
-                } else if std::mem::take(&mut st.check) {
-                    Poll::Ready(Some(None))
-                } else {
-                    st.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
-            match next {
-                None => return Err(Status::unavailable("etcdserver: server stopped")),
-                Some(Some(bytes)) => outgoing.send(bytes).await?,
-                Some(None) => {}
+            match std::future::poll_fn(|cx| stream.poll_next(cx, COALESCE_BYTES)).await {
+                Next::Closed => return Err(Status::unavailable("etcdserver: server stopped")),
+                Next::Send(bytes) => outgoing.send(bytes).await?,
+                Next::Check => {}
             }
-            for (watch_id, from_rev) in stream.resyncs_due() {
-                core.send(command(WatchCommand::Resync { watch_id, from_rev }));
-            }
+            stream.ask_resyncs(core, id);
         }
     };
     // The stream ends when the client half-closes or either side fails.
@@ -356,4 +377,61 @@ pub async fn serve(
     core.send(command(WatchCommand::Close));
     streams.close(id);
     result
+}
+
+/// A watch the server keeps for itself (the lock and election services wait with these, as
+/// etcd's do with a client watch): one watcher at the core's hub, on a stream of its own that
+/// is fed, bounded and caught up like a client's. Dropping it removes the watcher.
+pub struct OwnWatch {
+    core: Rc<CoreClient>,
+    streams: Rc<WatchStreams>,
+    id: u64,
+    stream: Rc<WatchStream>,
+}
+
+impl OwnWatch {
+    /// Creates the watcher; its first response is the `created` one.
+    pub fn open(
+        core: &Rc<CoreClient>,
+        streams: &Rc<WatchStreams>,
+        create: pb::WatchCreateRequest,
+    ) -> OwnWatch {
+        let (id, stream) = streams.open();
+        core.send(Request::Watch {
+            stream: id,
+            command: WatchCommand::Create(create),
+        });
+        OwnWatch {
+            core: core.clone(),
+            streams: streams.clone(),
+            id,
+            stream,
+        }
+    }
+
+    /// The next response, in the order the hub sent them.
+    pub async fn next(&mut self) -> Result<pb::WatchResponse, Status> {
+        loop {
+            let next = std::future::poll_fn(|cx| self.stream.poll_next(cx, 0)).await;
+            self.stream.ask_resyncs(&self.core, self.id);
+            match next {
+                Next::Closed => return Err(Status::unavailable("etcdserver: server stopped")),
+                Next::Check => {}
+                Next::Send(framed) => {
+                    return pb::WatchResponse::decode(&framed[crate::net::grpc::PREFIX_LEN..])
+                        .map_err(|e| Status::internal(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for OwnWatch {
+    fn drop(&mut self) {
+        self.core.send(Request::Watch {
+            stream: self.id,
+            command: WatchCommand::Close,
+        });
+        self.streams.close(self.id);
+    }
 }

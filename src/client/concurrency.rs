@@ -1,19 +1,19 @@
 //! etcd's coordination recipes — session, mutex, election — built on leases, txns and watches
-//! exactly as etcd's `clientv3/concurrency` builds them, with the same keys, so a corekvctl lock
-//! and an etcdctl lock (or a Go client's) exclude each other, and elections mix freely.
-//!
-//! Keys: a mutex or election named `name` uses the prefix `name/`; each contender writes
-//! `name/<lease id in lowercase hex>` attached to its session lease. The contender whose key has
-//! the lowest create revision holds the lock (is the leader); the others each wait for the
-//! deletion of the key created just before their own.
+//! exactly as etcd's `clientv3/concurrency` builds them, with the same keys (the requests are
+//! in [`crate::recipes`]), so a corekvctl lock and an etcdctl lock (or a Go client's, or one
+//! taken through the Lock service) exclude each other, and elections mix freely.
 
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver};
 
-use super::{prefix_range_end, Client, ClientError};
+use super::{Client, ClientError};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{event::EventType, KeyValue};
+use crate::recipes::{
+    campaign_txn, contender_key, first_or_last_created, last_created_before, lock_txn, prefix_of,
+    prefix_range_end, proclaim_txn, range_of, resign_txn, NOT_LEADER,
+};
 
 /// clientv3's keep-alive deadline before the first reply tells the real TTL.
 const FIRST_DEADLINE: Duration = Duration::from_secs(5);
@@ -136,76 +136,6 @@ impl Drop for Session {
     }
 }
 
-/// A range request for the key of `prefix` with the lowest (`ascend`) or highest create revision.
-fn first_or_last_created(prefix: &[u8], ascend: bool) -> pb::RangeRequest {
-    use pb::range_request::{SortOrder, SortTarget};
-    pb::RangeRequest {
-        key: prefix.to_vec().into(),
-        range_end: prefix_range_end(prefix).into(),
-        limit: 1,
-        sort_target: SortTarget::Create as i32,
-        sort_order: if ascend {
-            SortOrder::Ascend
-        } else {
-            SortOrder::Descend
-        } as i32,
-        ..Default::default()
-    }
-}
-
-fn compare_create(key: &[u8], rev: i64) -> pb::Compare {
-    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
-    pb::Compare {
-        result: CompareResult::Equal as i32,
-        target: CompareTarget::Create as i32,
-        key: key.to_vec().into(),
-        range_end: Default::default(),
-        target_union: Some(TargetUnion::CreateRevision(rev)),
-    }
-}
-
-fn op_put(key: &[u8], value: &[u8], lease: i64) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
-            key: key.to_vec().into(),
-            value: value.to_vec().into(),
-            lease,
-            ..Default::default()
-        })),
-    }
-}
-
-fn op_range(req: pb::RangeRequest) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(pb::request_op::Request::RequestRange(req)),
-    }
-}
-
-fn op_get(key: &[u8]) -> pb::RequestOp {
-    op_range(pb::RangeRequest {
-        key: key.to_vec().into(),
-        ..Default::default()
-    })
-}
-
-fn op_delete(key: &[u8]) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(pb::request_op::Request::RequestDeleteRange(
-            pb::DeleteRangeRequest {
-                key: key.to_vec().into(),
-                ..Default::default()
-            },
-        )),
-    }
-}
-
-fn range_of(resp: &pb::TxnResponse, i: usize) -> Option<&pb::RangeResponse> {
-    match resp.responses.get(i)?.response.as_ref()? {
-        pb::response_op::Response::ResponseRange(r) => Some(r),
-        _ => None,
-    }
-}
-
 fn missing(what: &str) -> ClientError {
     ClientError::Transport(format!("unexpected txn response: no {what}"))
 }
@@ -272,9 +202,9 @@ async fn wait_deletes(
     max_create_rev: i64,
 ) -> Result<Option<pb::ResponseHeader>, ClientError> {
     loop {
-        let mut req = first_or_last_created(prefix, false);
-        req.max_create_revision = max_create_rev;
-        let resp = client.range(req).await?;
+        let resp = client
+            .range(last_created_before(prefix, max_create_rev))
+            .await?;
         let Some(kv) = resp.kvs.first() else {
             return Ok(resp.header);
         };
@@ -296,7 +226,7 @@ impl<'s> Mutex<'s> {
     pub fn new(session: &'s Session, name: &str) -> Mutex<'s> {
         Mutex {
             session,
-            prefix: format!("{name}/").into_bytes(),
+            prefix: prefix_of(name.as_bytes()),
             key: Vec::new(),
             rev: -1,
             header: None,
@@ -307,14 +237,8 @@ impl<'s> Mutex<'s> {
     pub async fn lock(&mut self) -> Result<(), ClientError> {
         let client = self.session.client();
         let lease = self.session.lease();
-        self.key = format!("{}{:x}", String::from_utf8_lossy(&self.prefix), lease).into_bytes();
-        let get_owner = op_range(first_or_last_created(&self.prefix, true));
-        let txn = pb::TxnRequest {
-            compare: vec![compare_create(&self.key, 0)],
-            success: vec![op_put(&self.key, b"", lease), get_owner.clone()],
-            failure: vec![op_get(&self.key), get_owner],
-        };
-        let resp = client.txn(txn).await?;
+        self.key = contender_key(&self.prefix, lease).to_vec();
+        let resp = client.txn(lock_txn(&self.prefix, &self.key, lease)).await?;
         let header = resp.header.unwrap_or_default();
         self.rev = header.revision;
         if !resp.succeeded {
@@ -381,7 +305,7 @@ impl<'s> Election<'s> {
     pub fn new(session: &'s Session, name: &str) -> Election<'s> {
         Election {
             session,
-            prefix: format!("{name}/").into_bytes(),
+            prefix: prefix_of(name.as_bytes()),
             leader_key: Vec::new(),
             leader_rev: 0,
             is_leader: false,
@@ -393,13 +317,8 @@ impl<'s> Election<'s> {
     pub async fn campaign(&mut self, value: &[u8]) -> Result<(), ClientError> {
         let client = self.session.client();
         let lease = self.session.lease();
-        let key = format!("{}{:x}", String::from_utf8_lossy(&self.prefix), lease).into_bytes();
-        let txn = pb::TxnRequest {
-            compare: vec![compare_create(&key, 0)],
-            success: vec![op_put(&key, value, lease)],
-            failure: vec![op_get(&key)],
-        };
-        let resp = client.txn(txn).await?;
+        let key = contender_key(&self.prefix, lease).to_vec();
+        let resp = client.txn(campaign_txn(&key, value, lease)).await?;
         let header = resp.header.unwrap_or_default();
         self.leader_key = key;
         self.leader_rev = header.revision;
@@ -427,17 +346,18 @@ impl<'s> Election<'s> {
     /// Replaces the leader's value without a new election.
     pub async fn proclaim(&mut self, value: &[u8]) -> Result<(), ClientError> {
         if !self.is_leader {
-            return Err(ClientError::Transport("election: not leader".into()));
+            return Err(ClientError::Transport(NOT_LEADER.into()));
         }
-        let txn = pb::TxnRequest {
-            compare: vec![compare_create(&self.leader_key, self.leader_rev)],
-            success: vec![op_put(&self.leader_key, value, self.session.lease())],
-            failure: vec![],
-        };
+        let txn = proclaim_txn(
+            &self.leader_key,
+            self.leader_rev,
+            value,
+            self.session.lease(),
+        );
         let resp = self.session.client().txn(txn).await?;
         if !resp.succeeded {
             self.leader_key.clear();
-            return Err(ClientError::Transport("election: not leader".into()));
+            return Err(ClientError::Transport(NOT_LEADER.into()));
         }
         self.header = resp.header;
         Ok(())
@@ -448,11 +368,7 @@ impl<'s> Election<'s> {
         if !self.is_leader {
             return Ok(());
         }
-        let txn = pb::TxnRequest {
-            compare: vec![compare_create(&self.leader_key, self.leader_rev)],
-            success: vec![op_delete(&self.leader_key)],
-            failure: vec![],
-        };
+        let txn = resign_txn(&self.leader_key, self.leader_rev);
         let resp = self.session.client().txn(txn).await;
         self.leader_key.clear();
         self.is_leader = false;
@@ -475,10 +391,8 @@ pub async fn election_leader(
     client: &Client,
     name: &str,
 ) -> Result<Option<pb::RangeResponse>, ClientError> {
-    let prefix = format!("{name}/");
-    let resp = client
-        .range(first_or_last_created(prefix.as_bytes(), true))
-        .await?;
+    let prefix = prefix_of(name.as_bytes());
+    let resp = client.range(first_or_last_created(&prefix, true)).await?;
     Ok(if resp.kvs.is_empty() {
         None
     } else {
@@ -494,7 +408,7 @@ pub async fn observe_election(
     name: &str,
     mut on_leader: impl FnMut(pb::RangeResponse),
 ) -> Result<(), ClientError> {
-    let prefix = format!("{name}/").into_bytes();
+    let prefix = prefix_of(name.as_bytes());
     loop {
         let resp = client.range(first_or_last_created(&prefix, true)).await?;
         let header = resp.header.unwrap_or_default();

@@ -269,19 +269,7 @@ impl Client {
     }
 }
 
-/// The end of the range that holds every key starting with `prefix` (etcd's `GetPrefixRangeEnd`):
-/// the prefix with its last byte below 0xff incremented and what follows dropped; `"\0"` (every
-/// key from `prefix` on) when there is no such byte.
-pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use crate::recipes::prefix_range_end;
 
 /// Runs `f` to completion on a new single-threaded glommio executor sized for a client
 /// (small io_uring buffers, not pinned to a core). For binaries and tests.
@@ -297,17 +285,4 @@ where
         .expect("cannot start a glommio executor")
         .join()
         .expect("the glommio executor panicked")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_range_end;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_range_end(b"abc"), b"abd");
-        assert_eq!(prefix_range_end(b"a\xff"), b"b");
-        assert_eq!(prefix_range_end(b"\xff\xff"), b"\0");
-        assert_eq!(prefix_range_end(b""), b"\0");
-    }
 }

@@ -2,14 +2,17 @@
 //! commands, flags, environment variables, output formats, error messages and exit codes — over
 //! corekv's own client ([`crate::client`]).
 
+mod bolt;
 mod cluster;
 mod env;
+mod etcd_snapshot;
 pub mod gofmt;
 mod json;
 mod kv;
 mod lease;
 mod lock;
 mod print;
+mod snapshot;
 mod table;
 mod txn;
 mod watch;
@@ -213,6 +216,9 @@ pub enum Cmd {
     Defrag(cluster::DefragArgs),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(cluster::MoveLeaderArgs),
+    /// Manages etcd node snapshots
+    #[command(subcommand, arg_required_else_help = true)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Acquires a named lock
     Lock(lock::LockArgs),
     /// Observes and participates in leader election
@@ -262,6 +268,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Cmd::Alarm(c) => cluster::alarm(g, c).await,
         Cmd::Defrag(a) => cluster::defrag(g, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(g, a).await,
+        Cmd::Snapshot(c) => snapshot::run(g, c).await,
         Cmd::Lock(a) => lock::lock(g, a).await,
         Cmd::Elect(a) => lock::elect(g, a).await,
         Cmd::Version => {

@@ -928,6 +928,42 @@ impl Printer {
         })
     }
 
+    pub fn snapshot_status(&self, st: &super::snapshot::SnapshotStatus) -> Result<(), CtlError> {
+        let row = || {
+            vec![vec![
+                format!("{:x}", st.hash),
+                st.revision.to_string(),
+                st.total_key.to_string(),
+                super::gofmt::humanize_bytes(st.total_size),
+            ]]
+        };
+        self.emit(Shapes {
+            simple: || simple_rows(&row()).into_bytes(),
+            fields: || {
+                format!(
+                    "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
+                    st.hash, st.revision, st.total_key, st.total_size
+                )
+                .into_bytes()
+            },
+            json: || {
+                let mut j = Json::new();
+                j.begin_obj();
+                j.int("hash", st.hash);
+                j.int("revision", st.revision);
+                j.int("totalKey", st.total_key);
+                j.int("totalSize", st.total_size);
+                j.end_obj();
+                (j.finish() + "\n").into_bytes()
+            },
+            protobuf: no_protobuf as Unsupported,
+            table: || {
+                let header = ["hash", "revision", "total keys", "total size"];
+                Ok(table::render(&header, &row()).into_bytes())
+            },
+        })
+    }
+
     pub fn alarm(&self, r: &pb::AlarmResponse) -> Result<(), CtlError> {
         let simple = || {
             let mut s = String::new();

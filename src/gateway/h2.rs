@@ -9,7 +9,7 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
 use super::stream::{self, Body, Reply200};
-use super::{body_limit, plan, too_large, unary, Plan, Reply};
+use super::{plan, unary, Plan, Reply};
 use crate::api::Api;
 
 /// Serves one gateway request on an HTTP/2 stream.
@@ -25,15 +25,26 @@ pub async fn serve_h2(api: &Api, request: http::Request<RecvStream>, respond: Se
     match plan(&method, &path) {
         Plan::Answer(reply) => out.answer(reply).await,
         Plan::Unary(m) => {
-            let limit = body_limit(api);
-            let mut all = Vec::new();
-            while let Some(piece) = body.next_chunk().await {
-                all.extend_from_slice(&piece);
-                if all.len() > limit {
-                    return out.answer(Reply::error(&too_large(api, all.len()))).await;
+            let all = match stream::whole_body(api, &mut body).await {
+                Ok(all) => all,
+                Err(status) => return out.answer(Reply::error(&status)).await,
+            };
+            let reply = if m.may_wait() {
+                // A call that waits for others ends (is dropped) when its client leaves.
+                let gone = async {
+                    let _ = std::future::poll_fn(|cx| out.respond.poll_reset(cx)).await;
+                    None
+                };
+                match futures_lite::future::or(async { Some(unary(api, m, &all).await) }, gone)
+                    .await
+                {
+                    Some(reply) => reply,
+                    None => return,
                 }
-            }
-            out.answer(unary(api, m, &all).await).await
+            } else {
+                unary(api, m, &all).await
+            };
+            out.answer(reply).await
         }
         Plan::Streaming(m) => {
             stream::serve(api, m, body, &mut out).await;
@@ -97,10 +108,10 @@ impl Reply200 for H2Reply {
         }
     }
 
-    async fn start(&mut self) -> Result<(), ()> {
+    async fn start(&mut self, status: u16) -> Result<(), ()> {
         let send = self
             .respond
-            .send_response(head(200, "application/json"), false)
+            .send_response(head(status, "application/json"), false)
             .map_err(|_| ())?;
         *self.send.borrow_mut() = Some(send);
         Ok(())

@@ -268,6 +268,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 .all(limit)
                 .await;
             let (reply, keep) = match body {
+                Ok(body) if m.may_wait() => {
+                    // A call that waits for others ends (is dropped) when its client leaves.
+                    let answer = futures_lite::future::or(
+                        async { Some(unary(api, m, &body).await) },
+                        async {
+                            until_closed(&mut *stream, buf).await;
+                            None
+                        },
+                    )
+                    .await;
+                    match answer {
+                        Some(reply) => (reply, keep_alive),
+                        None => return false,
+                    }
+                }
                 Ok(body) => (unary(api, m, &body).await, keep_alive),
                 Err(n) => (Reply::error(&too_large(api, n)), false),
             };
@@ -281,6 +296,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 }
+
+/// Resolves when the client closes the connection. What it sends meanwhile (a pipelined
+/// request) is kept in `buf` for after the answer, up to a limit past which reading stops.
+async fn until_closed<R: AsyncRead + Unpin>(conn: R, buf: &mut Vec<u8>) {
+    let mut reader = BodyReader::new(conn, buf, Length::Fixed(0));
+    while reader.buf.len() < PIPELINED_LIMIT {
+        if !reader.fill().await {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Bytes of pipelined requests read while a waiting call is served.
+const PIPELINED_LIMIT: usize = 64 << 10;
 
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
@@ -297,9 +327,12 @@ impl<W: AsyncWrite + Unpin> Reply200 for Chunked<W> {
         let _ = write(&mut self.conn, &response(&reply, false)).await;
     }
 
-    async fn start(&mut self) -> Result<(), ()> {
-        let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-        write(&mut self.conn, head).await.map_err(|_| ())
+    async fn start(&mut self, status: u16) -> Result<(), ()> {
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            reason(status)
+        );
+        write(&mut self.conn, head.as_bytes()).await.map_err(|_| ())
     }
 
     async fn chunk(&mut self, data: Vec<u8>) -> Result<(), ()> {

@@ -12,6 +12,8 @@ use crate::api::auth::AuthMethod;
 use crate::api::{Streaming, Unary};
 use crate::net::grpc::{Code, Status};
 use crate::proto::etcdserverpb as pb;
+use crate::proto::v3electionpb as epb;
+use crate::proto::v3lockpb as lockpb;
 
 /// Converts one method's messages.
 #[derive(Clone, Copy)]
@@ -71,6 +73,12 @@ pub(super) fn codec_of(method: Unary) -> Codec {
         Unary::Defragment => codec::<pb::DefragmentRequest, pb::DefragmentResponse>(),
         Unary::MoveLeader => codec::<pb::MoveLeaderRequest, pb::MoveLeaderResponse>(),
         Unary::Auth(m) => auth_codec(m),
+        Unary::Lock => codec::<lockpb::LockRequest, lockpb::LockResponse>(),
+        Unary::Unlock => codec::<lockpb::UnlockRequest, lockpb::UnlockResponse>(),
+        Unary::Campaign => codec::<epb::CampaignRequest, epb::CampaignResponse>(),
+        Unary::Proclaim => codec::<epb::ProclaimRequest, epb::ProclaimResponse>(),
+        Unary::Leader => codec::<epb::LeaderRequest, epb::LeaderResponse>(),
+        Unary::Resign => codec::<epb::ResignRequest, epb::ResignResponse>(),
         // The health service has no gateway path; its messages have no JSON mapping here.
         Unary::HealthCheck => Codec {
             request: |_| Ok(health::HealthCheckRequest::default().encode_to_vec().into()),
@@ -116,6 +124,8 @@ pub(super) fn stream_codec(method: Streaming) -> Codec {
         Streaming::LeaseKeepAlive => {
             codec::<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>()
         }
+        Streaming::Observe => codec::<epb::LeaderRequest, epb::LeaderResponse>(),
+        Streaming::Snapshot => codec::<pb::SnapshotRequest, pb::SnapshotResponse>(),
     }
 }
 

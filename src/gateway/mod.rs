@@ -87,13 +87,14 @@ const PATHS: &[(&str, &str)] = &[
         "/v3/auth/role/revoke",
         "/etcdserverpb.Auth/RoleRevokePermission",
     ),
-    ("/v3/lock", "/v3lockpb.Lock/Lock"),
-    ("/v3/lock/unlock", "/v3lockpb.Lock/Unlock"),
-    ("/v3/election/campaign", "/v3electionpb.Election/Campaign"),
-    ("/v3/election/proclaim", "/v3electionpb.Election/Proclaim"),
-    ("/v3/election/leader", "/v3electionpb.Election/Leader"),
-    ("/v3/election/observe", "/v3electionpb.Election/Observe"),
-    ("/v3/election/resign", "/v3electionpb.Election/Resign"),
+    // etcd 3.4's lock pattern is `/v3/lock/lock` (a bare `/v3/lock` is its 404).
+    ("/v3/lock/lock", path::LOCK),
+    ("/v3/lock/unlock", path::UNLOCK),
+    ("/v3/election/campaign", path::CAMPAIGN),
+    ("/v3/election/proclaim", path::PROCLAIM),
+    ("/v3/election/leader", path::LEADER),
+    ("/v3/election/observe", path::OBSERVE),
+    ("/v3/election/resign", path::RESIGN),
 ];
 
 /// What a gateway path names.
@@ -299,7 +300,17 @@ mod tests {
         );
         assert_eq!(
             target("/v3/maintenance/snapshot"),
-            Some(Target::Unserved(path::SNAPSHOT))
+            Some(Target::Streaming(Streaming::Snapshot))
+        );
+        assert_eq!(
+            target("/v3/auth/enable"),
+            Some(Target::Unserved("/etcdserverpb.Auth/AuthEnable"))
+        );
+        assert_eq!(target("/v3/lock/lock"), Some(Target::Unary(Unary::Lock)));
+        assert_eq!(target("/v3/lock"), None);
+        assert_eq!(
+            target("/v3/election/observe"),
+            Some(Target::Streaming(Streaming::Observe))
         );
         assert_eq!(target("/v3alpha/kv/range"), None);
         assert_eq!(target("/v3/kv/nope"), None);

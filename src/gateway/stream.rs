@@ -1,6 +1,6 @@
-//! `/v3/watch` and `/v3/lease/keepalive` as etcd's gateway serves them: the body carries one
-//! or more JSON requests (read as they arrive); the reply is `200` with a chunked body of
-//! `{"result": …}` lines. When the body ends, etcd's gateway half-closes its gRPC stream: a
+//! `/v3/watch`, `/v3/lease/keepalive` and `/v3/election/observe` as etcd's gateway serves
+//! them: the body carries one or more JSON requests (read as they arrive; observe takes one);
+//! the reply is `200` with a chunked body of `{"result": …}` lines. When the body ends, etcd's gateway half-closes its gRPC stream: a
 //! keep-alive stream then answers what it was asked and ends; a watch stays open until the
 //! client goes away. A first request that is not valid JSON is answered with a plain error
 //! (status 500, code 2, as etcd's gateway does); a later one stops reading the body; an
@@ -29,8 +29,8 @@ pub(super) trait Body {
 pub(super) trait Reply200 {
     /// A whole reply instead of a stream (the first request was bad).
     async fn answer(&mut self, reply: Reply);
-    /// `200`, a chunked JSON body follows.
-    async fn start(&mut self) -> Result<(), ()>;
+    /// The status (`200`, or an error's before any result), a chunked JSON body follows.
+    async fn start(&mut self, status: u16) -> Result<(), ()>;
     async fn chunk(&mut self, data: Vec<u8>) -> Result<(), ()>;
     async fn finish(&mut self);
 }
@@ -92,19 +92,37 @@ pub(super) async fn serve<B: Body, W: Reply200>(
         next: codec.next_request,
         limit: super::body_limit(api),
     };
-    // etcd's gateway reads the first request before it answers.
-    let first = match requests.next(&mut body).await {
-        Read::Request(m) => Some(m),
-        Read::End => None,
-        Read::Bad(status) => {
-            out.answer(Reply::json(http_status(status.code), error_body(&status)))
-                .await;
-            return false;
+    // A server stream (Election.Observe) takes one request, decoded from the whole body as a
+    // unary call's is.
+    let server_stream = method == Streaming::Observe;
+    let first = if server_stream {
+        match whole_body(api, &mut body)
+            .await
+            .and_then(|b| (codec.request)(&b))
+        {
+            Ok(m) => Some(m),
+            Err(status) => {
+                out.answer(Reply::error(&status)).await;
+                return false;
+            }
+        }
+    } else {
+        // etcd's gateway reads the first request before it answers.
+        match requests.next(&mut body).await {
+            Read::Request(m) => Some(m),
+            Read::End => None,
+            Read::Bad(status) => {
+                out.answer(Reply::json(http_status(status.code), error_body(&status)))
+                    .await;
+                return false;
+            }
         }
     };
-    if out.start().await.is_err() {
-        return false;
-    }
+    // The status goes out with the first result, as etcd's gateway writes it (Go's
+    // ResponseWriter sends nothing before the first flush): a client that waits for the
+    // answer's head to a watch request knows the watch exists once it has it (etcd3gw's
+    // `watch()` returns then, and the caller's next put must be seen).
+    let started = std::cell::Cell::new(false);
     // Whether the whole body was read (else the connection cannot serve another request).
     let body_read = std::cell::Cell::new(false);
     let (in_tx, in_rx) = local_channel::new_bounded(16);
@@ -135,22 +153,32 @@ pub(super) async fn serve<B: Body, W: Reply200>(
                 line.extend_from_slice(b"{\"result\":");
                 line.extend_from_slice(&json);
                 line.extend_from_slice(b"}\n");
+                if !started.replace(true) {
+                    out.start(200).await?;
+                }
                 out.chunk(line).await?;
             }
         }
         Ok(())
     };
+    // Feeds the body's requests to the stream; true when the client left and the stream
+    // must end now.
     let feed = async {
         if let Some(m) = first {
             if in_tx.send(m).await.is_err() {
-                return;
+                return false;
             }
+        }
+        if server_stream {
+            // Its one request is in; the stream goes on until the client leaves.
+            body.closed().await;
+            return true;
         }
         loop {
             match requests.next(&mut body).await {
                 Read::Request(m) => {
                     if in_tx.send(m).await.is_err() {
-                        return;
+                        return false;
                     }
                 }
                 Read::End => {
@@ -167,17 +195,46 @@ pub(super) async fn serve<B: Body, W: Reply200>(
             body.closed().await;
         }
         drop(in_tx);
+        false
     };
-    let (result, written) = future::or(future::zip(serve, write), async {
-        feed.await;
+    let ended = future::or(async { Some(future::zip(serve, write).await) }, async {
+        if feed.await {
+            return None;
+        }
         std::future::pending().await
     })
     .await;
-    if let (Err(status), Ok(())) = (&result, &written) {
-        let _ = out.chunk(stream_error(status)).await;
+    // A client that left gets nothing more (the stream was dropped, which ends its watches).
+    let Some((result, written)) = ended else {
+        return false;
+    };
+    match (&result, &written) {
+        (Err(status), Ok(()))
+            if started.replace(true) || out.start(http_status(status.code)).await.is_ok() =>
+        {
+            let _ = out.chunk(stream_error(status)).await;
+        }
+        // A stream that ended without a result (a keep-alive with no request) is a 200 with
+        // an empty body.
+        (Ok(()), Ok(())) if !started.replace(true) && out.start(200).await.is_err() => {
+            return false;
+        }
+        _ => {}
     }
     out.finish().await;
     result.is_ok() && written.is_ok() && body_read.get()
+}
+
+/// A whole request body, within the gateway's limit.
+pub(super) async fn whole_body<B: Body>(api: &Api, body: &mut B) -> Result<Vec<u8>, Status> {
+    let mut all = Vec::new();
+    while let Some(piece) = body.next_chunk().await {
+        all.extend_from_slice(&piece);
+        if all.len() > super::body_limit(api) {
+            return Err(super::too_large(api, all.len()));
+        }
+    }
+    Ok(all)
 }
 
 /// grpc-gateway's error chunk for a stream that already answered 200.

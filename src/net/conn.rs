@@ -182,6 +182,11 @@ where
             }
         };
         let ctx = ctx.clone();
+        // One task per stream, so per request: its future is moved into the task's allocation
+        // at spawn, and it is as large as its largest branch. The JSON gateway, the HTTP
+        // endpoints and the streaming calls are boxed (rare, or one allocation per long-lived
+        // stream) so a unary call's task is 776 bytes instead of 3272 (the copy was ~2% of the
+        // server's CPU per linearizable get).
         glommio::spawn_local(async move {
             let path = request.uri().path().to_owned();
             // gRPC is always POST; anything else is for the HTTP endpoints (curl over https
@@ -191,7 +196,7 @@ where
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
             if !grpc && crate::gateway::serves(&path) {
-                crate::gateway::serve_h2(&ctx.api, request, respond).await;
+                Box::pin(crate::gateway::serve_h2(&ctx.api, request, respond)).await;
             } else if request.method() == http::Method::POST {
                 let caller = crate::api::auth::Caller {
                     token: request
@@ -203,7 +208,7 @@ where
                 serve_stream(&ctx, &path, request.into_body(), respond, &caller).await;
             } else {
                 let method = request.method().as_str().to_owned();
-                let (status, ctype, body) = http1::route(&ctx, &method, &path).await;
+                let (status, ctype, body) = Box::pin(http1::route(&ctx, &method, &path)).await;
                 let head = http::Response::builder()
                     .status(status)
                     .header(http::header::CONTENT_TYPE, ctype)
@@ -249,7 +254,25 @@ async fn serve_stream(
                     return;
                 }
             };
-            match ctx.api.unary(method, msg, caller).await {
+            let answer = if method.may_wait() {
+                // A call that waits for others ends when its client resets the stream or
+                // leaves (it is dropped; it takes back what it put).
+                futures_lite::future::or(
+                    async { Some(ctx.api.unary(method, msg, caller).await) },
+                    async {
+                        let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+                        None
+                    },
+                )
+                .await
+            } else {
+                Some(ctx.api.unary(method, msg, caller).await)
+            };
+            let Some(answer) = answer else {
+                stats.handled(grpc::Code::Canceled);
+                return;
+            };
+            match answer {
                 Ok(reply) => {
                     stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
                     if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
@@ -274,10 +297,7 @@ async fn serve_stream(
                 sink: Sink::Grpc(send),
                 stats: Some(stats.clone()),
             };
-            let result = ctx
-                .api
-                .streaming(method, incoming, &mut outgoing, caller)
-                .await;
+            let result = Box::pin(ctx.api.streaming(method, incoming, &mut outgoing, caller)).await;
             let code = result.as_ref().err().map_or(grpc::Code::Ok, |s| s.code);
             if let Sink::Grpc(send) = &mut outgoing.sink {
                 let _ = send.send_trailers(grpc::trailers(result.err().as_ref()));
@@ -379,6 +399,18 @@ impl Outgoing {
         Outgoing {
             sink: Sink::Gateway(frames),
             stats: None,
+        }
+    }
+
+    /// Resolves when the client went away (reset the stream or closed the connection), for
+    /// a stream that has nothing to send meanwhile. The gateway's streams never resolve here:
+    /// the gateway drops a stream whose client left.
+    pub async fn closed(&mut self) {
+        match &mut self.sink {
+            Sink::Grpc(send) => {
+                let _ = std::future::poll_fn(|cx| send.poll_reset(cx)).await;
+            }
+            Sink::Gateway(_) => std::future::pending().await,
         }
     }
 

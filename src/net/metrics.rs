@@ -113,7 +113,7 @@ impl HistogramSnapshot {
 /// Every gRPC method etcd 3.4 registers, by path, sorted (binary search), with its gRPC type.
 /// Calls to methods corekv does not serve (Auth) are counted as answered Unimplemented, as a
 /// dashboard built for etcd expects the series to exist.
-pub const METHODS: [(&str, &str); 42] = [
+pub const METHODS: [(&str, &str); 49] = [
     ("/etcdserverpb.Auth/AuthDisable", "unary"),
     ("/etcdserverpb.Auth/AuthEnable", "unary"),
     ("/etcdserverpb.Auth/Authenticate", "unary"),
@@ -155,6 +155,13 @@ pub const METHODS: [(&str, &str); 42] = [
     ("/etcdserverpb.Watch/Watch", "bidi_stream"),
     ("/grpc.health.v1.Health/Check", "unary"),
     ("/grpc.health.v1.Health/Watch", "server_stream"),
+    ("/v3electionpb.Election/Campaign", "unary"),
+    ("/v3electionpb.Election/Leader", "unary"),
+    ("/v3electionpb.Election/Observe", "server_stream"),
+    ("/v3electionpb.Election/Proclaim", "unary"),
+    ("/v3electionpb.Election/Resign", "unary"),
+    ("/v3lockpb.Lock/Lock", "unary"),
+    ("/v3lockpb.Lock/Unlock", "unary"),
     // Sorted: '/' sorts before letters, so a longer service name comes later.
     ("/~unknown/~unknown", "unary"),
 ];
@@ -180,6 +187,13 @@ const CODE_NAMES: [&str; CODES] = [
     "DataLoss",
     "Unauthenticated",
 ];
+
+/// Whether a method's series exist before its first call. etcd 3.4 registers the Lock and
+/// Election services on its gRPC server after go-grpc-prometheus has pre-set the series of
+/// those registered so far, so theirs appear only once called.
+fn shown_from_start(path: &str) -> bool {
+    !(path.starts_with("/v3lockpb.") || path.starts_with("/v3electionpb."))
+}
 
 /// The index of a gRPC path in [`METHODS`]; None for a path etcd does not serve either.
 pub fn method_index(path: &str) -> Option<usize> {
@@ -842,6 +856,9 @@ impl Collector for Scrape {
                 ("grpc_type", kind),
             ]
         };
+        let shown: Vec<usize> = (0..n)
+            .filter(|&i| shown_from_start(METHODS[i].0) || sum(&|s| load(&s.started), i) > 0)
+            .collect();
         let per_method: [MethodCounter; 3] = [
             (
                 "grpc_server_started",
@@ -865,7 +882,7 @@ impl Collector for Scrape {
                 name,
                 help,
                 MetricType::Counter,
-                (0..n).map(|i| (labels(i), sum(&read, i))),
+                shown.iter().map(|&i| (labels(i), sum(&read, i))),
                 |enc, v| enc.encode_counter::<NoLabelSet, u64, u64>(&v, None),
             )?;
         }
@@ -874,7 +891,7 @@ impl Collector for Scrape {
             "grpc_server_handled",
             "Total number of RPCs completed on the server, regardless of success or failure.",
             MetricType::Counter,
-            (0..n).flat_map(|i| {
+            shown.iter().flat_map(|&i| {
                 let [a, b, c] = labels(i);
                 (0..CODES).map(move |code| ([("grpc_code", CODE_NAMES[code]), a, b, c], (i, code)))
             }),
@@ -893,7 +910,7 @@ impl Collector for Scrape {
                 "grpc_server_handling_seconds",
                 "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
                 MetricType::Histogram,
-                (0..n).map(|i| (labels(i), i)),
+                shown.iter().map(|&i| (labels(i), i)),
                 |enc, i| {
                     let mut h = HistogramSnapshot::new(GRPC_BUCKETS);
                     for s in &m.shards {

@@ -4,7 +4,7 @@
 //! to member/snap/, checks it (CRC of the stream, then every page checksum of the B+tree and
 //! the raft index inside it), and only then hands it to raft.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures_lite::io::BufReader;
@@ -52,26 +52,10 @@ pub async fn send(
     let mut data = Some(data);
     let mut buf = Vec::new();
     while offset < size {
-        // The pages are read through the backend's memory map: page faults must not stall
-        // the executor, so each chunk is read on a blocking thread.
-        let mut src = data
+        let src = data
             .take()
             .expect("the snapshot comes back with each chunk");
-        let (src, chunk) = glommio::executor()
-            .spawn_blocking(move || {
-                let mut chunk = vec![0u8; CHUNK];
-                let mut n = 0;
-                while n < CHUNK {
-                    match src.read(&mut chunk[n..]) {
-                        Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(e) => return (src, Err(e)),
-                    }
-                }
-                chunk.truncate(n);
-                (src, Ok(chunk))
-            })
-            .await;
+        let (src, chunk) = crate::server::backend::next_chunk(src, CHUNK).await;
         data = Some(src);
         let chunk = chunk.map_err(|e| format!("reading the backend snapshot: {e}"))?;
         if chunk.is_empty() {

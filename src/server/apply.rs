@@ -124,6 +124,27 @@ pub fn bootstrap_backend(
     txn.commit().map_err(storage_error)
 }
 
+/// Removes from a backend what ties it to the cluster it came from (its members and removed
+/// members, its raft membership, the raft index applied to it), keeping the data: a backend
+/// restored from a snapshot then starts a new cluster as an empty one would.
+pub fn forget_cluster(path: &Path) -> Result<(), String> {
+    let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
+    let mut txn = db.begin_write().map_err(storage_error)?;
+    let members: Vec<Vec<u8>> = txn
+        .range(Bucket::Members, Bound::Unbounded, Bound::Unbounded, false)
+        .map(|item| item.map(|(k, _)| k.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(storage_error)?;
+    for k in members {
+        txn.delete(Bucket::Members, &k).map_err(storage_error)?;
+    }
+    txn.delete(Bucket::Meta, CONF_STATE_KEY)
+        .map_err(storage_error)?;
+    txn.delete(Bucket::Meta, CONSISTENT_INDEX_KEY)
+        .map_err(storage_error)?;
+    txn.commit().map_err(storage_error)
+}
+
 impl LeaseClock {
     fn load(&self, db: Db, auth: Arc<AuthShared>) -> Result<Loaded, String> {
         let txn = db.begin_read();
@@ -630,28 +651,15 @@ impl Applier {
     /// applied raft index). corekv's buckets are not etcd's, so the value is not etcd's;
     /// it agrees between members that applied the same entries.
     fn hash(&self) -> Result<pb::HashResponse, Status> {
-        let mut crc = Crc32c::new();
-        for b in crate::storage::Bucket::ALL {
-            crc.update(b.name().as_bytes());
-            for item in self
-                .kv
-                .backend()
-                .range(b, Bound::Unbounded, Bound::Unbounded, false)
-            {
-                let (k, v) = item.map_err(|e| Status::internal(e.to_string()))?;
-                if b == crate::storage::Bucket::Meta && k == CONSISTENT_INDEX_KEY {
-                    continue;
-                }
-                crc.update(k);
-                crc.update(v);
-            }
-        }
+        let backend = self.kv.backend();
+        let hash = backend_hash(|b| backend.range(b, Bound::Unbounded, Bound::Unbounded, false))
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(pb::HashResponse {
             header: Some(pb::ResponseHeader {
                 revision: self.kv.current_revision(),
                 ..Default::default()
             }),
-            hash: crc.finish(),
+            hash,
         })
     }
 
@@ -1038,6 +1046,29 @@ impl History for KvHistory<'_> {
             .events_matching(from_rev, to_rev + 1, true, in_range)
             .unwrap_or_default()
     }
+}
+
+/// Maintenance.Hash's value: CRC-32C over every bucket's name, keys and values, in bucket
+/// order, leaving out the applied raft index; `bucket` gives a bucket's entries in key order.
+/// `corekvctl snapshot status` computes the same over a snapshot file, so a saved file can be
+/// matched with `endpoint hash` of the member it came from.
+pub fn backend_hash<'a, I>(mut bucket: impl FnMut(Bucket) -> I) -> Result<u32, StorageError>
+where
+    I: Iterator<Item = Result<(&'a [u8], &'a [u8]), StorageError>>,
+{
+    let mut crc = Crc32c::new();
+    for b in Bucket::ALL {
+        crc.update(b.name().as_bytes());
+        for item in bucket(b) {
+            let (k, v) = item?;
+            if b == Bucket::Meta && k == CONSISTENT_INDEX_KEY {
+                continue;
+            }
+            crc.update(k);
+            crc.update(v);
+        }
+    }
+    Ok(crc.finish())
 }
 
 /// CRC-32C (Castagnoli), the checksum etcd's HashKV uses.

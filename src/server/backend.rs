@@ -316,6 +316,21 @@ impl mvcc::KvBackend for OverlayBackend {
     }
 }
 
+/// The next `max` bytes of a copy of the backend, read on a blocking thread: the copy reads
+/// the backend's memory map, and a page fault there must not stall the executor. The copy
+/// comes back with the bytes, for the next call.
+pub async fn next_chunk(
+    mut copy: crate::storage::Snapshot,
+    max: usize,
+) -> (crate::storage::Snapshot, std::io::Result<Vec<u8>>) {
+    glommio::executor()
+        .spawn_blocking(move || {
+            let chunk = copy.read_up_to(max);
+            (copy, chunk)
+        })
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

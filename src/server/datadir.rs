@@ -112,6 +112,8 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Makes a rename or a new file in `path`'s directory durable.
 pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
+        // A bare file name's parent is "": the current directory.
+        Some(dir) if dir.as_os_str().is_empty() => std::fs::File::open(".")?.sync_all(),
         Some(dir) => std::fs::File::open(dir)?.sync_all(),
         None => Ok(()),
     }

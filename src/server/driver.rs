@@ -275,10 +275,12 @@ struct Driver<S: DurableStateMachine> {
     /// from the leader waits for it.
     defragmenting: usize,
     snapshots_waiting: Vec<(Message, ReceivedSnapshot)>,
-    /// Clients' Maintenance.Snapshot requests, answered once every write applied before
-    /// they came is committed to the backend (a copy of the committed state then holds
-    /// them).
-    backend_copies_waiting: Vec<ReplyTo>,
+    /// Clients' Maintenance.Snapshot requests, with the raft index applied when each came,
+    /// answered once every write applied before they came is committed to the backend (a
+    /// copy of the committed state then holds them).
+    backend_copies_waiting: Vec<(ReplyTo, u64)>,
+    /// The raft index the last finished backend commit holds everything up to.
+    backend_committed_index: u64,
     joining: Option<Members>,
     /// The leader the last Ready named, to count leader changes as etcd does.
     last_leader: u64,
@@ -411,6 +413,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
         defragmenting: 0,
         snapshots_waiting: Vec::new(),
         backend_copies_waiting: Vec::new(),
+        backend_committed_index: 0,
         joining: peers.joining,
         last_leader: 0,
         heartbeats: Default::default(),
@@ -452,7 +455,10 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                     };
                     match env.request {
                         Request::Defragment(_) => self.defragment(to),
-                        Request::Snapshot(_) => self.backend_copies_waiting.push(to),
+                        Request::Snapshot(_) => {
+                            let applied = self.node.state_machine().applied_index();
+                            self.backend_copies_waiting.push((to, applied));
+                        }
                         r => self.node.submit(r, to),
                     }
                 }
@@ -723,19 +729,27 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         self.answer_backend_copies();
     }
 
-    /// Answers the clients waiting for a copy of the backend once everything applied is
-    /// committed.
+    /// Answers the clients waiting for a copy of the backend once everything applied before
+    /// each came is committed. Under a steady stream of writes the backend is never idle (a
+    /// new commit starts as soon as one ends), so a request is answered by the first commit
+    /// that covers its index, not by an idle moment that may never come.
     fn answer_backend_copies(&mut self) {
+        if self.backend_copies_waiting.is_empty() {
+            return;
+        }
         let sm = self.node.state_machine();
-        if self.backend_copies_waiting.is_empty()
-            || sm.uncommitted_writes() > 0
-            || sm.commit_in_flight()
-        {
+        let idle = sm.uncommitted_writes() == 0 && !sm.commit_in_flight();
+        let committed = self.backend_committed_index;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.backend_copies_waiting)
+            .into_iter()
+            .partition(|&(_, applied)| idle || applied <= committed);
+        self.backend_copies_waiting = waiting;
+        if ready.is_empty() {
             return;
         }
         let db = sm.db();
         let header = self.node.header();
-        for to in std::mem::take(&mut self.backend_copies_waiting) {
+        for (to, _) in ready {
             let reply = db
                 .snapshot()
                 .map(|data| {
@@ -750,6 +764,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     }
 
     fn backend_committed(&mut self, c: Committed) {
+        self.backend_committed_index = c.applied;
         self.metrics.backend_commit.observe(c.took);
         let (size, in_use) = self.node.state_machine().db_size();
         self.metrics.db_size.store(size, Relaxed);

@@ -831,10 +831,30 @@ impl<S: StateMachine> Node<S> {
         // entries in between and raft-rs would panic. The election timer waits that long.
         if self.installing.is_none() {
             self.raw.tick();
+            self.campaign_if_sole_voter();
         }
         self.tick_state_machine();
         self.maybe_publish();
         self.expire_requests();
+    }
+
+    /// A member that is the only voter needs nobody's vote: it campaigns as soon as its
+    /// configuration is applied instead of sitting out a whole election timeout (etcd gets
+    /// the same from advancing a lone member's ticks at start), so a new single-member
+    /// cluster serves within a tick.
+    fn campaign_if_sole_voter(&mut self) {
+        let raft = &self.raw.raft;
+        if raft.state == raft::StateRole::Leader
+            || !raft.promotable()
+            || !raft.prs().is_singleton()
+            || raft.has_pending_conf()
+            || raft.raft_log.committed > raft.raft_log.applied
+        {
+            return;
+        }
+        if let Err(e) = self.raw.campaign() {
+            tracing::warn!("campaigning as the only voter failed: {e}");
+        }
     }
 
     /// Tells the state machine the time and whether this member leads; proposes what it

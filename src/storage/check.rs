@@ -481,6 +481,20 @@ impl Snapshot {
         crate::storage::ReadTxn::of(self.v.clone())
     }
 
+    /// The next `max` bytes of the stream (fewer only at its end; none once it ended).
+    pub fn read_up_to(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut chunk = vec![0u8; max];
+        let mut n = 0;
+        while n < max {
+            match self.read(&mut chunk[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        chunk.truncate(n);
+        Ok(chunk)
+    }
+
     fn fill(&mut self) -> Result<(), StorageError> {
         let v = &*self.v;
         let ps = v.ps;

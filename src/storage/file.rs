@@ -39,3 +39,32 @@ impl FileLayer for StdFile {
         self.0.sync_data()
     }
 }
+
+/// A file read where it lies and never written: its first `len` bytes are the database (a
+/// snapshot file ends with a SHA-256 of the backend after them). Writes fail.
+pub struct ReadOnlyFile {
+    pub file: File,
+    pub len: u64,
+}
+
+impl FileLayer for ReadOnlyFile {
+    fn file(&self) -> &File {
+        &self.file
+    }
+    fn file_len(&self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "opened read-only")
+}

@@ -104,7 +104,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use memmap2::{Mmap, MmapOptions};
 
 pub use check::{DefragReport, Snapshot};
-pub use file::{FileLayer, StdFile};
+pub use file::{FileLayer, ReadOnlyFile, StdFile};
 use freelist::RunSet;
 use page::{Meta, MAX_BUCKETS};
 use tree::PageSource;

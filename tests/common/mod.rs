@@ -353,6 +353,12 @@ impl Drop for Server {
 
 /// A plain HTTP/1.1 GET on 127.0.0.1:`port`; the body if the answer is 200, else None.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_status(port, path).and_then(|(status, body)| (status == 200).then_some(body))
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: the answer's status and body (whatever the HTTP
+/// version of the answer), or None if nothing answers within 5 s.
+pub fn http_get_status(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -363,7 +369,8 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
 }
 
 pub fn stdout(o: &Output) -> String {
