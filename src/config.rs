@@ -208,6 +208,8 @@ pub struct Config {
     pub member_id: u64,
     pub cluster_id: u64,
     pub cores: usize,
+    /// --auth-token jwt,…, its keys loaded.
+    pub jwt: Option<std::sync::Arc<crate::auth::jwt::JwtTokens>>,
 }
 
 /// One URL of a URL flag, checked and resolved.
@@ -465,12 +467,19 @@ impl Config {
         let member_id = me.id;
         let ids: Vec<u64> = by_name.iter().map(|m| m.id).collect();
         let cluster_id = cluster_id(&ids);
-        if flags.auth_token != "simple" {
-            return Err(ConfigError(format!(
-                "--auth-token {}: only simple tokens are served yet",
-                flags.auth_token
-            )));
-        }
+        let jwt = match flags.auth_token.split_once(',') {
+            _ if flags.auth_token == "simple" => None,
+            Some(("jwt", options)) => Some(std::sync::Arc::new(
+                crate::auth::jwt::JwtTokens::from_options(options)
+                    .map_err(|e| ConfigError(format!("--auth-token: {e}")))?,
+            )),
+            _ => {
+                return Err(ConfigError(format!(
+                    "--auth-token {:?}: expected simple or jwt,<options>",
+                    flags.auth_token
+                )))
+            }
+        };
         if flags.max_txn_ops == 0 {
             return Err(ConfigError("--max-txn-ops must be at least 1".into()));
         }
@@ -496,6 +505,7 @@ impl Config {
             member_id,
             cluster_id,
             cores,
+            jwt,
             flags,
         })
     }
@@ -507,6 +517,8 @@ impl Config {
             // etcd falls back to bcrypt's default cost when the flag is out of range.
             bcrypt_cost: if (4..=31).contains(&cost) { cost } else { 10 },
             token_ttl_secs: self.flags.auth_token_ttl,
+            jwt: self.jwt.clone(),
+            client_cert_auth: self.flags.client_cert_auth,
         }
     }
 

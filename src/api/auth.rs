@@ -15,6 +15,9 @@ use crate::proto::corekvpb::{self as corekv, raft_request::Request as R, AuthHea
 use crate::proto::etcdserverpb as pb;
 use crate::server::message::{Request, Response};
 
+/// Longest a request waits for this member to apply the raft index its simple token names.
+const TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Auth service's methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -67,6 +70,9 @@ impl AuthMethod {
 pub struct Caller {
     /// The `token` gRPC metadata.
     pub token: Option<String>,
+    /// The subject common name of the client certificate the connection's TLS handshake
+    /// verified; the user of a call without a token when --client-cert-auth is on.
+    pub common_name: Option<std::sync::Arc<str>>,
 }
 
 impl Api {
@@ -75,8 +81,21 @@ impl Api {
     /// compares with its own.
     pub fn auth_info(&self, caller: &Caller) -> Result<Option<AuthInfo>, Status> {
         let Some(token) = &caller.token else {
-            return Ok(None);
+            // etcd's AuthInfoFromTLS: with --client-cert-auth, a verified certificate's CN.
+            return Ok(match &caller.common_name {
+                Some(cn) if self.auth.options.client_cert_auth => Some(AuthInfo {
+                    username: cn.to_string(),
+                    revision: self.auth.view().revision,
+                }),
+                _ => None,
+            });
         };
+        if let Some(jwt) = &self.auth.options.jwt {
+            return match jwt.verify(token) {
+                Some(info) => Ok(Some(info)),
+                None => Err(AuthError::InvalidAuthToken.into()),
+            };
+        }
         let user = self
             .auth
             .tokens
@@ -86,6 +105,32 @@ impl Api {
             username: user.to_string(),
             revision: self.auth.view().revision,
         }))
+    }
+
+    /// A simple token names the raft index it was issued at; a member that has not applied
+    /// that index yet (a lagging follower) does not know it. etcd makes the request wait
+    /// until the member has applied that index; so does corekv, up to [`TOKEN_WAIT`]. Only a
+    /// token this member does not know pays for it.
+    pub async fn await_token(&self, caller: &Caller) -> Result<(), Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(token) = &caller.token else {
+            return Ok(());
+        };
+        if self.auth.options.jwt.is_some() {
+            return Ok(());
+        }
+        let Some((_, index)) = tokens::parse(token) else {
+            return Ok(());
+        };
+        let applied = || self.metrics.raft_applied_index.load(Relaxed);
+        if applied() >= index || self.auth.tokens.user(token).is_some() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + TOKEN_WAIT;
+        while applied() < index && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// The header a client's write carries through raft.
@@ -157,6 +202,7 @@ impl Api {
         if self.learner() {
             return Err(super::not_for_learners());
         }
+        self.await_token(caller).await?;
         let header = self.auth_header(caller)?;
         let request = Request::AsUser(header, Box::new(Request::Auth(request)));
         match self.core.call(request).await? {
@@ -222,8 +268,12 @@ impl Api {
                 tracing::warn!(user = %r.name, "invalid authentication was requested");
                 return Err(AuthError::AuthFailed.into());
             }
-            let simple_token_prefix = tokens::random_prefix()
-                .map_err(|e| Status::internal(format!("no random bytes for a token: {e}")))?;
+            let simple_token_prefix = if self.auth.options.jwt.is_some() {
+                String::new()
+            } else {
+                tokens::random_prefix()
+                    .map_err(|e| Status::internal(format!("no random bytes for a token: {e}")))?
+            };
             let request = R::Authenticate(corekv::Authenticate {
                 name: r.name.clone(),
                 simple_token_prefix,
@@ -232,6 +282,18 @@ impl Api {
             match self.propose_auth(request, caller).await? {
                 AuthResponse::Authenticate(resp) if resp.token.is_empty() => {
                     tracing::info!("revision when password checked became stale; retrying");
+                }
+                AuthResponse::Jwt {
+                    header,
+                    username,
+                    revision,
+                } => {
+                    let jwt = self.auth.options.jwt.as_ref().expect("proposed as JWT");
+                    let token = jwt
+                        .sign(&username, revision)
+                        .map_err(|e| Status::new(crate::net::grpc::Code::Unknown, e))?;
+                    let resp = pb::AuthenticateResponse { header, token };
+                    return Ok(crate::net::grpc::encode_message(&resp));
                 }
                 resp => return Ok(resp.encode()),
             }

@@ -196,6 +196,7 @@ impl Api {
         if self.learner() && !supported_by_learners(&request) {
             return Err(not_for_learners());
         }
+        self.await_token(caller).await?;
         let (request, read_at) = self.authorize(request, caller)?;
         let response = self.core.call(request).await?;
         // etcd's doSerialize: a read checked at one auth revision is refused if the auth
@@ -233,7 +234,9 @@ impl Api {
         let info = self.auth_info(caller)?;
         let view = self.auth.view();
         let who = info.as_ref();
-        let read_at = info.as_ref().map(|i| i.revision);
+        // The revision checked against now (a JWT may carry a newer one than this member has
+        // applied).
+        let read_at = info.as_ref().map(|_| view.revision);
         match &req {
             Request::Range(r) => {
                 view.check_range(who, &r.key, &r.range_end)?;
@@ -342,6 +345,7 @@ impl Api {
         if self.learner() {
             return Err(not_for_learners());
         }
+        self.await_token(caller).await?;
         match method {
             Streaming::Watch => {
                 let streams = &self.metrics.watch_streams;

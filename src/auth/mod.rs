@@ -9,6 +9,7 @@
 //! - `tokens`: simple tokens and their TTL, which live outside the consensus core (it reads
 //!   no clock): the core registers and invalidates them, network executors look them up.
 
+pub mod jwt;
 pub mod perms;
 pub mod store;
 pub mod tokens;
@@ -112,6 +113,11 @@ pub struct AuthOptions {
     pub bcrypt_cost: u32,
     /// --auth-token-ttl, in seconds.
     pub token_ttl_secs: u64,
+    /// --auth-token jwt,…: tokens are JWTs signed and checked with these keys (else simple).
+    pub jwt: Option<Arc<jwt::JwtTokens>>,
+    /// --client-cert-auth: a verified client certificate's CN is the user of a call that
+    /// carries no token.
+    pub client_cert_auth: bool,
 }
 
 impl Default for AuthOptions {
@@ -119,6 +125,8 @@ impl Default for AuthOptions {
         AuthOptions {
             bcrypt_cost: 10,
             token_ttl_secs: 300,
+            jwt: None,
+            client_cert_auth: false,
         }
     }
 }

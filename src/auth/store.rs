@@ -36,6 +36,13 @@ pub enum AuthResponse {
     /// An empty token means the auth state changed after the password was checked: the
     /// member that took the request checks it again (etcd's retry loop in Authenticate).
     Authenticate(pb::AuthenticateResponse),
+    /// Authenticate with JWT tokens (the request carried no simple token part): the member
+    /// that took the request signs a token for this user and auth revision.
+    Jwt {
+        header: Option<pb::ResponseHeader>,
+        username: String,
+        revision: u64,
+    },
     UserAdd(pb::AuthUserAddResponse),
     UserGet(pb::AuthUserGetResponse),
     UserList(pb::AuthUserListResponse),
@@ -58,6 +65,7 @@ impl AuthResponse {
             AuthResponse::Enable(r) => e(r),
             AuthResponse::Disable(r) => e(r),
             AuthResponse::Authenticate(r) => e(r),
+            AuthResponse::Jwt { .. } => unreachable!("a JWT is signed before it is answered"),
             AuthResponse::UserAdd(r) => e(r),
             AuthResponse::UserGet(r) => e(r),
             AuthResponse::UserList(r) => e(r),
@@ -79,6 +87,7 @@ impl AuthResponse {
             AuthResponse::Enable(r) => &mut r.header,
             AuthResponse::Disable(r) => &mut r.header,
             AuthResponse::Authenticate(r) => &mut r.header,
+            AuthResponse::Jwt { header, .. } => header,
             AuthResponse::UserAdd(r) => &mut r.header,
             AuthResponse::UserGet(r) => &mut r.header,
             AuthResponse::UserList(r) => &mut r.header,
@@ -307,17 +316,24 @@ impl AuthStore {
                 if user.options.as_ref().is_some_and(|o| o.no_password) {
                     return Err(AuthError::AuthFailed);
                 }
-                let token = if a.checked_revision == self.revision {
-                    self.shared
-                        .tokens
-                        .assign(&a.simple_token_prefix, index, &a.name)
+                if a.checked_revision != self.revision {
+                    A::Authenticate(pb::AuthenticateResponse::default())
+                } else if a.simple_token_prefix.is_empty() {
+                    A::Jwt {
+                        header: None,
+                        username: a.name,
+                        revision: self.revision,
+                    }
                 } else {
-                    String::new()
-                };
-                A::Authenticate(pb::AuthenticateResponse {
-                    header: None,
-                    token,
-                })
+                    let token = self
+                        .shared
+                        .tokens
+                        .assign(&a.simple_token_prefix, index, &a.name);
+                    A::Authenticate(pb::AuthenticateResponse {
+                        header: None,
+                        token,
+                    })
+                }
             }
             R::UserAdd(u) => {
                 if u.name.is_empty() {

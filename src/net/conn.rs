@@ -131,9 +131,19 @@ pub async fn serve(stream: TcpStream, tls: bool, ctx: Rc<ConnContext>) {
     })
     .await;
     match opened {
-        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx).await,
+        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx, None).await,
         Opened::Plain(s, Protocol::Http1) => http1::serve(s, &ctx).await,
-        Opened::Tls(s, Protocol::Http2) => serve_h2(s, ctx).await,
+        Opened::Tls(s, Protocol::Http2) => {
+            let common_name = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::tls::der::common_name(cert))
+                .filter(|cn| !cn.is_empty())
+                .map(std::sync::Arc::from);
+            serve_h2(s, ctx, common_name).await
+        }
         Opened::Tls(s, Protocol::Http1) => http1::serve(s, &ctx).await,
         Opened::Plain(_, Protocol::Garbage) | Opened::Tls(_, Protocol::Garbage) => {
             tracing::debug!("closing a connection that speaks neither HTTP/2 nor HTTP/1.1");
@@ -153,7 +163,8 @@ pub async fn serve(stream: TcpStream, tls: bool, ctx: Rc<ConnContext>) {
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn serve_h2<S>(stream: S, ctx: Rc<ConnContext>)
+/// `common_name`: of the client certificate the TLS handshake verified.
+async fn serve_h2<S>(stream: S, ctx: Rc<ConnContext>, common_name: Option<std::sync::Arc<str>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -182,6 +193,7 @@ where
             }
         };
         let ctx = ctx.clone();
+        let common_name = common_name.clone();
         // One task per stream, so per request: its future is moved into the task's allocation
         // at spawn, and it is as large as its largest branch. The JSON gateway, the HTTP
         // endpoints and the streaming calls are boxed (rare, or one allocation per long-lived
@@ -204,6 +216,7 @@ where
                         .get("token")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned),
+                    common_name,
                 };
                 serve_stream(&ctx, &path, request.into_body(), respond, &caller).await;
             } else {

@@ -4,6 +4,7 @@
 //! certificates ([`autocert`]).
 
 pub mod autocert;
+pub mod der;
 pub mod member;
 pub mod stream;
 mod suites;
