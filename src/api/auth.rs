@@ -65,8 +65,19 @@ impl AuthMethod {
 /// The credentials a call came with.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
-    /// The `token` gRPC metadata.
+    /// The simple token, as etcd 3.4's AuthInfoFromCtx finds it: the `token` metadata, else
+    /// the `authorization` metadata (the value as sent, no `Bearer` scheme; empty is a
+    /// token too, and an invalid one).
     pub token: Option<String>,
+}
+
+impl Caller {
+    /// A caller from its metadata: `token` wins over `authorization` (each its first value).
+    pub fn from_metadata(token: Option<&str>, authorization: Option<&str>) -> Caller {
+        Caller {
+            token: token.or(authorization).map(str::to_owned),
+        }
+    }
 }
 
 impl Api {
