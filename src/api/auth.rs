@@ -217,6 +217,13 @@ impl Api {
             if !check.enabled {
                 return Err(AuthError::AuthNotEnabled.into());
             }
+            if check.no_password {
+                // etcd's ErrNoPasswordUser, which its API layer does not map: gRPC's Unknown.
+                return Err(Status::new(
+                    crate::net::grpc::Code::Unknown,
+                    "auth: authentication failed, password was given for no password user",
+                ));
+            }
             let password = r.password.clone();
             let matches = match check.hash {
                 None => false,
