@@ -17,7 +17,7 @@
 //! Multi-member clusters (with network partitions), the history recorder and linearizability
 //! checker, and the fault-injecting workload are in [`cluster`], [`history`] and [`nemesis`]
 //! (used by tests/cluster_harness.rs); an HTTP/1.1 client for etcd's JSON gateway and a
-//! differential pair for it in [`gateway`].
+//! differential pair for it in [`gateway`]; raw gRPC calls in [`grpc`].
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -25,6 +25,7 @@ pub mod ctl;
 pub mod ctl_steps;
 pub mod differential;
 pub mod gateway;
+pub mod grpc;
 pub mod history;
 pub mod nemesis;
 
