@@ -1,7 +1,8 @@
 //! The etcd v3 services: which gRPC method a path names, how its request is decoded and
 //! checked, and how the core's answer is encoded. One module per service holds the checks;
 //! the Lock and Election services ([`lock`], [`election`], sharing [`concurrency`]) run
-//! etcd's recipes on the executor, each step a request to the core like a KV call.
+//! etcd's recipes on the executor, each step a request made as the caller through the same
+//! path as a KV call ([`Api::call_as`]).
 
 pub mod auth;
 pub mod concurrency;
