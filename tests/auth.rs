@@ -216,3 +216,120 @@ fn users_roles_and_permissions_survive_a_restart() {
     p.corekv.restart();
     p.same(&["get", "foo"]);
 }
+
+/// One raw Range: what it shows, its metadata, its key.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
+/// etcd 3.4 reads a gRPC call's token from its `token` metadata or, without one, from its
+/// `authorization` metadata (as sent: no scheme); corekv does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_takes_the_token_from_authorization_metadata_too() {
+    let p = Pair::start();
+    set_up_users(&p);
+    p.same(&["auth", "enable"]);
+    let mut seen = Vec::new();
+    for s in [&p.etcd, &p.corekv] {
+        let alice = common::gateway::connect(s.client_port)
+            .post_with(
+                "/v3/auth/authenticate",
+                &[],
+                r#"{"name":"alice","password":"apw"}"#,
+            )
+            .json()["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} gave alice no token", s.kind.name()))
+            .to_owned();
+        let bearer = format!("Bearer {alice}");
+        let cases: [Case; 8] = [
+            ("authorization", &[("authorization", &alice)], b"foo"),
+            ("token", &[("token", &alice)], b"foo"),
+            ("no metadata", &[], b"foo"),
+            (
+                "authorization, a key not hers",
+                &[("authorization", &alice)],
+                b"other",
+            ),
+            ("a bad authorization", &[("authorization", "bogus")], b"foo"),
+            (
+                "a bad token, a good authorization",
+                &[("token", "bogus"), ("authorization", &alice)],
+                b"foo",
+            ),
+            (
+                "a good token, a bad authorization",
+                &[("token", &alice), ("authorization", "bogus")],
+                b"foo",
+            ),
+            ("a scheme", &[("authorization", &bearer)], b"foo"),
+        ];
+        let mut answers = Vec::new();
+        for (what, metadata, key) in cases {
+            // A RangeRequest of one key (field 1).
+            let mut range = vec![0x0a, key.len() as u8];
+            range.extend_from_slice(key);
+            let body = common::grpc::frame(&range);
+            let (status, message) = common::grpc::raw_call_with(
+                s.client_port,
+                "/etcdserverpb.KV/Range",
+                metadata,
+                body,
+            )
+            .await;
+            answers.push(format!("{what}: {status} {message}"));
+        }
+        seen.push(answers);
+    }
+    assert_eq!(
+        seen[1], seen[0],
+        "corekv (left) and etcd 3.4 (right) differ"
+    );
+    assert_eq!(seen[0][0], "authorization: 0 ", "{:#?}", seen[0]);
+    assert!(
+        seen[0][3].ends_with(": 7 etcdserver: permission denied"),
+        "{:#?}",
+        seen[0]
+    );
+}
+
+/// etcdctl's `lock` and `elect` are client-side recipes (KV, Lease, Watch) in etcdctl 3.4:
+/// a user may lock where she may read and write, and nobody else may.
+#[test]
+fn etcdctl_lock_and_elect_need_permission() {
+    let p = Pair::start();
+    for cmd in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "locker"],
+        &[
+            "role",
+            "grant-permission",
+            "locker",
+            "readwrite",
+            "--prefix",
+            "lk/",
+        ],
+        &["user", "add", "alice:apw"],
+        &["user", "grant-role", "alice", "locker"],
+        &["user", "add", "bob:bpw"],
+        &["auth", "enable"],
+        &[ALICE, "lock", "lk", "echo", "held"],
+        &["--user=bob:bpw", "lock", "lk", "echo", "held"],
+        &["lock", "lk", "echo", "held"],
+        &["--user=bob:bpw", "elect", "lk", "v"],
+        &["--user=bob:bpw", "elect", "--listen", "lk"],
+        &[ROOT, "get", "lk/", "--prefix"],
+    ] {
+        p.same(cmd);
+    }
+    // What both said: alice held the lock, bob was refused.
+    let alice = p.corekv.etcdctl(&[ALICE, "lock", "lk", "echo", "held"]);
+    assert_eq!(stdout(&alice), "held\n", "{}", stderr(&alice));
+    let bob = p
+        .corekv
+        .etcdctl(&["--user=bob:bpw", "lock", "lk", "echo", "held"]);
+    assert!(
+        stderr(&bob).contains("Error: etcdserver: permission denied"),
+        "{}",
+        stderr(&bob)
+    );
+}

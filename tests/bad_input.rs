@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::grpc::{frame, raw_call};
 use common::{corekv_bin, free_port, http_get, DieWithTest, Kind, Server};
 use etcd_client::Client;
 
@@ -112,44 +113,6 @@ fn http1_endpoints_answer() {
     assert!(m.contains("etcd_disk_wal_fsync_duration_seconds_count"));
     assert!(m.contains("etcd_server_proposals_applied_total"));
     assert!(http_get(s.client_port, "/nope").is_none());
-}
-
-/// One raw gRPC call over HTTP/2: (grpc-status, grpc-message).
-async fn raw_call(port: u16, path: &str, body: Bytes) -> (String, String) {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (resp, mut send) = h2.send_request(req, false).unwrap();
-    send.send_data(body, true).unwrap();
-    let resp = resp.await.unwrap();
-    let head = resp.headers().clone();
-    let mut body = resp.into_body();
-    while let Some(chunk) = body.data().await {
-        let _ = chunk;
-    }
-    let trailers = body.trailers().await.unwrap().unwrap_or(head);
-    let get = |k: &str| {
-        trailers
-            .get(k)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    (get("grpc-status"), get("grpc-message"))
-}
-
-fn frame(payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_u8(0);
-    b.put_u32(payload.len() as u32);
-    b.put_slice(payload);
-    b.freeze()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,10 @@
 //! advertise one peer URL (same IDs), leases are granted with fixed IDs (same keys), so
 //! revisions match too; only the raft term is left out.
 //!
+//! With auth enabled both services run as their caller (etcd's over an in-process client that
+//! carries the caller's token): a user without permission on a name's keys can neither lock
+//! nor campaign, see, proclaim over, resign or observe the leader there.
+//!
 //! Ordering is asserted with handshakes, never with sleeps: a waiter's key is seen in the
 //! store before its rival unlocks, and a shared log records "unlocked" before the rival's
 //! grant can be logged. Every wait is bounded.
@@ -17,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::{Kind, Server};
 use etcd_client::{
-    Client, GetOptions, LeaderKey, LeaseGrantOptions, LockOptions, ProclaimOptions, ResignOptions,
+    Client, ConnectOptions, GetOptions, LeaderKey, LeaseGrantOptions, LockOptions, Permission,
+    ProclaimOptions, ResignOptions,
 };
 
 const LEASE_A: i64 = 0x1a;
@@ -260,6 +265,162 @@ async fn lock_and_election_answer_as_etcd_does() {
     let want = grpc_transcript(&etcd).await;
     let got = grpc_transcript(&corekv).await;
     assert_eq!(got, want, "corekv (left) and etcd 3.4 (right) differ");
+}
+
+async fn connect_as(s: &Server, user: &str, password: &str) -> Client {
+    let options = ConnectOptions::new().with_user(user, password);
+    Client::connect([s.endpoint()], Some(options))
+        .await
+        .unwrap_or_else(|e| panic!("connecting as {user}: {e}"))
+}
+
+/// What a call answered, for a transcript: `ok` and what `show` makes of the answer, or the
+/// error.
+fn outcome<T>(what: &str, r: Result<T, etcd_client::Error>, show: impl Fn(&T) -> String) -> String {
+    match r {
+        Ok(v) => format!("{what}: ok {}", show(&v)),
+        Err(e) => format!("{what}: {}", error_text(e)),
+    }
+}
+
+/// Both services as a permitted user (alice: read and write under `a/`), one without
+/// permissions (bob), one without a token; returns what each saw, in order.
+async fn auth_transcript(s: &Server) -> Vec<String> {
+    let mut root = connect(s).await;
+    root.user_add("root", "rootpw", None).await.unwrap();
+    root.user_grant_role("root", "root").await.unwrap();
+    root.role_add("app").await.unwrap();
+    root.role_grant_permission("app", Permission::read_write("a/").with_prefix())
+        .await
+        .unwrap();
+    root.user_add("alice", "apw", None).await.unwrap();
+    root.user_grant_role("alice", "app").await.unwrap();
+    root.user_add("bob", "bpw", None).await.unwrap();
+    for id in [LEASE_A, LEASE_B] {
+        root.lease_grant(60, Some(LeaseGrantOptions::new().with_id(id)))
+            .await
+            .unwrap();
+    }
+    root.auth_enable().await.unwrap();
+    let mut alice = connect_as(s, "alice", "apw").await;
+    let mut bob = connect_as(s, "bob", "bpw").await;
+    let mut anon = connect(s).await;
+    let lock = |lease| Some(LockOptions::new().with_lease(lease));
+    let key = |r: &etcd_client::LockResponse| {
+        format!(
+            "{} at {}",
+            String::from_utf8_lossy(r.key()),
+            r.header().unwrap().revision()
+        )
+    };
+    let header = |h: Option<&etcd_client::ResponseHeader>| format!("at {}", h.unwrap().revision());
+    let mut t = Vec::new();
+
+    let held = alice.lock("a/l", lock(LEASE_A)).await.unwrap();
+    t.push(format!("alice locks a/l: ok {}", key(&held)));
+    t.push(outcome(
+        "bob locks a/l",
+        bob.lock("a/l", lock(LEASE_B)).await,
+        key,
+    ));
+    // With lease 0 the session's lease is granted (not checked), then the txn is refused.
+    t.push(outcome("bob locks b", bob.lock("b", None).await, key));
+    t.push(outcome(
+        "anon locks a/l",
+        anon.lock("a/l", lock(LEASE_B)).await,
+        key,
+    ));
+    t.push(outcome(
+        "bob unlocks alice's key",
+        bob.unlock(held.key()).await,
+        |r| header(r.header()),
+    ));
+
+    let campaign = |r: &etcd_client::CampaignResponse| show_leader(r.leader().unwrap());
+    t.push(outcome(
+        "bob campaigns",
+        bob.campaign("a/e", "b", LEASE_B).await,
+        campaign,
+    ));
+    let leading = alice.campaign("a/e", "a", LEASE_A).await.unwrap();
+    t.push(format!("alice campaigns: ok {}", campaign(&leading)));
+    let la = leader_key(leading.leader().unwrap());
+    let leader = |r: &etcd_client::LeaderResponse| {
+        let kv = r.kv().unwrap();
+        format!("{} = {}", kv.key_str().unwrap(), kv.value_str().unwrap())
+    };
+    for (who, c) in [
+        ("bob", &mut bob),
+        ("anon", &mut anon),
+        ("alice", &mut alice),
+    ] {
+        t.push(outcome(
+            &format!("{who} asks the leader"),
+            c.leader("a/e").await,
+            leader,
+        ));
+    }
+    let on_behalf = || Some(ProclaimOptions::new().with_leader(leader_key(&la)));
+    t.push(outcome(
+        "bob proclaims for alice",
+        bob.proclaim("x", on_behalf()).await,
+        |r| header(r.header()),
+    ));
+    t.push(outcome(
+        "bob resigns for alice",
+        bob.resign(Some(ResignOptions::new().with_leader(leader_key(&la))))
+            .await,
+        |r| header(r.header()),
+    ));
+    // An observer who may not read the leader gets a stream that ends without a message.
+    for (who, c) in [
+        ("bob", &mut bob),
+        ("anon", &mut anon),
+        ("alice", &mut alice),
+    ] {
+        let seen = match c.observe("a/e").await {
+            Ok(mut stream) => match bounded("an observed leader", stream.message()).await {
+                Ok(Some(m)) => format!("observes {}", leader(&m)),
+                Ok(None) => "observes nothing; the stream ended".to_owned(),
+                Err(e) => format!("observe: {}", error_text(e)),
+            },
+            Err(e) => format!("observe: {}", error_text(e)),
+        };
+        t.push(format!("{who} {seen}"));
+    }
+    t.push(outcome(
+        "alice proclaims",
+        alice.proclaim("a2", on_behalf()).await,
+        |r| header(r.header()),
+    ));
+    t.push(outcome(
+        "alice resigns",
+        alice
+            .resign(Some(ResignOptions::new().with_leader(leader_key(&la))))
+            .await,
+        |r| header(r.header()),
+    ));
+    t.push(outcome(
+        "alice unlocks",
+        alice.unlock(held.key()).await,
+        |r| header(r.header()),
+    ));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_run_as_their_caller() {
+    let peer = format!("http://127.0.0.1:{}", common::free_port());
+    let etcd = Server::start_advertising(Kind::Etcd, &peer);
+    let corekv = Server::start_advertising(Kind::Corekv, &peer);
+    let want = auth_transcript(&etcd).await;
+    let got = auth_transcript(&corekv).await;
+    assert_eq!(got, want, "corekv (left) and etcd 3.4 (right) differ");
+    assert!(
+        want.iter()
+            .any(|l| l.starts_with("bob locks a/l: error Unknown: etcdserver: permission denied")),
+        "{want:#?}"
+    );
 }
 
 /// A client that goes away while it waits for a lock or a leadership takes its key with it,

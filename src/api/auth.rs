@@ -68,11 +68,23 @@ impl AuthMethod {
 /// The credentials a call came with.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
-    /// The `token` gRPC metadata.
+    /// The simple token, as etcd 3.4's AuthInfoFromCtx finds it: the `token` metadata, else
+    /// the `authorization` metadata (the value as sent, no `Bearer` scheme; empty is a
+    /// token too, and an invalid one).
     pub token: Option<String>,
     /// The subject common name of the client certificate the connection's TLS handshake
     /// verified; the user of a call without a token when --client-cert-auth is on.
     pub common_name: Option<std::sync::Arc<str>>,
+}
+
+impl Caller {
+    /// A caller from its metadata: `token` wins over `authorization` (each its first value).
+    pub fn from_metadata(token: Option<&str>, authorization: Option<&str>) -> Caller {
+        Caller {
+            token: token.or(authorization).map(str::to_owned),
+            common_name: None,
+        }
+    }
 }
 
 impl Api {
@@ -251,6 +263,13 @@ impl Api {
             };
             if !check.enabled {
                 return Err(AuthError::AuthNotEnabled.into());
+            }
+            if check.no_password {
+                // etcd's ErrNoPasswordUser, which its API layer does not map: gRPC's Unknown.
+                return Err(Status::new(
+                    crate::net::grpc::Code::Unknown,
+                    "auth: authentication failed, password was given for no password user",
+                ));
             }
             let password = r.password.clone();
             let matches = match check.hash {

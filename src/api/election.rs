@@ -2,9 +2,8 @@
 //! created first leads. Campaign waits like Lock; Observe streams the leader's key-value each
 //! time the leader or its value changes, following etcd's `Election.Observe` step by step.
 
-use crate::api::concurrency::{self, recipe_error, Abandon};
+use crate::api::concurrency::{recipe_error, Abandon, Client};
 use crate::api::watch::OwnWatch;
-use crate::api::Api;
 use crate::net::conn::{Incoming, Outgoing};
 use crate::net::grpc::{encode_message, Code, Status};
 use crate::proto::etcdserverpb as pb;
@@ -22,13 +21,15 @@ fn missing_leader() -> Status {
 /// campaigned, proclaims the new value), then waits until it leads. As etcd's, the answer
 /// carries the header of the first txn, whenever leadership came.
 pub async fn campaign(
-    api: &Api,
+    c: Client<'_>,
     req: epb::CampaignRequest,
 ) -> Result<epb::CampaignResponse, Status> {
-    let lease = concurrency::session_lease(api, req.lease).await?;
+    let lease = c.session_lease(req.lease).await?;
     let prefix = recipes::prefix_of(&req.name);
     let key = recipes::contender_key(&prefix, lease);
-    let resp = concurrency::txn(api, recipes::campaign_txn(&key, &req.value, lease)).await?;
+    let resp = c
+        .txn(recipes::campaign_txn(&key, &req.value, lease))
+        .await?;
     let mut rev = resp.header.as_ref().map_or(0, |h| h.revision);
     if !resp.succeeded {
         let kv = recipes::range_of(&resp, 0)
@@ -36,17 +37,15 @@ pub async fn campaign(
             .ok_or_else(|| Status::internal("campaign txn: no own key"))?;
         rev = kv.create_revision;
         if kv.value != req.value {
-            if let Err(e) = proclaim_as(api, &key, rev, &req.value, lease).await {
-                concurrency::txn(api, recipes::resign_txn(&key, rev))
-                    .await
-                    .ok();
+            if let Err(e) = proclaim_as(c, &key, rev, &req.value, lease).await {
+                c.txn(recipes::resign_txn(&key, rev)).await.ok();
                 return Err(e);
             }
         }
     }
     // Only a caller that goes away resigns: etcd keeps the key when the wait fails otherwise.
-    let abandon = Abandon::new(api, Request::Txn(recipes::resign_txn(&key, rev)));
-    let waited = concurrency::wait_deletes(api, &prefix, rev - 1).await;
+    let abandon = Abandon::new(c, Request::Txn(recipes::resign_txn(&key, rev)));
+    let waited = c.wait_deletes(&prefix, rev - 1).await;
     abandon.keep();
     waited?;
     Ok(epb::CampaignResponse {
@@ -61,13 +60,13 @@ pub async fn campaign(
 }
 
 async fn proclaim_as(
-    api: &Api,
+    c: Client<'_>,
     key: &[u8],
     rev: i64,
     value: &[u8],
     lease: i64,
 ) -> Result<Option<pb::ResponseHeader>, Status> {
-    let resp = concurrency::txn(api, recipes::proclaim_txn(key, rev, value, lease)).await?;
+    let resp = c.txn(recipes::proclaim_txn(key, rev, value, lease)).await?;
     if !resp.succeeded {
         return Err(recipe_error(recipes::NOT_LEADER));
     }
@@ -78,30 +77,32 @@ async fn proclaim_as(
 /// at `leader.rev`. The key is put with `leader.lease` (a lease of its own when that is 0, as
 /// etcd's session does).
 pub async fn proclaim(
-    api: &Api,
+    c: Client<'_>,
     req: epb::ProclaimRequest,
 ) -> Result<epb::ProclaimResponse, Status> {
     let leader = req.leader.ok_or_else(missing_leader)?;
-    let lease = concurrency::session_lease(api, leader.lease).await?;
-    let header = proclaim_as(api, &leader.key, leader.rev, &req.value, lease).await?;
+    let lease = c.session_lease(leader.lease).await?;
+    let header = proclaim_as(c, &leader.key, leader.rev, &req.value, lease).await?;
     Ok(epb::ProclaimResponse { header })
 }
 
 /// Resign(leader): deletes the leader's key if it is still the one created at `leader.rev`;
 /// not being the leader is not an error.
-pub async fn resign(api: &Api, req: epb::ResignRequest) -> Result<epb::ResignResponse, Status> {
+pub async fn resign(c: Client<'_>, req: epb::ResignRequest) -> Result<epb::ResignResponse, Status> {
     let leader = req.leader.ok_or_else(missing_leader)?;
-    concurrency::session_lease(api, leader.lease).await?;
-    let resp = concurrency::txn(api, recipes::resign_txn(&leader.key, leader.rev)).await?;
+    c.session_lease(leader.lease).await?;
+    let resp = c.txn(recipes::resign_txn(&leader.key, leader.rev)).await?;
     Ok(epb::ResignResponse {
         header: resp.header,
     })
 }
 
 /// Leader(name): the key under `name/` with the lowest create revision.
-pub async fn leader(api: &Api, req: epb::LeaderRequest) -> Result<epb::LeaderResponse, Status> {
+pub async fn leader(c: Client<'_>, req: epb::LeaderRequest) -> Result<epb::LeaderResponse, Status> {
     let prefix = recipes::prefix_of(&req.name);
-    let resp = concurrency::range(api, recipes::first_or_last_created(&prefix, true)).await?;
+    let resp = c
+        .range(recipes::first_or_last_created(&prefix, true))
+        .await?;
     match resp.kvs.into_iter().next() {
         Some(kv) => Ok(epb::LeaderResponse {
             header: resp.header,
@@ -118,7 +119,7 @@ pub async fn leader(api: &Api, req: epb::LeaderRequest) -> Result<epb::LeaderRes
 pub async fn observe(
     mut incoming: Incoming,
     outgoing: &mut Outgoing,
-    api: &Api,
+    c: Client<'_>,
 ) -> Result<(), Status> {
     let req: epb::LeaderRequest = match incoming.next().await {
         Some(msg) => crate::api::decode(&msg?)?,
@@ -127,15 +128,14 @@ pub async fn observe(
     let prefix = recipes::prefix_of(&req.name);
     loop {
         // etcd's observe ends quietly (the stream with OK) when a request of its fails.
-        let Ok(resp) = concurrency::range(api, recipes::first_or_last_created(&prefix, true)).await
-        else {
+        let Ok(resp) = c.range(recipes::first_or_last_created(&prefix, true)).await else {
             return Ok(());
         };
         let (header, kv) = match resp.kvs.into_iter().next() {
             Some(kv) => (resp.header.unwrap_or_default(), kv),
             None => {
                 let revision = resp.header.map_or(0, |h| h.revision);
-                let mut watch = api.own_watch(pb::WatchCreateRequest {
+                let mut watch = c.watch(pb::WatchCreateRequest {
                     key: prefix.clone().into(),
                     range_end: recipes::prefix_range_end(&prefix).into(),
                     start_revision: revision,
@@ -150,7 +150,7 @@ pub async fn observe(
         let next_rev = header.revision + 1;
         let key = kv.key.clone();
         send(outgoing, Some(header), kv).await?;
-        let mut watch = api.own_watch(pb::WatchCreateRequest {
+        let mut watch = c.watch(pb::WatchCreateRequest {
             key,
             start_revision: next_rev,
             ..Default::default()

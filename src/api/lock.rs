@@ -2,8 +2,7 @@
 //! `name/` was created first. Lock waits (on the executor, with watches) until every key
 //! created before the caller's is gone; a caller that goes away while waiting leaves no key.
 
-use crate::api::concurrency::{self, Abandon};
-use crate::api::Api;
+use crate::api::concurrency::{Abandon, Client};
 use crate::net::grpc::Status;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::v3lockpb as lockpb;
@@ -13,11 +12,11 @@ use crate::server::message::Request;
 /// Lock(name, lease): puts `name/<lease hex>` with the lease (unless this lease already has
 /// it), then waits for the keys created before it to be deleted. The answer's header is the
 /// txn's when the lock was free, else the header of the range that found no one before it.
-pub async fn lock(api: &Api, req: lockpb::LockRequest) -> Result<lockpb::LockResponse, Status> {
-    let lease = concurrency::session_lease(api, req.lease).await?;
+pub async fn lock(c: Client<'_>, req: lockpb::LockRequest) -> Result<lockpb::LockResponse, Status> {
+    let lease = c.session_lease(req.lease).await?;
     let prefix = recipes::prefix_of(&req.name);
     let key = recipes::contender_key(&prefix, lease);
-    let resp = concurrency::txn(api, recipes::lock_txn(&prefix, &key, lease)).await?;
+    let resp = c.txn(recipes::lock_txn(&prefix, &key, lease)).await?;
     let mut my_rev = resp.header.as_ref().map_or(0, |h| h.revision);
     if !resp.succeeded {
         let mine = recipes::range_of(&resp, 0).and_then(|r| r.kvs.first());
@@ -35,23 +34,23 @@ pub async fn lock(api: &Api, req: lockpb::LockRequest) -> Result<lockpb::LockRes
     // Any failure while waiting, the caller leaving included, gives the key up (etcd's
     // Mutex.Lock unlocks when its wait fails).
     let abandon = Abandon::new(
-        api,
+        c,
         Request::DeleteRange(pb::DeleteRangeRequest {
             key: key.clone(),
             ..Default::default()
         }),
     );
-    let header = concurrency::wait_deletes(api, &prefix, my_rev - 1).await?;
+    let header = c.wait_deletes(&prefix, my_rev - 1).await?;
     abandon.keep();
     Ok(lockpb::LockResponse { header, key })
 }
 
 /// Unlock(key): deletes the key, whoever holds it.
 pub async fn unlock(
-    api: &Api,
+    c: Client<'_>,
     req: lockpb::UnlockRequest,
 ) -> Result<lockpb::UnlockResponse, Status> {
-    let resp = concurrency::delete(api, req.key).await?;
+    let resp = c.delete(req.key).await?;
     Ok(lockpb::UnlockResponse {
         header: resp.header,
     })

@@ -1,7 +1,8 @@
 //! The etcd v3 services: which gRPC method a path names, how its request is decoded and
 //! checked, and how the core's answer is encoded. One module per service holds the checks;
 //! the Lock and Election services ([`lock`], [`election`], sharing [`concurrency`]) run
-//! etcd's recipes on the executor, each step a request to the core like a KV call.
+//! etcd's recipes on the executor, each step a request made as the caller through the same
+//! path as a KV call ([`Api::call_as`]).
 
 pub mod auth;
 pub mod concurrency;
@@ -182,13 +183,16 @@ impl Api {
         if let Unary::Auth(m) = method {
             return self.auth_unary(m, &body, caller).await;
         }
+        // The recipes run as their caller, as etcd's run over an in-process client that
+        // carries the caller's context.
+        let c = concurrency::Client { api: self, caller };
         match method {
-            Unary::Lock => return self.recipe(&body, |r| lock::lock(self, r)).await,
-            Unary::Unlock => return self.recipe(&body, |r| lock::unlock(self, r)).await,
-            Unary::Campaign => return self.recipe(&body, |r| election::campaign(self, r)).await,
-            Unary::Proclaim => return self.recipe(&body, |r| election::proclaim(self, r)).await,
-            Unary::Leader => return self.recipe(&body, |r| election::leader(self, r)).await,
-            Unary::Resign => return self.recipe(&body, |r| election::resign(self, r)).await,
+            Unary::Lock => return self.recipe(&body, |r| lock::lock(c, r)).await,
+            Unary::Unlock => return self.recipe(&body, |r| lock::unlock(c, r)).await,
+            Unary::Campaign => return self.recipe(&body, |r| election::campaign(c, r)).await,
+            Unary::Proclaim => return self.recipe(&body, |r| election::proclaim(c, r)).await,
+            Unary::Leader => return self.recipe(&body, |r| election::leader(c, r)).await,
+            Unary::Resign => return self.recipe(&body, |r| election::resign(c, r)).await,
             _ => {}
         }
         let request = self.decode_request(method, &body)?;
@@ -196,6 +200,14 @@ impl Api {
         if self.learner() && !supported_by_learners(&request) {
             return Err(not_for_learners());
         }
+        let response = self.call_as(request, caller).await?;
+        Ok(encode_response(&response))
+    }
+
+    /// Runs one request as `caller`: checked as etcd's API layer checks it (a write tagged
+    /// with its sender, to be checked again at apply), then answered by the core. Every
+    /// client request and every request of the Lock and Election recipes takes this path.
+    pub async fn call_as(&self, request: Request, caller: &Caller) -> Result<Response, Status> {
         self.await_token(caller).await?;
         let (request, read_at) = self.authorize(request, caller)?;
         let response = self.core.call(request).await?;
@@ -204,7 +216,7 @@ impl Api {
         if read_at.is_some_and(|rev| rev != self.auth.view().revision) {
             return Err(AuthError::OldRevision.into());
         }
-        Ok(encode_response(&response))
+        Ok(response)
     }
 
     /// Checks a request as etcd's API layer does, and tags it with its sender so that a
@@ -300,12 +312,15 @@ impl Api {
         Ok(encode_message(&reply))
     }
 
-    /// A watch the server keeps for itself on this executor (see [`watch::OwnWatch`]).
+    /// A watch the server keeps for itself on this executor (see [`watch::OwnWatch`]), made
+    /// for `caller` and checked as a client's watch is (refused: created and canceled).
     pub fn own_watch(
         &self,
         create: crate::proto::etcdserverpb::WatchCreateRequest,
+        caller: &Caller,
     ) -> watch::OwnWatch {
-        watch::OwnWatch::open(&self.core, &self.watch_streams, create)
+        let command = watch::create_command(self, caller, create);
+        watch::OwnWatch::open(&self.core, &self.watch_streams, command)
     }
 
     /// etcd serves clients only once the member has published itself through raft (its
@@ -355,7 +370,10 @@ impl Api {
                 r
             }
             Streaming::LeaseKeepAlive => lease::keep_alive(&self.core, incoming, outgoing).await,
-            Streaming::Observe => election::observe(incoming, outgoing, self).await,
+            Streaming::Observe => {
+                let c = concurrency::Client { api: self, caller };
+                election::observe(incoming, outgoing, c).await
+            }
             Streaming::Snapshot => {
                 self.check_maintenance(caller)?;
                 snapshot::serve(&self.core, incoming, outgoing).await

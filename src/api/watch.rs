@@ -327,6 +327,18 @@ fn check_create(
         .map_err(reason)
 }
 
+/// What a watch creation becomes at the hub: the watch, or (not permitted) its refusal.
+pub fn create_command(
+    api: &super::Api,
+    caller: &super::auth::Caller,
+    c: pb::WatchCreateRequest,
+) -> WatchCommand {
+    match check_create(api, caller, &c) {
+        Ok(()) => WatchCommand::Create(c),
+        Err(reason) => WatchCommand::Refuse(reason),
+    }
+}
+
 /// Serves one Watch stream until the client ends it or goes away.
 pub async fn serve(
     api: &super::Api,
@@ -351,10 +363,7 @@ pub async fn serve(
             })?;
             use pb::watch_request::RequestUnion as U;
             match req.request_union {
-                Some(U::CreateRequest(c)) => match check_create(api, caller, &c) {
-                    Ok(()) => core.send(command(WatchCommand::Create(c))),
-                    Err(reason) => core.send(command(WatchCommand::Refuse(reason))),
-                },
+                Some(U::CreateRequest(c)) => core.send(command(create_command(api, caller, c))),
                 Some(U::CancelRequest(c)) => core.send(command(WatchCommand::Cancel(c.watch_id))),
                 Some(U::ProgressRequest(_)) => core.send(command(WatchCommand::Progress)),
                 None => {}
@@ -390,16 +399,17 @@ pub struct OwnWatch {
 }
 
 impl OwnWatch {
-    /// Creates the watcher; its first response is the `created` one.
+    /// Creates the watcher (or refuses it: `command` is a Create or a Refuse); its first
+    /// response is the `created` one.
     pub fn open(
         core: &Rc<CoreClient>,
         streams: &Rc<WatchStreams>,
-        create: pb::WatchCreateRequest,
+        command: WatchCommand,
     ) -> OwnWatch {
         let (id, stream) = streams.open();
         core.send(Request::Watch {
             stream: id,
-            command: WatchCommand::Create(create),
+            command,
         });
         OwnWatch {
             core: core.clone(),

@@ -112,6 +112,9 @@ pub struct PasswordCheck {
     pub revision: u64,
     /// The bcrypt hash; None when the user is missing or has no password.
     pub hash: Option<Vec<u8>>,
+    /// The user exists and was added without a password (etcd refuses it with its own
+    /// error, not the failed-authentication one).
+    pub no_password: bool,
 }
 
 pub struct AuthStore {
@@ -207,15 +210,14 @@ impl AuthStore {
 
     /// A user's password hash, for Authenticate's check off the core.
     pub fn password_check(&self, name: &str) -> PasswordCheck {
-        let hash = self
-            .users
-            .get(name)
-            .filter(|u| !u.options.as_ref().is_some_and(|o| o.no_password))
-            .map(|u| u.password.to_vec());
+        let user = self.users.get(name);
+        let no_password = user.is_some_and(|u| u.options.as_ref().is_some_and(|o| o.no_password));
+        let hash = user.filter(|_| !no_password).map(|u| u.password.to_vec());
         PasswordCheck {
             enabled: self.enabled,
             revision: self.revision,
             hash,
+            no_password,
         }
     }
 

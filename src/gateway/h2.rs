@@ -16,6 +16,12 @@ use crate::api::Api;
 pub async fn serve_h2(api: &Api, request: http::Request<RecvStream>, respond: SendResponse<Bytes>) {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
+    let caller = super::caller(
+        request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
     let send = Rc::new(RefCell::new(None));
     let mut body = H2Body {
         recv: request.into_body(),
@@ -35,19 +41,22 @@ pub async fn serve_h2(api: &Api, request: http::Request<RecvStream>, respond: Se
                     let _ = std::future::poll_fn(|cx| out.respond.poll_reset(cx)).await;
                     None
                 };
-                match futures_lite::future::or(async { Some(unary(api, m, &all).await) }, gone)
-                    .await
+                match futures_lite::future::or(
+                    async { Some(unary(api, m, &all, &caller).await) },
+                    gone,
+                )
+                .await
                 {
                     Some(reply) => reply,
                     None => return,
                 }
             } else {
-                unary(api, m, &all).await
+                unary(api, m, &all, &caller).await
             };
             out.answer(reply).await
         }
         Plan::Streaming(m) => {
-            stream::serve(api, m, body, &mut out).await;
+            stream::serve(api, m, body, &mut out, &caller).await;
         }
     }
 }

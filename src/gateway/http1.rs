@@ -7,6 +7,7 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::stream::{self, Body, Reply200};
 use super::{body_limit, plan, reason, too_large, unary, Plan, Reply};
+use crate::api::auth::Caller;
 use crate::api::Api;
 
 /// What the gateway needs of a request head.
@@ -16,6 +17,8 @@ pub struct Head {
     length: Length,
     expect_continue: bool,
     pub keep_alive: bool,
+    /// The credentials in its headers.
+    caller: Caller,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +63,7 @@ pub fn head(req: &httparse::Request) -> Option<Head> {
         length,
         expect_continue,
         keep_alive: req.version == Some(1) && !close,
+        caller: super::caller(req.headers.iter().map(|h| (h.name, h.value))),
     })
 }
 
@@ -271,7 +275,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(body) if m.may_wait() => {
                     // A call that waits for others ends (is dropped) when its client leaves.
                     let answer = futures_lite::future::or(
-                        async { Some(unary(api, m, &body).await) },
+                        async { Some(unary(api, m, &body, &head.caller).await) },
                         async {
                             until_closed(&mut *stream, buf).await;
                             None
@@ -283,7 +287,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         None => return false,
                     }
                 }
-                Ok(body) => (unary(api, m, &body).await, keep_alive),
+                Ok(body) => (unary(api, m, &body, &head.caller).await, keep_alive),
                 Err(n) => (Reply::error(&too_large(api, n)), false),
             };
             write(stream, &response(&reply, keep)).await.is_ok() && keep
@@ -292,7 +296,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let (read, write_half) = futures_lite::io::split(&mut *stream);
             let body = BodyReader::new(read, buf, head.length);
             let mut out = Chunked { conn: write_half };
-            stream::serve(api, m, body, &mut out).await && keep_alive
+            stream::serve(api, m, body, &mut out, &head.caller).await && keep_alive
         }
     }
 }

@@ -23,6 +23,7 @@ pub use self::h2::serve_h2;
 
 use bytes::Bytes;
 
+use crate::api::auth::Caller;
 use crate::api::{self, Api, Route, Streaming, Unary};
 use crate::net::grpc::{Code, FrameError, Status};
 use crate::proto::path;
@@ -118,12 +119,36 @@ fn target(path: &str) -> Option<Target> {
     };
     let grpc = PATHS.iter().find(|(p, _)| *p == path)?.1;
     Some(match api::route(grpc) {
-        // The gateway has no JSON codecs for the Auth service yet.
-        Some(Route::Unary(api::Unary::Auth(_))) => Target::Unserved(grpc),
         Some(Route::Unary(m)) => Target::Unary(m),
         Some(Route::Streaming(m)) => Target::Streaming(m),
         None => Target::Unserved(grpc),
     })
+}
+
+/// The caller of a gateway request, from its HTTP headers as etcd 3.4's grpc-gateway turns
+/// them into gRPC metadata: `Authorization` becomes `authorization`, a `Grpc-Metadata-<Name>`
+/// header becomes `<name>` (so `Grpc-Metadata-Token` is `token`, which wins over
+/// `authorization`, as in [`Caller::from_metadata`]). Values are taken as sent (Go trims the
+/// spaces around them), so `Bearer <token>` is an invalid token there too.
+pub fn caller<'h>(headers: impl IntoIterator<Item = (&'h str, &'h [u8])>) -> Caller {
+    let mut token = None;
+    let mut authorization = None;
+    for (name, value) in headers {
+        let slot = if name.eq_ignore_ascii_case("grpc-metadata-token") {
+            &mut token
+        } else if name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("grpc-metadata-authorization")
+        {
+            &mut authorization
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            let value = value.trim_ascii();
+            *slot = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+    Caller::from_metadata(token.as_deref(), authorization.as_deref())
 }
 
 /// One answer: HTTP status, content type, body.
@@ -197,7 +222,7 @@ fn too_large(api: &Api, len: usize) -> Status {
 }
 
 /// Serves one unary call: the JSON request body in, the reply out.
-async fn unary(api: &Api, method: Unary, body: &[u8]) -> Reply {
+async fn unary(api: &Api, method: Unary, body: &[u8], caller: &Caller) -> Reply {
     let codec = json::codec_of(method);
     let request = match (codec.request)(body) {
         Ok(r) => r,
@@ -206,9 +231,7 @@ async fn unary(api: &Api, method: Unary, body: &[u8]) -> Reply {
     if request.len() > api.limits.grpc_receive_limit() {
         return Reply::error(&too_large(api, request.len()));
     }
-    // The gateway does not read credentials yet: with auth enabled its calls are a caller
-    // without a token (refused where etcd needs a user).
-    match api.unary(method, request, &Default::default()).await {
+    match api.unary(method, request, caller).await {
         // The reply is one gRPC-framed message.
         Ok(framed) => match (codec.response)(&framed[crate::net::grpc::PREFIX_LEN..]) {
             Ok(json) => Reply::json(200, json),
@@ -304,7 +327,15 @@ mod tests {
         );
         assert_eq!(
             target("/v3/auth/enable"),
-            Some(Target::Unserved("/etcdserverpb.Auth/AuthEnable"))
+            Some(Target::Unary(Unary::Auth(
+                api::auth::AuthMethod::AuthEnable
+            )))
+        );
+        assert_eq!(
+            target("/v3/auth/role/revoke"),
+            Some(Target::Unary(Unary::Auth(
+                api::auth::AuthMethod::RoleRevokePermission
+            )))
         );
         assert_eq!(target("/v3/lock/lock"), Some(Target::Unary(Unary::Lock)));
         assert_eq!(target("/v3/lock"), None);
@@ -314,6 +345,29 @@ mod tests {
         );
         assert_eq!(target("/v3alpha/kv/range"), None);
         assert_eq!(target("/v3/kv/nope"), None);
+    }
+
+    #[test]
+    fn the_token_comes_from_the_headers_grpc_gateway_forwards() {
+        let token = |headers: &[(&str, &str)]| {
+            caller(headers.iter().map(|(n, v)| (*n, v.as_bytes()))).token
+        };
+        assert_eq!(token(&[]), None);
+        assert_eq!(token(&[("Token", "t")]), None);
+        assert_eq!(token(&[("authorization", " t ")]).as_deref(), Some("t"));
+        assert_eq!(token(&[("Authorization", "")]).as_deref(), Some(""));
+        assert_eq!(
+            token(&[("Grpc-Metadata-Authorization", "a")]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            token(&[("Authorization", "a"), ("Authorization", "b")]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            token(&[("Authorization", "a"), ("grpc-metadata-token", "t")]).as_deref(),
+            Some("t")
+        );
     }
 
     #[test]

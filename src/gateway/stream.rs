@@ -13,6 +13,7 @@ use glommio::channels::local_channel;
 
 use super::json::{self, Next};
 use super::{error_body, http_status, reason, Reply};
+use crate::api::auth::Caller;
 use crate::api::{Api, Streaming};
 use crate::net::conn::{Incoming, Outgoing};
 use crate::net::grpc::{Code, MessageDecoder, Status};
@@ -85,6 +86,7 @@ pub(super) async fn serve<B: Body, W: Reply200>(
     method: Streaming,
     mut body: B,
     out: &mut W,
+    caller: &Caller,
 ) -> bool {
     let codec = json::stream_codec(method);
     let mut requests = Requests {
@@ -130,12 +132,7 @@ pub(super) async fn serve<B: Body, W: Reply200>(
     let serve = async {
         let mut outgoing = Outgoing::to_gateway(out_tx);
         let result = api
-            .streaming(
-                method,
-                Incoming::from_gateway(in_rx),
-                &mut outgoing,
-                &Default::default(),
-            )
+            .streaming(method, Incoming::from_gateway(in_rx), &mut outgoing, caller)
             .await;
         drop(outgoing);
         result

@@ -210,14 +210,17 @@ where
             if !grpc && crate::gateway::serves(&path) {
                 Box::pin(crate::gateway::serve_h2(&ctx.api, request, respond)).await;
             } else if request.method() == http::Method::POST {
-                let caller = crate::api::auth::Caller {
-                    token: request
+                let metadata = |name| {
+                    request
                         .headers()
-                        .get("token")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    common_name,
+                        .get(name)
+                        .and_then(|v: &http::HeaderValue| v.to_str().ok())
                 };
+                let mut caller = crate::api::auth::Caller::from_metadata(
+                    metadata("token"),
+                    metadata("authorization"),
+                );
+                caller.common_name = common_name;
                 serve_stream(&ctx, &path, request.into_body(), respond, &caller).await;
             } else {
                 let method = request.method().as_str().to_owned();

@@ -16,13 +16,16 @@
 //!
 //! Multi-member clusters (with network partitions), the history recorder and linearizability
 //! checker, and the fault-injecting workload are in [`cluster`], [`history`] and [`nemesis`]
-//! (used by tests/cluster_harness.rs).
+//! (used by tests/cluster_harness.rs); an HTTP/1.1 client for etcd's JSON gateway and a
+//! differential pair for it in [`gateway`]; raw gRPC calls in [`grpc`].
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod ctl;
 pub mod ctl_steps;
 pub mod differential;
+pub mod gateway;
+pub mod grpc;
 pub mod history;
 pub mod nemesis;
 
