@@ -87,7 +87,16 @@ pub struct CompareArgs {
     /// https:// with the client certificate.
     #[arg(long)]
     tls: bool,
+    /// Auth on every server (simple tokens): the root user, and a user `bench` whose role may
+    /// read and write every key; the load generators authenticate once as `bench` and send its
+    /// token with every request. corekv also runs without auth (one more column, "corekv
+    /// without auth"), so the tables show what auth costs it.
+    #[arg(long)]
+    auth: bool,
 }
+
+/// The extra corekv of `--auth`, started and measured like the others but without auth.
+const COREKV_NO_AUTH: &str = "corekv without auth";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum LoadGenerators {
@@ -352,8 +361,15 @@ struct Generators {
 }
 
 impl Generators {
-    /// The program and arguments that run `w` with `g` against `endpoints`.
-    fn command(&self, g: Generator, w: &Workload, endpoints: &[String]) -> (PathBuf, Vec<String>) {
+    /// The program and arguments that run `w` with `g` against `endpoints` (as the bench user
+    /// with `token` if there is one).
+    fn command(
+        &self,
+        g: Generator,
+        w: &Workload,
+        endpoints: &[String],
+        token: Option<&str>,
+    ) -> (PathBuf, Vec<String>) {
         let (bin, mut args) = match g {
             Generator::Corekv => {
                 let mut a = self.tls.clone();
@@ -375,6 +391,9 @@ impl Generators {
                 Vec::new(),
             ),
         };
+        if let Some(t) = token {
+            args.extend(crate::auth::bench_user_args(t));
+        }
         args.extend(["--endpoints".to_string(), endpoints.join(",")]);
         args.extend(w.args.iter().cloned());
         (bin, args)
@@ -387,8 +406,14 @@ fn bench_run(
     cluster: &mut Cluster,
     w: &Workload,
     rep: usize,
+    auth: bool,
 ) -> Result<Run, String> {
-    let (bin, args) = gens.command(g, w, &cluster.endpoints());
+    // The bench user's token, got here so the bcrypt check is not in the server CPU measured.
+    let token = match auth {
+        true => Some(crate::auth::bench_token(&cluster.endpoints())?),
+        false => None,
+    };
+    let (bin, args) = gens.command(g, w, &cluster.endpoints(), token.as_deref());
     let name = bin.file_name().map_or("?".into(), |n| n.to_string_lossy());
     let command = format!("{name} {}", args.join(" "));
     cluster.check_alive()?;
@@ -537,19 +562,20 @@ fn go_version() -> String {
 }
 
 impl Server {
-    /// Runs `w` with `g` against this server if it is still running; a failed run takes it
-    /// out.
+    /// Runs `w` with `g` against this server if it is still running (as the bench user if
+    /// `auth`); a failed run takes it out.
     fn run(
         &mut self,
         gens: &Generators,
         g: Generator,
         w: &Workload,
         rep: usize,
+        auth: bool,
     ) -> Result<Option<Run>, String> {
         let Some(c) = self.cluster.as_mut() else {
             return Ok(None);
         };
-        match bench_run(gens, g, c, w, rep) {
+        match bench_run(gens, g, c, w, rep, auth) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
                 let f = c.failure(e);
@@ -607,8 +633,19 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     let Lineup {
         mut servers,
         etcd35,
+        corekv_bin,
         ..
     } = lineup;
+    if a.auth {
+        servers.push(Server::new(
+            COREKV_NO_AUTH,
+            "corekv-noauth",
+            corekv_bin,
+            false,
+        ));
+    }
+    // Which servers run with auth (all but the extra corekv of --auth).
+    let with_auth = |s: &Server| a.auth && s.label != COREKV_NO_AUTH;
 
     let mut head = String::new();
     let _ = writeln!(
@@ -652,6 +689,18 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
             ""
         }
     );
+    if a.auth {
+        let _ = writeln!(
+            head,
+            "auth on every server but {COREKV_NO_AUTH} (--auth-token simple, the default): users \
+             root and {user}, role {role} with readwrite on every key (\\x00 and up; not root, \
+             so every request is checked); every load generator run gets a token of {user}'s \
+             (compare authenticates before the run, outside the CPU measured) and sends it \
+             with every request",
+            user = crate::auth::BENCH_USER,
+            role = crate::auth::BENCH_ROLE,
+        );
+    }
     if let (None, Err(why)) = (a.load_generator, &go) {
         let _ = writeln!(head, "WITHOUT the Go load generator: {why}");
     }
@@ -704,6 +753,15 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
             s.fail(f)?;
         }
     }
+    for s in &mut servers {
+        let Some(c) = &s.cluster else { continue };
+        if with_auth(s) {
+            if let Err(e) = crate::auth::set_up(&c.endpoints()) {
+                let f = c.failure(format!("setting up auth: {e}"));
+                s.fail(f)?;
+            }
+        }
+    }
 
     // A server's first requests pay for one-time work (memory first touched, caches and
     // buffers grown); measure steady state. Every server gets the same warm-up.
@@ -717,7 +775,8 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     let warm_up = warm_up_workload();
     eprintln!("  warm-up: {}", warm_up.args.join(" "));
     for s in &mut servers {
-        s.run(&gens, Generator::Corekv, &warm_up, 0)?;
+        let auth = with_auth(s);
+        s.run(&gens, Generator::Corekv, &warm_up, 0, auth)?;
     }
 
     let mut runs: Vec<Run> = Vec::new();
@@ -740,7 +799,8 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
                         g.label(),
                         rep + 1
                     );
-                    let Some(r) = s.run(&gens, g, w, rep)? else {
+                    let auth = with_auth(s);
+                    let Some(r) = s.run(&gens, g, w, rep, auth)? else {
                         continue;
                     };
                     eprintln!(
@@ -770,6 +830,7 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         &runs,
         (reps, elapsed, a.members),
         &server_extra,
+        a.auth,
     );
     print!("{t}");
 
@@ -798,6 +859,7 @@ fn report(
     runs: &[Run],
     (reps, elapsed, members): (usize, f64, usize),
     server_extra: &[String],
+    auth: bool,
 ) -> String {
     let ref_names: Vec<&str> = servers
         .iter()
@@ -843,8 +905,21 @@ fn report(
             } else {
                 ""
             };
-            let _ = writeln!(t, "  {bin}{leader} {}", w.args.join(" "));
+            let user = if auth {
+                format!(" {}", crate::auth::bench_user_args("<token>").join(" "))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(t, "  {bin}{leader}{user} {}", w.args.join(" "));
         }
+    }
+    if auth {
+        let _ = writeln!(
+            t,
+            "  (--user and --token only against the servers with auth, not against \
+             {COREKV_NO_AUTH}; <token>: the bench user's, from an Authenticate compare makes \
+             before each run, outside the CPU measured)"
+        );
     }
     if generators.contains(&Generator::Go) && members > 1 {
         let _ = writeln!(

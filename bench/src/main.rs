@@ -4,6 +4,7 @@
 //! is killed, and `catchup`, which times a member added to a cluster holding a lot of data
 //! catching up, and what that costs the writes meanwhile.
 
+mod auth;
 mod catchup;
 mod compare;
 mod etcd35;
@@ -70,6 +71,8 @@ struct Cli {
     no_progress: bool,
     #[command(flatten)]
     tls: tls::TlsFlags,
+    #[command(flatten)]
+    auth: auth::AuthFlags,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -309,6 +312,18 @@ fn main() {
     // compare sets up its own TLS (--tls) for the servers it starts.
     if !matches!(cli.cmd, Cmd::Compare(_)) {
         cli.tls.install().unwrap_or_else(|e| fail(e));
+    }
+    // compare, failover and catchup set up their own servers (compare --auth its own users).
+    if cli.auth.user.is_some() || cli.auth.token.is_some() {
+        if matches!(
+            cli.cmd,
+            Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Catchup(_)
+        ) {
+            fail(
+                "--user and --token are for workloads against running servers (compare has --auth)",
+            );
+        }
+        cli.auth.install(&cli.endpoints).unwrap_or_else(|e| fail(e));
     }
     if let Cmd::Compare(args) = &cli.cmd {
         let code = compare::main(args, cli.client_cores);

@@ -87,10 +87,12 @@ impl TlsFlags {
     }
 }
 
-/// Client options for `endpoints` with this process's TLS.
+/// Client options for `endpoints` with this process's TLS (and credentials, if it has any:
+/// see `crate::auth`).
 pub fn options(endpoints: Vec<String>) -> ClientOptions {
     let mut o = ClientOptions::new(endpoints);
     o.tls = CLIENT_TLS.get().cloned().flatten();
+    crate::auth::add_to(&mut o);
     o
 }
 

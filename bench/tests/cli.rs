@@ -133,6 +133,86 @@ fn put_and_range_reports_count_requests() {
     }
 }
 
+/// `--user` against a corekv with auth on: every request carries the user's token (its role
+/// may write `a/`, read `a/` too, nothing else); without it every request is refused.
+#[test]
+fn workloads_run_as_a_user_with_auth_on() {
+    use corekv::proto::authpb::{permission, Permission};
+    use corekv::proto::etcdserverpb as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let ep = start_corekv(dir.path());
+    let e = ep.clone();
+    run_local(move || async move {
+        let c = Client::connect(ClientOptions::new(vec![e])).await.unwrap();
+        for (name, password) in [("root", "rootpw"), ("u", "upw")] {
+            let req = pb::AuthUserAddRequest {
+                name: name.into(),
+                password: password.into(),
+                options: None,
+            };
+            c.user_add(req).await.unwrap();
+        }
+        c.user_grant_role("root", "root").await.unwrap();
+        c.role_add("r").await.unwrap();
+        let perm = Permission {
+            perm_type: permission::Type::Readwrite as i32,
+            key: "a/".into(),
+            range_end: "a0".into(),
+        };
+        c.role_grant_permission("r", perm).await.unwrap();
+        c.user_grant_role("u", "r").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+    let range = ["--clients", "4", "range", "a/", "--prefix", "--total", "50"];
+    let as_user = |args: &[&str]| {
+        let mut v = vec!["--user", "u:upw", "--conns", "2"];
+        v.extend_from_slice(args);
+        bench(&ep, &v)
+    };
+    let r = as_user(&range);
+    assert_eq!(
+        (r["requests"].as_u64(), r["errors"].as_u64()),
+        (Some(50), Some(0)),
+        "{r}"
+    );
+    let r = as_user(&["--clients", "4", "range", "b", "--total", "20"]);
+    assert_eq!(r["errors"], 20, "{r}");
+    assert!(
+        r["error_kinds"]
+            .to_string()
+            .contains("etcdserver: permission denied"),
+        "{r}"
+    );
+    let r = bench(&ep, &range);
+    assert_eq!(r["errors"], 50, "{r}");
+    assert!(
+        r["error_kinds"]
+            .to_string()
+            .contains("etcdserver: user name is empty"),
+        "{r}"
+    );
+    // A wrong password: the run does not start.
+    let out = Command::new(env!("CARGO_BIN_EXE_corekv-bench"))
+        .args([
+            "--endpoints",
+            &ep,
+            "--user",
+            "u:wrong",
+            "--json",
+            "--no-progress",
+        ])
+        .args(range)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("etcdserver: authentication failed, invalid user ID or password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn stream_workloads_deliver_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +372,37 @@ fn assert_full_report(stdout: &str, servers: &[&str]) {
             ),
             "no load generator line for {w}:\n{stdout}"
         );
+    }
+}
+
+/// `compare --auth`: auth on etcd 3.4 and corekv, and corekv without auth as one more column;
+/// every cell has numbers without errors, and corekv's ratio to itself without auth is there.
+#[test]
+fn compare_auth_adds_corekv_without_auth() {
+    let w = "put, 16 clients, 1 conn";
+    let stdout = compare(&[
+        "--quick".as_ref(),
+        "--no-etcd35".as_ref(),
+        "--auth".as_ref(),
+        "--only".as_ref(),
+        w.as_ref(),
+    ]);
+    assert!(
+        stdout.contains("auth on every server but corekv without auth")
+            && stdout.contains("--user=bench:bench-pw --token=<token>")
+            && stdout.contains("| corekv / corekv without auth req/s |"),
+        "{stdout}"
+    );
+    let table = rows(&stdout, w);
+    assert_eq!(table.len(), 2, "{stdout}");
+    // workload, req/s x3, ratios x2, p50 / p99 x3.
+    assert_eq!(table[0].len(), 9, "{:?}", table[0]);
+    for c in &table[0][1..=3] {
+        let rps: f64 = c.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(rps > 0.0, "{:?}", table[0]);
+    }
+    for c in &table[0][4..=5] {
+        assert!(c.ends_with('x'), "ratio {c:?} in {:?}", table[0]);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP/2 connection under a [`super::Client`]: dialing endpoints in order, redialing after
-//! the connection breaks, and starting gRPC calls on it.
+//! the connection breaks, starting gRPC calls on it, and (with credentials) the auth token
+//! they carry.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -12,12 +13,16 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use h2::client::SendRequest;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderName, HeaderValue, Request, Uri};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::stream::{send_flow_controlled, StreamReceiver, StreamSender};
-use super::{ClientError, ClientOptions};
-use crate::net::grpc::encode_message;
+use super::{ClientError, ClientOptions, Credentials};
+use crate::net::grpc::{encode_message, Code};
+use crate::proto::etcdserverpb as pb;
+
+/// etcd's gRPC metadata key for the auth token.
+static TOKEN: HeaderName = HeaderName::from_static("token");
 
 /// A live HTTP/2 connection.
 struct Live {
@@ -33,6 +38,48 @@ pub(super) struct Connection {
     live: RefCell<Option<Live>>,
     /// One redial at a time; the others wait and then use its connection.
     dialing: glommio::sync::Semaphore,
+    /// Present only with credentials: without them a call pays one branch for auth.
+    auth: Option<Box<AuthState>>,
+}
+
+/// The token calls carry, and how it is renewed.
+struct AuthState {
+    creds: Credentials,
+    /// The `token` header value (None while auth is disabled on the server). A clone shares
+    /// the bytes: attaching it to a call allocates nothing.
+    token: RefCell<Option<HeaderValue>>,
+    /// Bumped whenever `token` changes, so calls refused together renew it once.
+    generation: Cell<u64>,
+    /// One Authenticate at a time.
+    renewing: glommio::sync::Semaphore,
+}
+
+/// Whether a call refused with `e` may succeed with a new token (clientv3's
+/// shouldRefreshToken: its ErrInvalidAuthToken, ErrAuthOldRevision and, with credentials,
+/// ErrUserEmpty).
+fn wants_new_token(e: &ClientError) -> bool {
+    let Some(s) = e.status() else {
+        return false;
+    };
+    matches!(
+        (s.code, s.message.as_str()),
+        (Code::Unauthenticated, "etcdserver: invalid auth token")
+            | (Code::InvalidArgument, "etcdserver: user name is empty")
+            | (
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old"
+            )
+    )
+}
+
+fn auth_not_enabled(e: &ClientError) -> bool {
+    e.status()
+        .is_some_and(|s| s.message == "etcdserver: authentication is not enabled")
+}
+
+fn token_header(token: &str) -> Result<HeaderValue, ClientError> {
+    HeaderValue::from_str(token)
+        .map_err(|_| ClientError::Decode(format!("the server sent an unusable token {token:?}")))
 }
 
 /// Runs `fut`, or fails with [`ClientError::Timeout`] after `limit`.
@@ -202,13 +249,79 @@ async fn dial(
 
 impl Connection {
     pub(super) async fn connect(opts: ClientOptions) -> Result<Connection, ClientError> {
+        let auth = match &opts.credentials {
+            None => None,
+            Some(c) => Some(Box::new(AuthState {
+                token: RefCell::new(c.token.as_deref().map(token_header).transpose()?),
+                creds: c.clone(),
+                generation: Cell::new(0),
+                renewing: glommio::sync::Semaphore::new(1),
+            })),
+        };
         let conn = Connection {
             live: RefCell::new(None),
             dialing: glommio::sync::Semaphore::new(1),
             opts,
+            auth,
         };
         conn.dial_any().await?;
+        if let Some(a) = &conn.auth {
+            if a.token.borrow().is_none() {
+                with_timeout(conn.opts.command_timeout, conn.renew_token(0)).await?;
+            }
+        }
         Ok(conn)
+    }
+
+    /// The token calls carry now.
+    pub(super) fn token(&self) -> Option<String> {
+        let a = self.auth.as_ref()?;
+        let t = a.token.borrow();
+        t.as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    /// Auth.Authenticate, sent without a token (a stale one would be refused).
+    pub(super) async fn authenticate(
+        &self,
+        req: &pb::AuthenticateRequest,
+    ) -> Result<pb::AuthenticateResponse, ClientError> {
+        with_timeout(self.opts.command_timeout, async {
+            self.call(super::path::AUTHENTICATE, req, false).await.0
+        })
+        .await
+    }
+
+    /// Authenticates again, unless the token changed since generation `seen` (another call
+    /// renewed it meanwhile). Auth found disabled leaves no token: calls go without one.
+    async fn renew_token(&self, seen: u64) -> Result<(), ClientError> {
+        let Some(a) = &self.auth else {
+            return Ok(());
+        };
+        let _permit = a
+            .renewing
+            .acquire_permit(1)
+            .await
+            .map_err(ClientError::transport)?;
+        if a.generation.get() != seen {
+            return Ok(());
+        }
+        let req = pb::AuthenticateRequest {
+            name: a.creds.user.clone(),
+            password: a.creds.password.clone(),
+        };
+        let token = match self
+            .call::<_, pb::AuthenticateResponse>(super::path::AUTHENTICATE, &req, false)
+            .await
+            .0
+        {
+            Ok(resp) => Some(token_header(&resp.token)?),
+            Err(e) if auth_not_enabled(&e) => None,
+            Err(e) => return Err(e),
+        };
+        *a.token.borrow_mut() = token;
+        a.generation.set(seen + 1);
+        Ok(())
     }
 
     pub(super) fn options(&self) -> &ClientOptions {
@@ -268,12 +381,14 @@ impl Connection {
         Some((live.send.clone(), live.authority.clone()))
     }
 
-    /// Starts a call: waits until the connection takes another stream, sends the head.
+    /// Starts a call: waits until the connection takes another stream, sends the head (with
+    /// the token if `with_token` and there is one). Also returns the token's generation.
     async fn start(
         &self,
         path: &str,
         has_leader: bool,
-    ) -> Result<(h2::SendStream<Bytes>, h2::client::ResponseFuture), ClientError> {
+        with_token: bool,
+    ) -> Result<(h2::SendStream<Bytes>, h2::client::ResponseFuture, u64), ClientError> {
         let (send, authority) = self.sender().await?;
         let mut send = send.ready().await.map_err(ClientError::transport)?;
         let uri = Uri::builder()
@@ -298,10 +413,39 @@ impl Connection {
         if has_leader {
             headers.insert("hasleader", HeaderValue::from_static("true"));
         }
+        let mut generation = 0;
+        if let (Some(a), true) = (&self.auth, with_token) {
+            if let Some(t) = a.token.borrow().as_ref() {
+                headers.insert(TOKEN.clone(), t.clone());
+            }
+            generation = a.generation.get();
+        }
         let (head, body) = send
             .send_request(req, false)
             .map_err(ClientError::transport)?;
-        Ok((body, head))
+        Ok((body, head, generation))
+    }
+
+    /// One unary call, without a timeout or retry, and the token generation it carried.
+    async fn call<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        with_token: bool,
+    ) -> (Result<Resp, ClientError>, u64)
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let (mut body, head, generation) = match self.start(path, false, with_token).await {
+            Ok(started) => started,
+            Err(e) => return (Err(e), 0),
+        };
+        let resp = async {
+            send_flow_controlled(&mut body, encode_message(req), true).await?;
+            StreamReceiver::<Resp>::new(head).unary().await
+        };
+        (resp.await, generation)
     }
 
     pub(super) async fn unary<Req, Resp>(&self, path: &str, req: &Req) -> Result<Resp, ClientError>
@@ -310,9 +454,15 @@ impl Connection {
         Resp: prost::Message + Default,
     {
         with_timeout(self.opts.command_timeout, async {
-            let (mut body, head) = self.start(path, false).await?;
-            send_flow_controlled(&mut body, encode_message(req), true).await?;
-            StreamReceiver::<Resp>::new(head).unary().await
+            match self.call(path, req, true).await {
+                // Refused for its token: renew it once and try once more, as clientv3 does.
+                // (A call refused so was not applied: the token is checked first.)
+                (Err(e), seen) if self.auth.is_some() && wants_new_token(&e) => {
+                    self.renew_token(seen).await?;
+                    self.call(path, req, true).await.0
+                }
+                (result, _) => result,
+            }
         })
         .await
     }
@@ -326,8 +476,11 @@ impl Connection {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let (body, head) =
-            with_timeout(self.opts.command_timeout, self.start(path, has_leader)).await?;
+        let (body, head, _) = with_timeout(
+            self.opts.command_timeout,
+            self.start(path, has_leader, true),
+        )
+        .await?;
         Ok((StreamSender::new(body), StreamReceiver::new(head)))
     }
 }

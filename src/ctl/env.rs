@@ -122,6 +122,8 @@ pub fn apply(g: &mut Global, m: &ArgMatches, watch: bool) -> EnvReport {
             "cert" => g.cert = Some(val.into()),
             "key" => g.key = Some(val.into()),
             "cacert" => g.cacert = Some(val.into()),
+            "user" => g.user = val,
+            "password" => g.password = val,
             "insecure-transport" => {
                 g.insecure_transport = parse_bool(&val).unwrap_or(g.insecure_transport)
             }

@@ -2,6 +2,7 @@
 //! commands, flags, environment variables, output formats, error messages and exit codes — over
 //! corekv's own client ([`crate::client`]).
 
+mod auth;
 mod bolt;
 mod cluster;
 mod env;
@@ -19,11 +20,11 @@ mod watch;
 
 use std::time::Duration;
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::client::{run_local, Client, ClientError, ClientOptions};
+use crate::client::{run_local, Client, ClientError, ClientOptions, Credentials};
 pub use print::{Format, Printer};
 
 // etcdctl's exit codes.
@@ -110,6 +111,16 @@ pub struct Global {
     /// verify certificates of TLS-enabled secure servers using this CA bundle
     #[arg(long, global = true)]
     pub cacert: Option<std::path::PathBuf>,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true, default_value = "")]
+    pub user: String,
+    /// password for authentication (if this option is used, --user option shouldn't include
+    /// password)
+    #[arg(long, global = true, default_value = "")]
+    pub password: String,
+    /// The credentials `--user`/`--password` give, once read (a prompt asks only once).
+    #[arg(skip)]
+    pub credentials: OnceCell<Option<Credentials>>,
     /// What the `ETCDCTL_*` environment said, reported once the command reads its config.
     #[arg(skip)]
     pub env: env::EnvReport,
@@ -128,7 +139,33 @@ impl Global {
             dial_timeout: self.dial_timeout,
             command_timeout: self.command_timeout,
             tls: self.tls()?,
+            credentials: self.credentials()?,
         })
+    }
+
+    /// etcdctl's authCfgFromCmd: `--user name:password`, or `--user name --password pw`, or
+    /// `--user name` and a `Password: ` prompt. Like clientv3, an empty user name or password
+    /// means no authentication at all.
+    fn credentials(&self) -> Result<Option<Credentials>, CtlError> {
+        if let Some(c) = self.credentials.get() {
+            return Ok(c.clone());
+        }
+        let (user, password) = if self.user.is_empty() {
+            (String::new(), String::new())
+        } else if !self.password.is_empty() {
+            (self.user.clone(), self.password.clone())
+        } else {
+            match self.user.split_once(':') {
+                Some((u, p)) => (u.to_string(), p.to_string()),
+                None => (
+                    self.user.clone(),
+                    auth::ask_password("Password: ").map_err(|e| CtlError::new(EXIT_ERROR, e))?,
+                ),
+            }
+        };
+        let c =
+            (!user.is_empty() && !password.is_empty()).then(|| Credentials::new(user, password));
+        Ok(self.credentials.get_or_init(|| c).clone())
     }
 
     /// TLS as etcdctl sets it up: with a certificate, key or CA given, or transport security
@@ -162,8 +199,16 @@ impl Global {
         Ok(())
     }
 
-    /// The printer for `-w`/`--hex` (etcdctl checks it before dialing).
+    /// The printer for `-w`/`--hex`, for a command that dials: etcdctl checks the format
+    /// before dialing, after reading the credentials (so a `Password: ` prompt comes first).
     pub fn printer(&self) -> Result<Printer, CtlError> {
+        self.check_env()?;
+        self.credentials()?;
+        self.local_printer()
+    }
+
+    /// The printer for a command that does not dial (`snapshot status`).
+    pub fn local_printer(&self) -> Result<Printer, CtlError> {
         self.check_env()?;
         Ok(Printer {
             format: Format::parse(&self.write_out)?,
@@ -219,6 +264,15 @@ pub enum Cmd {
     /// Manages etcd node snapshots
     #[command(subcommand, arg_required_else_help = true)]
     Snapshot(snapshot::SnapshotCmd),
+    /// User related commands
+    #[command(subcommand, arg_required_else_help = true)]
+    User(auth::UserCmd),
+    /// Role related commands
+    #[command(subcommand, arg_required_else_help = true)]
+    Role(auth::RoleCmd),
+    /// Enable or disable authentication
+    #[command(subcommand, arg_required_else_help = true)]
+    Auth(auth::AuthCmd),
     /// Acquires a named lock
     Lock(lock::LockArgs),
     /// Observes and participates in leader election
@@ -234,10 +288,21 @@ pub async fn connect(g: &Global) -> Result<Client, CtlError> {
     connect_with(g.client_options()?).await
 }
 
+/// With credentials the client authenticates while connecting, as clientv3 does: a failure
+/// then ends the command with `ExitBadConnection` (the server's refusal, or a deadline).
 pub async fn connect_with(opts: ClientOptions) -> Result<Client, CtlError> {
-    Client::connect(opts.clone()).await.map_err(|e| {
-        dial_warning(&opts.endpoints, &e);
-        CtlError::new(EXIT_ERROR, ClientError::Timeout.to_string())
+    let auth = opts.credentials.is_some();
+    Client::connect(opts.clone()).await.map_err(|e| match e {
+        ClientError::Status(_) if auth => CtlError::new(EXIT_BAD_CONNECTION, e.to_string()),
+        e => {
+            dial_warning(&opts.endpoints, &e);
+            let code = if auth {
+                EXIT_BAD_CONNECTION
+            } else {
+                EXIT_ERROR
+            };
+            CtlError::new(code, ClientError::Timeout.to_string())
+        }
     })
 }
 
@@ -269,6 +334,9 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Cmd::Defrag(a) => cluster::defrag(g, a).await,
         Cmd::MoveLeader(a) => cluster::move_leader(g, a).await,
         Cmd::Snapshot(c) => snapshot::run(g, c).await,
+        Cmd::User(c) => auth::user(g, c).await,
+        Cmd::Role(c) => auth::role(g, c).await,
+        Cmd::Auth(c) => auth::auth(g, c).await,
         Cmd::Lock(a) => lock::lock(g, a).await,
         Cmd::Elect(a) => lock::elect(g, a).await,
         Cmd::Version => {

@@ -9,6 +9,7 @@ use super::gofmt::{self, hex16, quote};
 use super::json::Json;
 use super::table;
 use super::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE};
+use crate::proto::authpb::Permission;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 
@@ -1023,5 +1024,253 @@ fn json_array<'a, T>(
         }
         j.end_arr();
         (j.finish() + "\n").into_bytes()
+    }
+}
+
+// ---- auth ------------------------------------------------------------------------------------
+
+fn perm_type_name(t: i32) -> &'static str {
+    match t {
+        1 => "WRITE",
+        2 => "READWRITE",
+        _ => "READ",
+    }
+}
+
+/// One permission's line of `role get` (simple): a key, or a range with `(prefix …)` when
+/// it is one.
+fn simple_perm(s: &mut Vec<u8>, p: &Permission) {
+    s.push(b'\t');
+    if p.range_end.is_empty() {
+        s.extend_from_slice(&p.key);
+        s.push(b'\n');
+        return;
+    }
+    s.push(b'[');
+    s.extend_from_slice(&p.key);
+    s.extend_from_slice(b", ");
+    if p.range_end.as_ref() != b"\x00" {
+        s.extend_from_slice(&p.range_end);
+        s.push(b')');
+    } else {
+        s.extend_from_slice(b"<open ended>");
+    }
+    if crate::client::prefix_range_end(&p.key) == p.range_end.as_ref() {
+        s.extend_from_slice(b" (prefix ");
+        s.extend_from_slice(&p.key);
+        s.push(b')');
+    }
+    s.push(b'\n');
+}
+
+impl Printer {
+    /// An auth reply that prints one line (simple), its header (fields and JSON) or its bytes.
+    fn emit_auth(
+        &self,
+        simple: String,
+        h: Option<&pb::ResponseHeader>,
+        r: &impl Message,
+    ) -> Result<(), CtlError> {
+        self.emit(Shapes {
+            simple: || simple.into_bytes(),
+            fields: fields_of(|s| f_hdr(s, h)),
+            json: json_obj(|j| j_hdr(j, "header", h)),
+            protobuf: wire(r),
+            table: no_table as Unsupported,
+        })
+    }
+
+    pub fn role_add(&self, role: &str, r: &pb::AuthRoleAddResponse) -> Result<(), CtlError> {
+        self.emit_auth(format!("Role {role} created\n"), r.header.as_ref(), r)
+    }
+
+    pub fn role_delete(&self, role: &str, r: &pb::AuthRoleDeleteResponse) -> Result<(), CtlError> {
+        self.emit_auth(format!("Role {role} deleted\n"), r.header.as_ref(), r)
+    }
+
+    pub fn role_grant_permission(
+        &self,
+        role: &str,
+        r: &pb::AuthRoleGrantPermissionResponse,
+    ) -> Result<(), CtlError> {
+        self.emit_auth(format!("Role {role} updated\n"), r.header.as_ref(), r)
+    }
+
+    /// `key` is the key argument as given, `end` the range end sent.
+    pub fn role_revoke_permission(
+        &self,
+        role: &str,
+        key: &str,
+        end: &[u8],
+        r: &pb::AuthRoleRevokePermissionResponse,
+    ) -> Result<(), CtlError> {
+        let simple = if end.is_empty() {
+            format!("Permission of key {key} is revoked from role {role}\n")
+        } else if end != b"\x00" {
+            format!(
+                "Permission of range [{key}, {}) is revoked from role {role}\n",
+                String::from_utf8_lossy(end)
+            )
+        } else {
+            format!("Permission of range [{key}, <open ended> is revoked from role {role}\n")
+        };
+        self.emit_auth(simple, r.header.as_ref(), r)
+    }
+
+    pub fn role_get(&self, role: &str, r: &pb::AuthRoleGetResponse) -> Result<(), CtlError> {
+        let simple = || {
+            let mut s = format!("Role {role}\nKV Read:\n").into_bytes();
+            for p in r.perm.iter().filter(|p| p.perm_type != 1) {
+                simple_perm(&mut s, p);
+            }
+            s.extend_from_slice(b"KV Write:\n");
+            for p in r.perm.iter().filter(|p| p.perm_type != 0) {
+                simple_perm(&mut s, p);
+            }
+            s
+        };
+        let fields = fields_of(|s| {
+            f_hdr(s, r.header.as_ref());
+            for p in &r.perm {
+                s.push_str(&format!(
+                    "\"PermType\" :  {}\n\"Key\" : {}\n\"RangeEnd\" : {}\n",
+                    perm_type_name(p.perm_type),
+                    quote(&p.key),
+                    quote(&p.range_end)
+                ));
+            }
+        });
+        self.emit(Shapes {
+            simple,
+            fields,
+            json: json_obj(|j| {
+                j_hdr(j, "header", r.header.as_ref());
+                if !r.perm.is_empty() {
+                    j.arr("perm");
+                    for p in &r.perm {
+                        j.begin_obj();
+                        j.int_oe("permType", p.perm_type);
+                        j.bytes_oe("key", &p.key);
+                        j.bytes_oe("range_end", &p.range_end);
+                        j.end_obj();
+                    }
+                    j.end_arr();
+                }
+            }),
+            protobuf: wire(r),
+            table: no_table as Unsupported,
+        })
+    }
+
+    pub fn role_list(&self, r: &pb::AuthRoleListResponse) -> Result<(), CtlError> {
+        self.emit(Shapes {
+            simple: || {
+                r.roles
+                    .iter()
+                    .map(|x| format!("{x}\n"))
+                    .collect::<String>()
+                    .into_bytes()
+            },
+            fields: fields_of(|s| {
+                f_hdr(s, r.header.as_ref());
+                s.push_str("\"Roles\" :");
+                for x in &r.roles {
+                    s.push(' ');
+                    s.push_str(&quote(x.as_bytes()));
+                }
+                s.push('\n');
+            }),
+            json: json_obj(|j| {
+                j_hdr(j, "header", r.header.as_ref());
+                j.strs_oe("roles", &r.roles);
+            }),
+            protobuf: wire(r),
+            table: no_table as Unsupported,
+        })
+    }
+
+    pub fn user_add(&self, user: &str, r: &pb::AuthUserAddResponse) -> Result<(), CtlError> {
+        self.emit_auth(format!("User {user} created\n"), r.header.as_ref(), r)
+    }
+
+    pub fn user_delete(&self, user: &str, r: &pb::AuthUserDeleteResponse) -> Result<(), CtlError> {
+        self.emit_auth(format!("User {user} deleted\n"), r.header.as_ref(), r)
+    }
+
+    pub fn user_change_password(
+        &self,
+        r: &pb::AuthUserChangePasswordResponse,
+    ) -> Result<(), CtlError> {
+        self.emit_auth("Password updated\n".into(), r.header.as_ref(), r)
+    }
+
+    pub fn user_grant_role(
+        &self,
+        user: &str,
+        role: &str,
+        r: &pb::AuthUserGrantRoleResponse,
+    ) -> Result<(), CtlError> {
+        let simple = format!("Role {role} is granted to user {user}\n");
+        self.emit_auth(simple, r.header.as_ref(), r)
+    }
+
+    pub fn user_revoke_role(
+        &self,
+        user: &str,
+        role: &str,
+        r: &pb::AuthUserRevokeRoleResponse,
+    ) -> Result<(), CtlError> {
+        let simple = format!("Role {role} is revoked from user {user}\n");
+        self.emit_auth(simple, r.header.as_ref(), r)
+    }
+
+    /// etcdctl's fields printer has no user get or user list.
+    pub fn user_get(&self, user: &str, r: &pb::AuthUserGetResponse) -> Result<(), CtlError> {
+        self.fields_unsupported()?;
+        self.emit(Shapes {
+            simple: || {
+                let mut s = format!("User: {user}\nRoles:");
+                for x in &r.roles {
+                    s.push(' ');
+                    s.push_str(x);
+                }
+                s.push('\n');
+                s.into_bytes()
+            },
+            fields: Vec::new,
+            json: json_obj(|j| {
+                j_hdr(j, "header", r.header.as_ref());
+                j.strs_oe("roles", &r.roles);
+            }),
+            protobuf: wire(r),
+            table: no_table as Unsupported,
+        })
+    }
+
+    pub fn user_list(&self, r: &pb::AuthUserListResponse) -> Result<(), CtlError> {
+        self.fields_unsupported()?;
+        self.emit(Shapes {
+            simple: || {
+                r.users
+                    .iter()
+                    .map(|x| format!("{x}\n"))
+                    .collect::<String>()
+                    .into_bytes()
+            },
+            fields: Vec::new,
+            json: json_obj(|j| {
+                j_hdr(j, "header", r.header.as_ref());
+                j.strs_oe("users", &r.users);
+            }),
+            protobuf: wire(r),
+            table: no_table as Unsupported,
+        })
+    }
+
+    fn fields_unsupported(&self) -> Result<(), CtlError> {
+        if self.format == Format::Fields {
+            return Err(unsupported(Format::Fields));
+        }
+        Ok(())
     }
 }

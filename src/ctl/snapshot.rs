@@ -69,7 +69,7 @@ pub async fn run(g: &Global, cmd: SnapshotCmd) -> Result<(), CtlError> {
         }
         SnapshotCmd::Status { args } => {
             let path = one_arg(args, "snapshot status requires exactly one argument")?;
-            let printer = g.printer()?;
+            let printer = g.local_printer()?;
             let status = status(Path::new(&path)).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
             printer.snapshot_status(&status)
         }

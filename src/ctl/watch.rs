@@ -161,6 +161,12 @@ fn progress_request() -> pb::WatchRequest {
 
 /// How clientv3 describes a canceled watch.
 fn cancel_error(r: &pb::WatchResponse) -> String {
+    // A create refused (clientv3's addSubstream: no watch ID, or a reason) ends the stream
+    // with the reason as its error, as is (a permission denied reads "rpc error: code =
+    // PermissionDenied desc = etcdserver: permission denied").
+    if r.created && (r.watch_id == -1 || !r.cancel_reason.is_empty()) {
+        return r.cancel_reason.clone();
+    }
     if r.compact_revision != 0 {
         "etcdserver: mvcc: required revision has been compacted".into()
     } else if !r.cancel_reason.is_empty() {
