@@ -53,14 +53,14 @@ fn nth(n: u64) -> impl Fn() -> bool + Send + Sync {
     move || calls.fetch_add(1, Ordering::Relaxed) + 1 == n
 }
 
-fn error(what: &str) -> io::Error {
+fn error(layer: &str, what: &str) -> io::Error {
     let code = if what.ends_with("enospc") {
         libc::ENOSPC
     } else {
         libc::EIO
     };
     eprintln!(
-        "corekv: failpoint {what}: injecting {}",
+        "corekv: failpoint {layer}{what}: injecting {}",
         io::Error::from_raw_os_error(code)
     );
     io::Error::from_raw_os_error(code)
@@ -77,7 +77,7 @@ pub fn wal_faults() -> wal::Faults {
         wal::IoPoint::Write
     };
     let fire = nth(n);
-    wal::Faults::new(move |p| (p == point && fire()).then(|| error(what)))
+    wal::Faults::new(move |p| (p == point && fire()).then(|| error("wal-", what)))
 }
 
 /// Wraps the backend file in the injected failures of a `backend-*` failpoint, if armed.
@@ -93,6 +93,6 @@ pub fn backend_layer(f: crate::storage::StdFile) -> Arc<dyn crate::storage::File
     };
     let fire = nth(n);
     Arc::new(FaultyFile::new(f, move |o| {
-        (o == op && fire()).then(|| error(what))
+        (o == op && fire()).then(|| error("backend-", what))
     }))
 }

@@ -49,7 +49,7 @@ pub enum WalError {
     /// An earlier write or fdatasync failed; after that nothing written since
     /// the last successful fdatasync can be trusted, so the WAL refuses all
     /// further appends. Reopen it (recovery decides what survived).
-    #[error("the WAL failed earlier and takes no more appends: {0}")]
+    #[error("the WAL failed and takes no more appends: {0}")]
     Failed(String),
     /// The WAL was closed.
     #[error("the WAL is closed")]
