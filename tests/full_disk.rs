@@ -188,6 +188,11 @@ fn full_disk_refuses_writes_serves_reads_and_recovers() {
             .contains("alarm:NOSPACE")
             .then_some(())
     });
+    let status = ok(&s, &["endpoint", "status", "-w", "json"]);
+    assert!(
+        status.contains("alarm:NOSPACE"),
+        "Status lists no alarm: {status}"
+    );
     assert_no_space(put(&s, "small", "v"), "a small put");
     let lease = s.etcdctl(&["lease", "grant", "60"]);
     assert!(
@@ -273,4 +278,91 @@ fn full_disk_refuses_writes_serves_reads_and_recovers() {
     assert_eq!(value_of(&s, "big-after"), format!("{big}\n"));
     assert_eq!(ok(&s, &["get", "k", "--prefix", "--keys-only"]), "");
     assert_eq!(ok(&s, &["alarm", "list"]), "");
+}
+
+/// Records a line that is not an etcdctl run.
+fn note_text(note: &mut impl FnMut(&str, std::process::Output), what: &str, text: String) {
+    use std::os::unix::process::ExitStatusExt;
+    note(
+        what,
+        std::process::Output {
+            status: std::process::ExitStatus::from_raw(0),
+            stdout: text.into_bytes(),
+            stderr: Vec::new(),
+        },
+    );
+}
+
+/// The quota's NOSPACE, side by side with etcd 3.4: the same errors, alarm listings, Status
+/// errors, what still works under the alarm, and the alarm raised again by a write while
+/// the backend is still over the quota. (How many puts fit differs: the files grow
+/// differently.)
+#[test]
+fn quota_alarm_matches_etcd() {
+    let run = |kind: Kind| -> Vec<String> {
+        let s = Server::start_with(kind, &["--quota-backend-bytes=3000000"]);
+        let id = {
+            let out = ok(&s, &["endpoint", "status", "-w", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v[0]["Status"]["header"]["member_id"]
+                .as_u64()
+                .unwrap()
+                .to_string()
+        };
+        let mut t = Vec::new();
+        let text = |out: &std::process::Output| {
+            format!("{}{}", stdout(out), stderr(out))
+                .lines()
+                .filter(|l| !l.contains("retry_interceptor"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace(&id, "<id>")
+        };
+        let mut note = |what: &str, out: std::process::Output| {
+            t.push(format!(
+                "{what}: {} {}",
+                out.status.code().unwrap_or(-1),
+                text(&out)
+            ));
+        };
+        let value = "y".repeat(100_000);
+        let mut fit = 0;
+        let refused = loop {
+            assert!(fit < 100, "{}: 10 MB fit under a 3 MB quota", kind.name());
+            let out = s.etcdctl_stdin(&["put", &format!("q{fit}")], &value);
+            if !out.status.success() {
+                break out;
+            }
+            fit += 1;
+        };
+        assert!(fit > 0, "{}: not one put fit", kind.name());
+        note("refused put", refused);
+        eventually("the alarm raised", || {
+            ok(&s, &["alarm", "list"]).contains("NOSPACE").then_some(())
+        });
+        note("alarm list", s.etcdctl(&["alarm", "list"]));
+        let status = ok(&s, &["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let errors = v[0]["Status"]["errors"].to_string().replace(&id, "<id>");
+        note_text(&mut note, "status errors", errors);
+        note("small put", s.etcdctl(&["put", "small", "v"]));
+        note("lease grant", s.etcdctl(&["lease", "grant", "10"]));
+        note("delete", s.etcdctl(&["del", "q0"]));
+        note("txn delete", s.etcdctl_stdin(&["txn"], "\n\ndel q1\n\n"));
+        note("txn put", s.etcdctl_stdin(&["txn"], "\n\nput q1 x\n\n"));
+        note("disarm", s.etcdctl(&["alarm", "disarm"]));
+        note("alarm list after disarm", s.etcdctl(&["alarm", "list"]));
+        // Still over the quota (nothing was defragmented): refused, and raised again.
+        note("put after disarm", s.etcdctl(&["put", "small", "v"]));
+        eventually("the alarm raised again", || {
+            ok(&s, &["alarm", "list"]).contains("NOSPACE").then_some(())
+        });
+        note("alarm list again", s.etcdctl(&["alarm", "list"]));
+        eprintln!("{}: {fit} puts of 100 KB fit", kind.name());
+        drop(note);
+        t
+    };
+    let etcd = run(Kind::Etcd);
+    let corekv = run(Kind::Corekv);
+    assert_eq!(corekv, etcd);
 }

@@ -858,6 +858,19 @@ impl StateMachine for Applier {
         reply
     }
 
+    fn alarm_errors(&self) -> Vec<String> {
+        // etcd: each AlarmMember's String(), gogoproto's compact text format.
+        self.alarm_members(pb::AlarmType::None as i32)
+            .iter()
+            .map(|a| {
+                let name = pb::AlarmType::try_from(a.alarm)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("NONE");
+                format!("memberID:{} alarm:{name} ", a.member_id)
+            })
+            .collect()
+    }
+
     fn refuse(&mut self, req: &RaftRequest) -> Option<Status> {
         let cost = write_cost(req.request.as_ref()?)?;
         // A disk short of space raises NOSPACE by itself (see tick).

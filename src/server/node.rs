@@ -66,6 +66,10 @@ pub trait StateMachine {
     fn refuse(&mut self, _req: &RaftRequest) -> Option<Status> {
         None
     }
+    /// The raised alarms, as Status lists them in `errors`.
+    fn alarm_errors(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Serves a read against the applied state.
     fn read(&mut self, req: Request) -> Reply;
     /// Records that every entry up to `index` is applied (also for entries without writes).
@@ -1552,7 +1556,7 @@ impl<S: StateMachine> Node<S> {
             raft_index: log.committed,
             raft_term: self.term(),
             raft_applied_index: self.sm.applied_index(),
-            errors: vec![],
+            errors: self.sm.alarm_errors(),
             db_size_in_use,
             is_learner: self
                 .raw

@@ -214,8 +214,9 @@ pub struct DbOptions {
     pub prewarm_branches: bool,
     /// Bytes of allocated, free space the file keeps beyond what it uses (free pages
     /// count), so that small commits (deletes, compactions) still fit once the disk is
-    /// full. A commit that cannot grow the file to keep it still commits if its pages fit,
-    /// and [`Db::space_low`] says so.
+    /// full: this much, or half of what the file uses if that is less (but at least
+    /// 256 KiB). A commit that cannot grow the file to keep it still commits if its pages
+    /// fit, and [`Db::space_low`] says so.
     pub reserve_bytes: u64,
 }
 

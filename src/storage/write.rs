@@ -812,6 +812,9 @@ fn grow(
     ps: u64,
 ) -> Result<bool, CommitError> {
     let round = |n: u64| n.div_ceil(ps) * ps;
+    // A small database keeps a smaller reserve (half what it uses, at least 256 KiB), so a
+    // new one is not several MiB for nothing.
+    let reserve = reserve.min((need / 2).max(256 << 10));
     let free = ws.free.total() * ps + ws.file_len.saturating_sub(need);
     let want = if free >= reserve {
         need
