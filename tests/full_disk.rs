@@ -359,7 +359,6 @@ fn quota_alarm_matches_etcd() {
         });
         note("alarm list again", s.etcdctl(&["alarm", "list"]));
         eprintln!("{}: {fit} puts of 100 KB fit", kind.name());
-        drop(note);
         t
     };
     let etcd = run(Kind::Etcd);
