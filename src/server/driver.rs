@@ -902,7 +902,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 "the disk is short of space ({w}): writes that add data are refused and the \
                  NOSPACE alarm is raised; reads, watches, deletes and compactions go on"
             ),
-            (Some(w), Some(_)) => tracing::warn!("the disk is still short of space ({w})"),
+            (Some(w), Some(_)) => tracing::debug!("the disk is still short of space ({w})"),
             (None, _) => tracing::info!(
                 "the disk has space again; writes resume once the NOSPACE alarm is disarmed"
             ),
