@@ -872,20 +872,13 @@ impl StateMachine for Applier {
     }
 
     fn refuse(&mut self, req: &RaftRequest) -> Option<Status> {
-        use raft_request::Request as R;
-        let r = req.request.as_ref()?;
-        // etcd's quota check (quotaKVServer, quotaLeaseServer) looks at every put, txn and
-        // lease grant, even a txn that adds nothing (cost 0) once the backend is at the quota.
-        if !matches!(r, R::Put(_) | R::Txn(_) | R::LeaseGrant(_)) {
-            return None;
-        }
-        let cost = write_cost(r);
-        // A disk short of space refuses only what adds data (deletes must go on); it raises
-        // NOSPACE by itself (see tick).
-        if self.disk_low.is_some() && cost.is_some() {
+        let cost = write_cost(req.request.as_ref()?)?;
+        // A disk short of space raises NOSPACE by itself (see tick).
+        if self.disk_low.is_some() {
             return Some(no_space());
         }
-        if self.db().size() + cost.unwrap_or(0) >= self.quota_bytes {
+        // etcd's quota check (quotaKVServer): refused before raft, and NOSPACE raised.
+        if self.db().size() + cost >= self.quota_bytes {
             let me = (pb::AlarmType::Nospace as i32, self.member_id());
             self.alarm_wanted = !self.alarms.contains(&me);
             return Some(no_space());
