@@ -872,9 +872,8 @@ impl StateMachine for Applier {
     }
 
     fn refuse(&mut self, req: &RaftRequest) -> Option<Status> {
-        // Only what adds data is checked. (etcd's quota check also refuses a txn that adds
-        // nothing once the backend is at the quota; corekv's file grows in larger steps, so
-        // that would refuse delete-only txns much earlier than etcd does.)
+        // Only what adds data is checked: a txn that adds nothing passes, as in etcd's
+        // backendQuota.Available.
         let cost = write_cost(req.request.as_ref()?)?;
         // A disk short of space raises NOSPACE by itself (see tick).
         if self.disk_low.is_some() {
