@@ -103,3 +103,66 @@ fn a_failed_backend_fsync_stops_the_member() {
 fn a_failed_backend_write_stops_the_member() {
     stops_and_keeps_acknowledged("backend-write-eio:10", "backend commit failed");
 }
+
+/// ENOSPC is not fatal: with one write failing for want of space, the member goes on. A
+/// backend commit that fails so makes it refuse writes with etcd's NOSPACE error and raise
+/// the alarm (until the commit, tried again, succeeds and the alarm is disarmed); a WAL write
+/// is tried again by the WAL. Nothing acknowledged is lost.
+fn no_space_once_is_survived(failpoint: &str) {
+    const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+    let mut s = Server::start_with(Kind::Corekv, &[&format!("--failpoint={failpoint}")]);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    let mut i = 0;
+    while acked.len() < 60 {
+        assert!(
+            i < 2000,
+            "{failpoint}: writes never resumed; log:\n{}",
+            s.log()
+        );
+        let key = format!("k{i:04}");
+        i += 1;
+        let out = s.etcdctl(&["--command-timeout=10s", "put", &key, "v"]);
+        if out.status.success() {
+            acked.push(key);
+            continue;
+        }
+        // Refused for space (the alarm may be raised): disarm, and go on once it can.
+        assert!(
+            stderr(&out).contains(NO_SPACE),
+            "{failpoint}: {key}: {}; log:\n{}",
+            stderr(&out),
+            s.log()
+        );
+        refused += 1;
+        let disarm = s.etcdctl(&["alarm", "disarm"]);
+        assert!(disarm.status.success(), "{}", stderr(&disarm));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        s.wait_exit(Duration::ZERO).is_none(),
+        "{failpoint}: the member stopped"
+    );
+    let log = s.log();
+    assert!(log.contains("injecting No space left on device"), "{log}");
+    eprintln!(
+        "{failpoint}: {} acknowledged, {refused} refused for space",
+        acked.len()
+    );
+    s.set_flags(&[]);
+    s.restart();
+    let got = stdout(&s.etcdctl(&["get", "k", "--prefix", "--keys-only"]));
+    for key in &acked {
+        assert!(got.lines().any(|l| l == key), "{failpoint}: {key} is lost");
+    }
+}
+
+#[test]
+fn no_space_for_a_wal_write_is_waited_out() {
+    no_space_once_is_survived("wal-write-enospc:20");
+}
+
+#[test]
+fn no_space_for_a_backend_commit_is_survived() {
+    no_space_once_is_survived("backend-write-enospc:5");
+}
