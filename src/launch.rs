@@ -582,6 +582,7 @@ pub async fn open_wal(cfg: &Config) -> Result<(wal::Wal, wal::Recovery), String>
     // and +19%, 1000 clients +2% and +6%, with lower p99 in five of six.
     let wal_opts = wal::WalOptions {
         segment_size: cfg.flags.wal_segment_bytes,
+        faults: crate::failpoint::wal_faults(),
         ..Default::default()
     };
     wal::Wal::open(&wal_dir, wal_opts)

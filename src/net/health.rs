@@ -28,7 +28,7 @@ pub async fn check(api: &Api, query: &str) -> Result<(), String> {
             .any(|a| a == alarm)
     };
     if m.nospace() && !excluded("NOSPACE") {
-        return Err("alarm NOSPACE is raised (the backend is over its quota)".into());
+        return Err("alarm NOSPACE is raised".into());
     }
     if m.has_leader.load(Relaxed) == 0 {
         return Err("no leader".into());

@@ -342,6 +342,8 @@ pub struct Metrics {
     pub wal_fsync: Histogram,
     pub backend_commit: Histogram,
     pub db_size: AtomicI64,
+    /// A NOSPACE alarm is raised (set by the applier).
+    pub alarm_nospace: std::sync::atomic::AtomicBool,
     pub db_size_in_use: AtomicI64,
     pub revision: AtomicI64,
     pub compact_revision: AtomicI64,
@@ -397,6 +399,7 @@ impl Metrics {
             wal_fsync: Histogram::new(DISK_BUCKETS),
             backend_commit: Histogram::new(DISK_BUCKETS),
             db_size: AtomicI64::new(0),
+            alarm_nospace: Default::default(),
             db_size_in_use: AtomicI64::new(0),
             revision: AtomicI64::new(0),
             compact_revision: AtomicI64::new(0),
@@ -436,11 +439,10 @@ impl Metrics {
             .clone()
     }
 
-    /// Whether an alarm is raised: NOSPACE while the backend is over its quota (the only
-    /// alarm corekv raises).
+    /// Whether a NOSPACE alarm is raised (by any member: the backend went over its quota or
+    /// a disk filled up), as the applied alarms say.
     pub fn nospace(&self) -> bool {
-        let quota = self.info.get().map_or(0, |i| i.quota_backend_bytes);
-        quota > 0 && self.db_size.load(Relaxed) as u64 > quota
+        self.alarm_nospace.load(Relaxed)
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric.

@@ -45,6 +45,15 @@ pub struct Applier {
     applied: u64,
     uncommitted_writes: u64,
     quota_bytes: u64,
+    /// The raised alarms, (alarm type, member ID): replicated state, applied from the log and
+    /// kept in the backend, so every member refuses the same writes.
+    alarms: std::collections::BTreeSet<(i32, u64)>,
+    /// Why this member's disk is short of space, while it is (the driver says).
+    disk_low: Option<String>,
+    /// A write was refused for the quota: raise NOSPACE at the next tick.
+    alarm_wanted: bool,
+    /// The tick before which no NOSPACE alarm is proposed again.
+    alarm_retry_at: u64,
     /// Physical compactions waiting for the compaction in progress to finish, by ticket.
     physical_waiters: Vec<u64>,
     next_ticket: u64,
@@ -77,6 +86,59 @@ struct Loaded {
     conf_state: Option<ConfState>,
     applied: u64,
     auth: AuthStore,
+    alarms: std::collections::BTreeSet<(i32, u64)>,
+}
+
+/// Meta-bucket key of the raised alarms (an AlarmResponse listing them; etcd keeps an alarm
+/// bucket).
+const ALARMS_KEY: &[u8] = b"alarms";
+
+/// etcd's answer to a write refused for space (rpctypes.ErrGRPCNoSpace).
+const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+fn no_space() -> Status {
+    Status::new(Code::ResourceExhausted, NO_SPACE)
+}
+
+fn read_alarms(txn: &ReadTxn) -> Result<std::collections::BTreeSet<(i32, u64)>, String> {
+    let Some(b) = txn.get(Bucket::Meta, ALARMS_KEY).map_err(storage_error)? else {
+        return Ok(Default::default());
+    };
+    let list = pb::AlarmResponse::decode(b)
+        .map_err(|e| format!("the alarms in the backend do not decode: {e}"))?;
+    Ok(list.alarms.iter().map(|a| (a.alarm, a.member_id)).collect())
+}
+
+/// Bytes a write adds, as etcd's quota counts them (backendQuota.Cost): a put its key and
+/// value plus 256, a txn its larger branch's puts, a lease grant 64; None for writes that
+/// add nothing (deletes, compactions, revokes, ...). Unlike etcd, the puts of nested txns
+/// count too: etcd lets a put inside a nested txn through a NOSPACE alarm.
+fn write_cost(req: &raft_request::Request) -> Option<u64> {
+    use pb::request_op::Request as Op;
+    const KV_OVERHEAD: u64 = 256;
+    const LEASE_OVERHEAD: u64 = 64;
+    fn put(p: &pb::PutRequest) -> u64 {
+        KV_OVERHEAD + p.key.len() as u64 + p.value.len() as u64
+    }
+    fn txn(t: &pb::TxnRequest) -> u64 {
+        let branch = |ops: &[pb::RequestOp]| -> u64 {
+            ops.iter()
+                .map(|op| match &op.request {
+                    Some(Op::RequestPut(p)) => put(p),
+                    Some(Op::RequestTxn(t)) => txn(t),
+                    _ => 0,
+                })
+                .sum()
+        };
+        branch(&t.success).max(branch(&t.failure))
+    }
+    let cost = match req {
+        raft_request::Request::Put(p) => put(p),
+        raft_request::Request::Txn(t) => txn(t),
+        raft_request::Request::LeaseGrant(_) => LEASE_OVERHEAD,
+        _ => 0,
+    };
+    (cost > 0).then_some(cost)
 }
 
 fn read_applied_index(txn: &ReadTxn) -> Result<u64, String> {
@@ -152,6 +214,7 @@ impl LeaseClock {
         let conf_state = read_conf_state(&txn)?;
         let members = Members::load(&txn)?;
         let auth = AuthStore::load(&txn, auth)?;
+        let alarms = read_alarms(&txn)?;
         let mut lessor = Lessor::new(self.min_ttl, self.ticks_per_sec, self.extend, self.now);
         for item in txn.range(Bucket::Lease, Bound::Unbounded, Bound::Unbounded, false) {
             let (_, v) = item.map_err(storage_error)?;
@@ -171,6 +234,7 @@ impl LeaseClock {
             conf_state,
             applied,
             auth,
+            alarms,
         })
     }
 }
@@ -289,7 +353,8 @@ impl Applier {
         metrics: Arc<Metrics>,
         auth: Arc<AuthShared>,
     ) -> Result<Applier, String> {
-        let db = Db::open(path, DbOptions::default()).map_err(storage_error)?;
+        let db = Db::open_wrapped(path, DbOptions::default(), crate::failpoint::backend_layer)
+            .map_err(storage_error)?;
         if let Some(note) = db.recovery_note() {
             tracing::warn!("backend: {note}");
         }
@@ -302,6 +367,11 @@ impl Applier {
             now: 0,
         };
         let loaded = lease_clock.load(db, auth)?;
+        let nospace = loaded
+            .alarms
+            .iter()
+            .any(|&(t, _)| t == pb::AlarmType::Nospace as i32);
+        metrics.alarm_nospace.store(nospace, Relaxed);
         let mut hub = WatchHub::new(10 * 60 * ticks_per_sec);
         hub.header = HeaderInfo {
             cluster_id: cfg.cluster_id,
@@ -316,6 +386,10 @@ impl Applier {
             applied: loaded.applied,
             uncommitted_writes: 0,
             quota_bytes: cfg.quota_bytes(),
+            alarms: loaded.alarms,
+            disk_low: None,
+            alarm_wanted: false,
+            alarm_retry_at: 0,
             physical_waiters: Vec::new(),
             next_ticket: 0,
             deferred_now: None,
@@ -373,8 +447,95 @@ impl Applier {
         self.kv.backend().db()
     }
 
-    fn over_quota(&self) -> bool {
-        self.db().size() > self.quota_bytes
+    /// Whether a NOSPACE alarm is raised (by any member): writes that add data are refused
+    /// at apply, as etcd's applierV3Capped refuses them.
+    fn nospace_alarm(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(t, _)| t == pb::AlarmType::Nospace as i32)
+    }
+
+    fn member_id(&self) -> u64 {
+        self.hub.header.member_id
+    }
+
+    /// The driver says whether this member's disk is short of space (the WAL cannot prepare
+    /// its next segment, or the backend could not keep its reserve or commit at all). While
+    /// it is, writes that add data are refused before they are proposed, and this member
+    /// raises the NOSPACE alarm.
+    pub fn set_disk_low(&mut self, why: Option<String>) {
+        self.disk_low = why;
+    }
+
+    fn save_alarms(&mut self) {
+        let list = pb::AlarmResponse {
+            header: None,
+            alarms: self.alarm_members(pb::AlarmType::None as i32),
+        };
+        self.kv
+            .backend_mut()
+            .put(Bucket::Meta, ALARMS_KEY, &list.encode_to_vec());
+        self.uncommitted_writes += 1;
+        let nospace = self.nospace_alarm();
+        self.metrics.alarm_nospace.store(nospace, Relaxed);
+    }
+
+    /// The raised alarms of type `alarm` (NONE: all), sorted by type and member.
+    fn alarm_members(&self, alarm: i32) -> Vec<pb::AlarmMember> {
+        self.alarms
+            .iter()
+            .filter(|&&(t, _)| alarm == pb::AlarmType::None as i32 || t == alarm)
+            .map(|&(t, member_id)| pb::AlarmMember {
+                member_id,
+                alarm: t,
+            })
+            .collect()
+    }
+
+    /// Alarm ACTIVATE or DEACTIVATE, applied (etcd's applierV3backend.Alarm): the answer
+    /// lists the alarm activated (or already active) or deactivated; nothing if there was
+    /// nothing to deactivate.
+    fn apply_alarm(&mut self, req: &pb::AlarmRequest) -> pb::AlarmResponse {
+        use pb::alarm_request::AlarmAction;
+        let key = (req.alarm, req.member_id);
+        let member = pb::AlarmMember {
+            member_id: req.member_id,
+            alarm: req.alarm,
+        };
+        let name = pb::AlarmType::try_from(req.alarm)
+            .map(|t| t.as_str_name())
+            .unwrap_or("UNKNOWN");
+        let mut alarms = Vec::new();
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Activate) => {
+                if self.alarms.insert(key) {
+                    tracing::warn!(
+                        "alarm {name} raised by member {:x}: writes that add data are refused \
+                         until it is disarmed",
+                        req.member_id
+                    );
+                    self.save_alarms();
+                }
+                if req.member_id == self.member_id() {
+                    self.alarm_wanted = false;
+                }
+                alarms.push(member);
+            }
+            Ok(AlarmAction::Deactivate) if self.alarms.remove(&key) => {
+                tracing::warn!("alarm {name} of member {:x} disarmed", req.member_id);
+                self.save_alarms();
+                if req.member_id == self.member_id() {
+                    // Still short of space? Raise it again at the next tick.
+                    self.alarm_retry_at = 0;
+                }
+                alarms.push(member);
+            }
+            _ => {}
+        }
+        pb::AlarmResponse {
+            header: None,
+            alarms,
+        }
     }
 
     /// etcd's authApplierV3: a client's write is checked against the auth state as of its
@@ -423,15 +584,16 @@ impl Applier {
         req: raft_request::Request,
     ) -> Reply {
         use raft_request::Request as R;
-        const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
         if let Some(h) = &header {
             self.check_write(h, &req)?;
         }
+        // etcd's applierV3Capped: under a NOSPACE alarm, nothing that adds data applies.
+        if self.nospace_alarm() && write_cost(&req).is_some() {
+            return Err(no_space());
+        }
         match req {
+            R::Alarm(a) => Ok(Response::Alarm(self.apply_alarm(&a))),
             R::Put(p) => {
-                if self.over_quota() {
-                    return Err(Status::new(Code::ResourceExhausted, NO_SPACE));
-                }
                 let (resp, fx) = self.kv.put(&p, &Leases(&self.lessor)).map_err(kv_status)?;
                 self.after_write(&fx);
                 self.metrics.mvcc_puts.fetch_add(1, Relaxed);
@@ -444,9 +606,6 @@ impl Applier {
                 Ok(Response::DeleteRange(resp))
             }
             R::Txn(t) => {
-                if self.over_quota() && !mvcc::is_txn_readonly(&t) {
-                    return Err(Status::new(Code::ResourceExhausted, NO_SPACE));
-                }
                 let (resp, fx) = self.kv.txn(&t, &Leases(&self.lessor)).map_err(kv_status)?;
                 self.after_write(&fx);
                 count_txn(&self.metrics, &t, &resp);
@@ -469,9 +628,6 @@ impl Applier {
                 Ok(Response::Compact(resp))
             }
             R::LeaseGrant(g) => {
-                if self.over_quota() {
-                    return Err(Status::new(Code::ResourceExhausted, NO_SPACE));
-                }
                 let ttl = self.lessor.grant(g.id, g.ttl).map_err(lease_status)?;
                 self.save_lease(g.id)?;
                 self.uncommitted_writes += 1;
@@ -551,20 +707,12 @@ impl Applier {
         }
     }
 
-    /// NOSPACE is raised while the backend is over its quota (writes are refused then);
-    /// corekv keeps no other alarms, so activating or deactivating changes nothing.
-    fn alarm(&self, _req: &pb::AlarmRequest) -> pb::AlarmResponse {
-        let alarms = if self.over_quota() {
-            vec![pb::AlarmMember {
-                member_id: self.hub.header.member_id,
-                alarm: pb::AlarmType::Nospace as i32,
-            }]
-        } else {
-            vec![]
-        };
+    /// Alarm GET: the raised alarms of the asked type (NONE: all). ACTIVATE and
+    /// DEACTIVATE go through raft ([`Applier::apply_alarm`]).
+    fn alarm(&self, req: &pb::AlarmRequest) -> pb::AlarmResponse {
         pb::AlarmResponse {
             header: None,
-            alarms,
+            alarms: self.alarm_members(req.alarm),
         }
     }
 
@@ -710,6 +858,36 @@ impl StateMachine for Applier {
         reply
     }
 
+    fn alarm_errors(&self) -> Vec<String> {
+        // etcd: each AlarmMember's String(), gogoproto's compact text format.
+        self.alarm_members(pb::AlarmType::None as i32)
+            .iter()
+            .map(|a| {
+                let name = pb::AlarmType::try_from(a.alarm)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("NONE");
+                format!("memberID:{} alarm:{name} ", a.member_id)
+            })
+            .collect()
+    }
+
+    fn refuse(&mut self, req: &RaftRequest) -> Option<Status> {
+        // Only what adds data is checked: a txn that adds nothing passes, as in etcd's
+        // backendQuota.Available.
+        let cost = write_cost(req.request.as_ref()?)?;
+        // A disk short of space raises NOSPACE by itself (see tick).
+        if self.disk_low.is_some() {
+            return Some(no_space());
+        }
+        // etcd's quota check (quotaKVServer): refused before raft, and NOSPACE raised.
+        if self.db().size() + cost >= self.quota_bytes {
+            let me = (pb::AlarmType::Nospace as i32, self.member_id());
+            self.alarm_wanted = !self.alarms.contains(&me);
+            return Some(no_space());
+        }
+        None
+    }
+
     fn read(&mut self, req: Request) -> Reply {
         match req {
             Request::Range(r) => {
@@ -789,6 +967,21 @@ impl StateMachine for Applier {
             .leases_expired
             .fetch_add(p.revoke.len() as u64, Relaxed);
         let mut out = Vec::new();
+        // This member's disk is short of space, or a write went over the quota: raise
+        // NOSPACE (again a second later if it did not apply, e.g. without a leader).
+        let me = self.member_id();
+        let raised = self.alarms.contains(&(pb::AlarmType::Nospace as i32, me));
+        if (self.disk_low.is_some() || self.alarm_wanted) && !raised && now >= self.alarm_retry_at {
+            self.alarm_retry_at = now + self.lease_clock.ticks_per_sec;
+            out.push(RaftRequest {
+                auth: None,
+                request: Some(raft_request::Request::Alarm(pb::AlarmRequest {
+                    action: pb::alarm_request::AlarmAction::Activate as i32,
+                    member_id: me,
+                    alarm: pb::AlarmType::Nospace as i32,
+                })),
+            });
+        }
         for id in p.revoke {
             out.push(RaftRequest {
                 auth: None,
@@ -940,6 +1133,10 @@ impl Applier {
         self.conf_state = loaded
             .conf_state
             .unwrap_or_else(|| meta.get_conf_state().clone());
+        self.alarms = loaded.alarms;
+        self.metrics
+            .alarm_nospace
+            .store(self.nospace_alarm(), Relaxed);
         self.applied = loaded.applied;
         self.uncommitted_writes = 0;
         // A physical compaction waiting on the old state is answered now, with the new one.
@@ -988,11 +1185,22 @@ impl super::driver::DurableStateMachine for Applier {
         true
     }
 
-    fn poll_commit(&mut self) -> Option<Result<Committed, String>> {
-        self.kv
-            .backend_mut()
-            .poll_commit()
-            .map(|r| r.map_err(|e| e.to_string()))
+    fn poll_commit(&mut self) -> Option<Result<Committed, super::driver::BackendError>> {
+        use super::driver::BackendError;
+        self.kv.backend_mut().poll_commit().map(|r| {
+            r.map_err(|e| match e {
+                StorageError::NoSpace(_) => BackendError::NoSpace(e.to_string()),
+                e => BackendError::Fatal(e.to_string()),
+            })
+        })
+    }
+
+    fn commit_stalled(&self) -> bool {
+        self.kv.backend().commit_stalled()
+    }
+
+    fn set_disk_low(&mut self, why: Option<String>) {
+        Applier::set_disk_low(self, why);
     }
 
     fn uncommitted_writes(&self) -> u64 {

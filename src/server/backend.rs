@@ -6,6 +6,11 @@
 //! Reads see the newest of: the open overlay, the overlay being committed, the last
 //! committed B+tree state. The core never waits for a backend fsync, and the copy-on-write
 //! page work happens on the committer's thread, not on the one core that runs raft.
+//!
+//! A commit that finds no disk space ([`StorageError::NoSpace`]) changes nothing in the
+//! B+tree: its overlay stays where it was (reads still see it) and the next commit takes it
+//! again, with everything applied since merged over it. Nothing is lost: every write in it
+//! is in the WAL, and the applied index in the B+tree stays where it was.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -23,7 +28,7 @@ pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
 /// Changes to one bucket: None marks a deletion.
 type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Overlay {
     buckets: [Changes; Bucket::ALL.len()],
     writes: usize,
@@ -46,12 +51,17 @@ pub struct Committed {
     /// Everything up to this raft index is now in the B+tree, durably.
     pub applied: u64,
     pub took: Duration,
+    /// The file could not keep its reserve of free space ([`Db::space_low`]).
+    pub space_low: bool,
 }
 
 pub struct OverlayBackend {
     db: Db,
     read: ReadTxn,
     committing: Option<Arc<Overlay>>,
+    /// The commit of `committing` failed for want of space: it is not in flight, and the
+    /// next commit takes it again.
+    stalled: bool,
     pending: Overlay,
     jobs: mpsc::Sender<Job>,
     done: mpsc::Receiver<Result<Committed, StorageError>>,
@@ -131,7 +141,10 @@ impl OverlayBackend {
                     let result = commit(&committer_db, &job).map(|()| Committed {
                         applied: job.applied,
                         took: started.elapsed(),
+                        space_low: committer_db.space_low(),
                     });
+                    // The overlay goes back to the core alone (a failed one is taken again).
+                    drop(job);
                     if done_tx.send(result).is_err() {
                         return;
                     }
@@ -142,6 +155,7 @@ impl OverlayBackend {
             read: db.begin_read(),
             db,
             committing: None,
+            stalled: false,
             pending: Overlay::default(),
             jobs,
             done,
@@ -212,13 +226,33 @@ impl OverlayBackend {
         self.committing.is_some()
     }
 
+    /// Whether a commit failed for want of space and waits to be taken again.
+    pub fn commit_stalled(&self) -> bool {
+        self.stalled
+    }
+
     /// Hands what was applied so far to the committer, stamped with `applied`. Returns
-    /// false when a commit is still in flight (the overlay keeps growing meanwhile).
+    /// false when a commit is still in flight (the overlay keeps growing meanwhile). After
+    /// a commit that found no space, this one takes its overlay again, with the writes
+    /// applied since over it.
     pub fn start_commit(&mut self, applied: u64) -> bool {
-        if self.committing.is_some() {
+        if self.committing.is_some() && !self.stalled {
             return false;
         }
-        let changes = Arc::new(std::mem::take(&mut self.pending));
+        let pending = std::mem::take(&mut self.pending);
+        let changes = match self.committing.take() {
+            Some(failed) => {
+                let mut merged = Arc::unwrap_or_clone(failed);
+                for (into, from) in merged.buckets.iter_mut().zip(pending.buckets) {
+                    into.extend(from);
+                }
+                merged.writes += pending.writes;
+                merged
+            }
+            None => pending,
+        };
+        self.stalled = false;
+        let changes = Arc::new(changes);
         self.committing = Some(changes.clone());
         self.jobs
             .send(Job { changes, applied })
@@ -238,25 +272,32 @@ impl OverlayBackend {
                 )))
             }
         };
-        if result.is_ok() {
-            self.read = self.db.begin_read();
-            self.committing = None;
-        }
+        self.finished(&result);
         Some(result)
     }
 
-    /// Waits for the commit in flight (at shutdown and in tests).
+    fn finished(&mut self, result: &Result<Committed, StorageError>) {
+        match result {
+            Ok(_) => {
+                self.read = self.db.begin_read();
+                self.committing = None;
+            }
+            Err(StorageError::NoSpace(_)) => self.stalled = true,
+            Err(_) => {}
+        }
+    }
+
+    /// Waits for the commit in flight (at shutdown and in tests); None if none is.
     pub fn wait_commit(&mut self) -> Option<Result<Committed, StorageError>> {
-        self.committing.as_ref()?;
+        if self.committing.is_none() || self.stalled {
+            return None;
+        }
         let result = self.done.recv().unwrap_or_else(|_| {
             Err(StorageError::Unsupported(
                 "the backend committer thread stopped".into(),
             ))
         });
-        if result.is_ok() {
-            self.read = self.db.begin_read();
-            self.committing = None;
-        }
+        self.finished(&result);
         Some(result)
     }
 }
@@ -399,6 +440,87 @@ mod tests {
                 Some(9999u64.to_be_bytes().to_vec())
             );
         }
+    }
+
+    /// A commit that finds no space changes nothing: reads still see its writes, the next
+    /// commit takes them again with the newer ones over them, and once space is back
+    /// everything reaches the file (a reopen has it all, with the last applied index).
+    #[test]
+    fn backend_commit_out_of_space_is_taken_again() {
+        use crate::storage::{FaultyFile, FileOp};
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let full = Arc::new(AtomicBool::new(false));
+        let f2 = full.clone();
+        let opts = DbOptions {
+            reserve_bytes: 0,
+            ..DbOptions::default()
+        };
+        let db = Db::open_wrapped(&path, opts, move |f| {
+            Arc::new(FaultyFile::new(f, move |op| {
+                (matches!(op, FileOp::Allocate | FileOp::Write) && f2.load(SeqCst))
+                    .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+            }))
+        })
+        .unwrap();
+        let mut b = OverlayBackend::new(db);
+        let mut model = BTreeMap::new();
+        for i in 0..50u32 {
+            let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8; 3000]);
+            b.put(Bucket::Key, &k, &v);
+            model.insert(k, v);
+        }
+        full.store(true, SeqCst);
+        assert!(b.start_commit(1));
+        let err = b.wait_commit().unwrap().unwrap_err();
+        assert!(matches!(err, StorageError::NoSpace(_)), "{err}");
+        assert!(b.commit_stalled() && b.commit_in_flight());
+        assert!(b.wait_commit().is_none(), "nothing is in flight");
+        assert_eq!(
+            all(&b, false),
+            model.clone().into_iter().collect::<Vec<_>>()
+        );
+        // More writes over the stalled ones, and a retry that fails again.
+        for i in 40..60u32 {
+            let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8 + 1; 100]);
+            b.put(Bucket::Key, &k, &v);
+            model.insert(k, v);
+        }
+        for i in 0..10u32 {
+            assert!(b.delete(Bucket::Key, &i.to_be_bytes()).unwrap());
+            model.remove(i.to_be_bytes().as_slice());
+        }
+        assert!(b.start_commit(2));
+        assert!(matches!(
+            b.wait_commit(),
+            Some(Err(StorageError::NoSpace(_)))
+        ));
+        b.put(Bucket::Key, b"last", b"x");
+        model.insert(b"last".to_vec(), b"x".to_vec());
+        assert_eq!(
+            all(&b, false),
+            model.clone().into_iter().collect::<Vec<_>>()
+        );
+        // Space is back.
+        full.store(false, SeqCst);
+        assert!(b.start_commit(3));
+        let c = b.wait_commit().unwrap().unwrap();
+        assert_eq!(c.applied, 3);
+        assert!(!b.commit_stalled() && !b.commit_in_flight());
+        assert_eq!(
+            all(&b, false),
+            model.clone().into_iter().collect::<Vec<_>>()
+        );
+        drop(b);
+        let b = OverlayBackend::new(Db::open(&path, DbOptions::default()).unwrap());
+        assert_eq!(all(&b, false), model.into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            b.get(Bucket::Meta, CONSISTENT_INDEX_KEY)
+                .unwrap()
+                .map(|c| c.to_vec()),
+            Some(3u64.to_be_bytes().to_vec())
+        );
     }
 
     #[test]

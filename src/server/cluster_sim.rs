@@ -5,7 +5,9 @@
 //!
 //! - Disk: the WAL is a list of durable records in the real codec (`wal_records`); writes
 //!   complete in order at random later steps (sometimes many ticks later), then
-//!   `on_persisted`. The backend is a durable copy of the toy state, committed in the
+//!   `on_persisted`. A disk can fill up for a while: the WAL then waits for space, as the
+//!   real one does, and writes issued meanwhile complete only once it is freed (across
+//!   crashes and restarts). The backend is a durable copy of the toy state, committed in the
 //!   background at random; after a commit the driver's snapshot logic writes a marker,
 //!   compacts the log and releases whole WAL segments. A crash keeps a random prefix of the
 //!   records in flight (a torn tail), lands a backend commit in flight or not, and loses
@@ -24,8 +26,9 @@
 //! draws those from `thread_rng`; the simulation sets them through `Node::raft_mut`).
 //! Nothing reads a clock; no threads.
 //!
-//! Checks on every seed: one leader per term; no two members apply different writes at
-//! one place; every acknowledged put was applied, exactly once, and survives; linearizable
+//! Checks on every seed: one leader per term; no member's commit index passes what a
+//! quorum of the voters holds durably (the entry there, same term, in their WAL, or a
+//! snapshot marker at or past it); no two members apply different writes at one place; every acknowledged put was applied, exactly once, and survives; linearizable
 //! reads are not stale; every answer goes to the request it belongs to, once; applied and
 //! commit indexes never go back (a restart resumes at or above the newest snapshot its WAL
 //! recorded); and once the faults end, the cluster converges to one state equal to the
@@ -120,6 +123,8 @@ struct Params {
     request_timeout_ticks: u64,
     /// A WAL write takes long (several ticks).
     slow_disk: u64,
+    /// Per step: a live member's disk fills up for a while (up to the end of the nemesis).
+    full_disk: u64,
     /// Per step: a live member stops (SIGSTOP) for a while, then goes on where it was.
     pause: u64,
     /// Steps per tick of each member: clocks drift apart.
@@ -150,6 +155,7 @@ impl Params {
             segment: rng.range(1, 8),
             request_timeout_ticks: rng.range(15, 60),
             slow_disk: rng.range(0, 300),
+            full_disk: rng.range(0, 4),
             pause: rng.range(0, 15),
             tick_every: {
                 let drift = rng.range(0, 2);
@@ -210,6 +216,11 @@ struct Disk {
     commit_gen: u64,
     /// Snapshots received in full (member/snap/), by index.
     received: BTreeMap<u64, ToyData>,
+    /// The raft entries the durable WAL holds: index -> term (a later write at an index
+    /// replaces what was there and after it, as recovery does).
+    terms: BTreeMap<u64, u64>,
+    /// Full until this step: WAL writes issued before it complete after it.
+    full_until: u64,
 }
 
 /// The driver's own state (driver.rs `Driver`), rebuilt at every start.
@@ -364,6 +375,7 @@ struct Stats {
     moves: u64,
     compactions: u64,
     pauses: u64,
+    full_disks: u64,
     final_index: u64,
 }
 
@@ -386,6 +398,7 @@ impl Stats {
         self.moves += o.moves;
         self.compactions += o.compactions;
         self.pauses += o.pauses;
+        self.full_disks += o.full_disks;
         self.final_index += o.final_index;
     }
 }
@@ -772,7 +785,7 @@ impl Sim {
             self.rng.range(1, 12)
         };
         let disk = &mut self.ms[m].disk;
-        let at = disk.busy_until.max(self.now) + latency;
+        let at = disk.busy_until.max(self.now).max(disk.full_until) + latency;
         disk.busy_until = at;
         disk.writes.push_back(WalWrite { records, done });
         let life = self.ms[m].life;
@@ -782,12 +795,55 @@ impl Sim {
     fn make_durable(&mut self, m: usize, recs: Vec<Rec>) {
         let mem = &mut self.ms[m];
         for r in recs {
-            if r.1 == wal_records::SNAPSHOT || r.1 == wal_records::INSTALLED_SNAPSHOT {
-                let meta: SnapshotMetadata =
-                    protobuf::Message::parse_from_bytes(&r.2).expect("a marker decodes");
-                mem.floor = mem.floor.max(meta.index);
+            match wal_records::decode(r.1, &r.2).expect("a WAL record decodes") {
+                wal_records::WalRecord::Snapshot(meta) => mem.floor = mem.floor.max(meta.index),
+                wal_records::WalRecord::InstalledSnapshot(meta) => {
+                    mem.floor = mem.floor.max(meta.index);
+                    // What was written before belongs to the log it replaced.
+                    mem.disk.terms.clear();
+                }
+                wal_records::WalRecord::Entry(e) => {
+                    mem.disk.terms.split_off(&e.index);
+                    mem.disk.terms.insert(e.index, e.term);
+                }
+                wal_records::WalRecord::HardState(_) => {}
             }
             mem.disk.wal.push(r);
+        }
+    }
+
+    /// Raft's promise: an entry is committed only once a quorum of the voters holds it
+    /// durably. The leader appends to its own WAL while it replicates, and counts itself only
+    /// once its write is durable: a disk that stalls (full) must not let the commit index
+    /// pass what the others have made durable.
+    fn check_commit_is_durable(&self, m: usize, commit: u64) {
+        let node = self.ms[m].node.as_ref().expect("live");
+        let log = node.raft_log();
+        if commit == 0 || commit <= log.snapshot_metadata().index {
+            return;
+        }
+        let Ok(term) = raft::Storage::term(log, commit) else {
+            return;
+        };
+        let holds = |id: u64| {
+            let Some(mem) = self.ms.get(id as usize - 1) else {
+                return false;
+            };
+            mem.floor >= commit || mem.disk.terms.get(&commit) == Some(&term)
+        };
+        let cs = log.conf_state();
+        for voters in [&cs.voters, &cs.voters_outgoing] {
+            if voters.is_empty() {
+                continue;
+            }
+            let durable = voters.iter().filter(|&&v| holds(v)).count();
+            if durable <= voters.len() / 2 {
+                self.fail(format!(
+                    "member {}: commit index {commit} (term {term}) is durable on only \
+                     {durable} of the voters {voters:?}",
+                    m + 1
+                ));
+            }
         }
     }
 
@@ -1405,6 +1461,7 @@ impl Sim {
                 "member {id}: applied {applied} is past the commit index {commit}"
             ));
         }
+        self.check_commit_is_durable(m, commit);
         if is_leader {
             match self.leaders.get(&term) {
                 Some(&other) if other != id => self.fail(format!(
@@ -1496,6 +1553,17 @@ impl Sim {
                 self.ms[m].paused_until = self.ms[m].paused_until.max(until);
                 self.stats.pauses += 1;
                 self.tr("pause", None, m as u64 + 1, until, 0);
+            }
+        }
+        if self.rng.chance(self.p.full_disk) {
+            let live = self.live();
+            if !live.is_empty() {
+                let m = live[self.rng.below(live.len() as u64) as usize];
+                let until = (self.now + self.rng.range(200, 3_000)).min(self.p.nemesis_steps);
+                let disk = &mut self.ms[m].disk;
+                disk.full_until = disk.full_until.max(until);
+                self.stats.full_disks += 1;
+                self.tr("full-disk", None, m as u64 + 1, until, 0);
             }
         }
         if self.groups.iter().all(|g| *g == 0) && self.rng.chance(self.p.partition) {

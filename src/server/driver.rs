@@ -163,6 +163,19 @@ struct SnapshotSaved {
     installed: bool,
 }
 
+/// How a background commit of the backend failed.
+#[derive(Debug)]
+pub enum BackendError {
+    /// No disk space: nothing changed; the next commit takes the same writes again.
+    NoSpace(String),
+    /// Anything else (a failed fsync among them): the member cannot go on.
+    Fatal(String),
+}
+
+/// How long a member short of disk space waits between two tries of a backend commit
+/// (which also tries to grow the file back to its reserve).
+const SPACE_RETRY: Duration = Duration::from_secs(1);
+
 /// A state machine whose applied state is made durable by background commits.
 pub trait DurableStateMachine:
     StateMachine<Snapshot = crate::storage::Snapshot, Received = ReceivedSnapshot>
@@ -173,7 +186,12 @@ pub trait DurableStateMachine:
     /// commit is still in flight.
     fn start_commit(&mut self) -> bool;
     /// The commit in flight, if it finished.
-    fn poll_commit(&mut self) -> Option<Result<Committed, String>>;
+    fn poll_commit(&mut self) -> Option<Result<Committed, BackendError>>;
+    /// A commit failed for want of space and waits to be taken again.
+    fn commit_stalled(&self) -> bool;
+    /// Whether (and why) this member's disk is short of space; writes that add data are
+    /// refused while it is, and the member raises the NOSPACE alarm.
+    fn set_disk_low(&mut self, why: Option<String>);
     /// Writes applied since the last commit started.
     fn uncommitted_writes(&self) -> u64;
     /// A commit was started and has not been polled to its end.
@@ -287,6 +305,13 @@ struct Driver<S: DurableStateMachine> {
     /// Per follower: when this leader last sent it a heartbeat, and the heartbeat whose
     /// response is awaited to time the round trip.
     heartbeats: std::collections::HashMap<u64, HeartbeatClock>,
+    /// Why the last backend commit found the disk short of space (it failed, or could not
+    /// keep the file's reserve), until one succeeds with the reserve kept.
+    backend_no_space: Option<String>,
+    /// What the state machine was last told about disk space.
+    disk_low: Option<String>,
+    /// The Ready number last reported durable: they must come in order.
+    last_persisted: u64,
 }
 
 /// A leader's heartbeats to one follower: etcd counts one sent more than two heartbeat
@@ -417,6 +442,9 @@ pub async fn run<S: DurableStateMachine + 'static>(
         joining: peers.joining,
         last_leader: 0,
         heartbeats: Default::default(),
+        backend_no_space: None,
+        disk_low: None,
+        last_persisted: 0,
     };
     d.step_node();
     loop {
@@ -441,6 +469,7 @@ pub async fn run<S: DurableStateMachine + 'static>(
             d.step_node();
         }
         d.maybe_commit_backend();
+        d.check_space();
     }
 }
 
@@ -484,6 +513,15 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                 at,
                 installed,
             } => {
+                // The WAL completes appends in order, and an append that cannot complete
+                // (no space) waits rather than fail: raft hears "durable up to N" only when
+                // every Ready up to N is on disk. A failed append stops the member.
+                assert!(
+                    number >= self.last_persisted,
+                    "Ready {number} reported durable after Ready {}",
+                    self.last_persisted
+                );
+                self.last_persisted = number;
                 self.appends_in_flight.remove(&append);
                 if let Some(at) = at {
                     self.persisted_at.push(at);
@@ -679,7 +717,7 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                         installed,
                     });
                 }
-                Err(e) => fatal(&format!("WAL append failed: {e}")),
+                Err(e) => fatal(&wal_failed(&e)),
             }
         })
         .detach();
@@ -713,15 +751,41 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     fn maybe_commit_backend(&mut self) {
         if let Some(result) = self.node.state_machine_mut().poll_commit() {
             match result {
-                Ok(c) => self.backend_committed(c),
-                Err(e) => fatal(&format!("backend commit failed: {e}")),
+                Ok(c) => {
+                    self.backend_no_space = c.space_low.then(|| {
+                        "the database file cannot keep its reserve of free space".to_string()
+                    });
+                    self.backend_committed(c)
+                }
+                Err(BackendError::NoSpace(e)) => {
+                    if self.backend_no_space.is_none() {
+                        tracing::warn!(
+                            "backend commit found no disk space ({e}); its writes stay in \
+                             memory and in the WAL, and it is tried again every {SPACE_RETRY:?}"
+                        );
+                    }
+                    self.backend_no_space = Some(e);
+                }
+                Err(BackendError::Fatal(e)) => fatal(&format!(
+                    "backend commit failed: {e} (the member stops: after a failed write or \
+                     fsync the file cannot be trusted until it is reopened; the WAL holds \
+                     everything acknowledged)"
+                )),
             }
         }
-        let writes = self.node.state_machine().uncommitted_writes();
-        let due = writes >= self.cfg.backend_commit_writes
-            || (writes > 0
-                && (self.last_backend_commit.elapsed() >= self.cfg.backend_commit_interval
-                    || !self.backend_copies_waiting.is_empty()));
+        let sm = self.node.state_machine();
+        let writes = sm.uncommitted_writes();
+        let since = self.last_backend_commit.elapsed();
+        let due = if self.backend_no_space.is_some() || sm.commit_stalled() {
+            // Short of space: try again now and then (the try also grows the file back to
+            // its reserve once space is freed), not at every interval.
+            since >= SPACE_RETRY
+        } else {
+            writes >= self.cfg.backend_commit_writes
+                || (writes > 0
+                    && (since >= self.cfg.backend_commit_interval
+                        || !self.backend_copies_waiting.is_empty()))
+        };
         if due && self.node.state_machine_mut().start_commit() {
             self.last_backend_commit = Instant::now();
             self.writes_since_snapshot += writes;
@@ -776,8 +840,11 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
     /// holds everything up to `durable`: write a snapshot marker there, then forget the log
     /// and the WAL segments before it.
     fn maybe_snapshot(&mut self, durable: u64) {
+        // Short of disk space, every backend commit is followed by a snapshot, so that the
+        // WAL segments it makes obsolete are released as soon as possible.
         let due = self.writes_since_snapshot >= self.cfg.snapshot_count
-            || self.node.raft_log().entry_bytes() >= self.cfg.snapshot_log_bytes;
+            || self.node.raft_log().entry_bytes() >= self.cfg.snapshot_log_bytes
+            || self.disk_low.is_some();
         if self.snapshot_in_flight || !due || durable <= self.last_snapshot_index {
             return;
         }
@@ -812,10 +879,36 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
                         installed: false,
                     }));
                 }
-                Err(e) => fatal(&format!("WAL append of a snapshot marker failed: {e}")),
+                Err(e) => fatal(&format!("(snapshot marker) {}", wal_failed(&e))),
             }
         })
         .detach();
+    }
+
+    /// Tells the state machine when this member's disk becomes short of space, or no longer
+    /// is: the WAL cannot prepare its next segment (or waits to write), or the backend
+    /// could not commit or keep its reserve.
+    fn check_space(&mut self) {
+        let why = match (self.wal.no_space(), &self.backend_no_space) {
+            (Some(w), _) => Some(format!("WAL: {w}")),
+            (None, Some(b)) => Some(format!("backend: {b}")),
+            (None, None) => None,
+        };
+        if why == self.disk_low {
+            return;
+        }
+        match (&why, &self.disk_low) {
+            (Some(w), None) => tracing::warn!(
+                "the disk is short of space ({w}): writes that add data are refused and the \
+                 NOSPACE alarm is raised; reads, watches, deletes and compactions go on"
+            ),
+            (Some(w), Some(_)) => tracing::debug!("the disk is still short of space ({w})"),
+            (None, _) => tracing::info!(
+                "the disk has space again; writes resume once the NOSPACE alarm is disarmed"
+            ),
+        }
+        self.disk_low = why.clone();
+        self.node.state_machine_mut().set_disk_low(why);
     }
 
     fn start_append(&mut self) -> u64 {
@@ -867,6 +960,17 @@ impl<S: DurableStateMachine + 'static> Driver<S> {
         })
         .detach();
     }
+}
+
+/// Why the member stops after a failed WAL append. Out of space never gets here (the WAL
+/// waits for space); anything else (EIO from a write or fsync) does.
+fn wal_failed(e: &wal::WalError) -> String {
+    format!(
+        "WAL append failed: {e} (the entries it held were not acknowledged, and raft was not \
+         told they are durable; a failed write or fsync is never retried, since the kernel \
+         may have dropped what it could not write: restart to let recovery decide what is on \
+         disk)"
+    )
 }
 
 /// A failure that leaves the member unable to keep its promises: stop rather than serve.

@@ -192,6 +192,10 @@ impl Request {
             r @ (Request::Status(_) | Request::MemberList(_)) => Kind::LocalRead(r),
             Request::Watch { stream, command } => Kind::Watch { stream, command },
             Request::Defragment(_) | Request::Snapshot(_) => Kind::ByDriver,
+            // Alarm GET reads the applied alarms; ACTIVATE and DEACTIVATE go through raft.
+            Request::Alarm(a) if a.action != pb::alarm_request::AlarmAction::Get as i32 => {
+                write(R::Alarm(a))
+            }
             r @ (Request::Alarm(_)
             | Request::HashKv(_)
             | Request::Hash(_)
@@ -265,6 +269,7 @@ fn auth_method(r: &raft_request::Request) -> &'static str {
         R::RoleGet(_) => "RoleGet",
         R::RoleList(_) => "RoleList",
         R::Authenticate(_) => "Authenticate",
+        R::Alarm(_) => "Alarm",
         _ => "Internal",
     }
 }

@@ -61,6 +61,15 @@ pub trait StateMachine {
     /// Applies one committed write and returns the client's answer. A header revision left
     /// at 0 is filled with [`StateMachine::revision`] right after.
     fn apply(&mut self, index: u64, req: RaftRequest) -> Reply;
+    /// Checks a client's write before it is proposed: Some(answer) refuses it at once
+    /// (etcd's quota check: no space for what it adds).
+    fn refuse(&mut self, _req: &RaftRequest) -> Option<Status> {
+        None
+    }
+    /// The raised alarms, as Status lists them in `errors`.
+    fn alarm_errors(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Serves a read against the applied state.
     fn read(&mut self, req: Request) -> Reply;
     /// Records that every entry up to `index` is applied (also for entries without writes).
@@ -444,6 +453,10 @@ impl<S: StateMachine> Node<S> {
     pub fn submit(&mut self, req: Request, to: ReplyTo) {
         match req.kind() {
             Kind::Write(mut w) => {
+                if let Some(status) = self.sm.refuse(&w) {
+                    self.out.replies.push((to, Err(status)));
+                    return;
+                }
                 if let Some(raft_request::Request::LeaseGrant(g)) = &mut w.request {
                     if g.id == 0 {
                         g.id = self.next_lease_id;
@@ -1543,7 +1556,7 @@ impl<S: StateMachine> Node<S> {
             raft_index: log.committed,
             raft_term: self.term(),
             raft_applied_index: self.sm.applied_index(),
-            errors: vec![],
+            errors: self.sm.alarm_errors(),
             db_size_in_use,
             is_learner: self
                 .raw

@@ -48,6 +48,26 @@
 //! WAL, not the backend, is the source of durability: the meta bucket holds
 //! the applied index and replay is idempotent.
 //!
+//! # Out of space
+//!
+//! The file grows in chunks that are *allocated* (`fallocate`), not sparse, so
+//! a commit's page writes land in blocks the file system already gave it, and
+//! a full disk shows when the file must grow. Each commit keeps
+//! [`DbOptions::reserve_bytes`] of allocated free space (free pages plus the
+//! file's unused tail), growing the file when it drops below that. When the
+//! disk cannot give a chunk, the growth falls back to what the reserve needs,
+//! then to what the commit itself needs; if even that fails the commit ends
+//! with [`StorageError::NoSpace`] before its sync, the writer is put back as
+//! it was (the transaction id is skipped, so pages it wrote cannot pass for a
+//! later commit's) and the database takes commits again. A commit that fits
+//! but could not keep the reserve succeeds, and [`Db::space_low`] says so:
+//! corekv then stops taking writes that add data, so the reserve is left for
+//! deletes and compactions. A write that fails with ENOSPC anyway (file
+//! systems that cannot allocate ahead) is handled like a failed growth. A
+//! failed fsync is different: it poisons the database ([`StorageError::Poisoned`]
+//! afterwards) and is never retried, because the kernel may have dropped the
+//! pages it could not write. [`FaultyFile`] injects these failures in tests.
+//!
 //! # Free pages
 //!
 //! Pages replaced by a commit are freed *pending* on that commit's transaction
@@ -104,7 +124,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use memmap2::{Mmap, MmapOptions};
 
 pub use check::{DefragReport, Snapshot};
-pub use file::{FileLayer, ReadOnlyFile, StdFile};
+pub use file::{is_no_space, FaultyFile, FileLayer, FileOp, ReadOnlyFile, StdFile};
 use freelist::RunSet;
 use page::{Meta, MAX_BUCKETS};
 use tree::PageSource;
@@ -128,6 +148,13 @@ pub enum StorageError {
     InvalidOptions(String),
     #[error("the database hit an i/o error during a commit and must be reopened")]
     Poisoned,
+    /// A commit found no space to grow the file or write its pages (ENOSPC, EDQUOT). The
+    /// commit was abandoned before its sync: the database goes on from the state before
+    /// it and takes commits again (retry once space is freed). As after a crash during a
+    /// commit, a reopen before the next commit finds the old state, or the new one if the
+    /// write that failed was the meta page's and it reached the file whole.
+    #[error("no space left for the database file: {0}")]
+    NoSpace(std::io::Error),
     #[error("operation not supported: {0}")]
     Unsupported(String),
 }
@@ -185,6 +212,12 @@ pub struct DbOptions {
     pub populate: bool,
     /// At open, read every branch page so lookups fault at most on the leaf.
     pub prewarm_branches: bool,
+    /// Bytes of allocated, free space the file keeps beyond what it uses (free pages
+    /// count), so that small commits (deletes, compactions) still fit once the disk is
+    /// full: this much, or half of what the file uses if that is less (but at least
+    /// 256 KiB). A commit that cannot grow the file to keep it still commits if its pages
+    /// fit, and [`Db::space_low`] says so.
+    pub reserve_bytes: u64,
 }
 
 impl Default for DbOptions {
@@ -194,6 +227,7 @@ impl Default for DbOptions {
             full_check_on_open: false,
             populate: false,
             prewarm_branches: true,
+            reserve_bytes: 2 << 20,
         }
     }
 }
@@ -277,6 +311,8 @@ pub(crate) struct Inner {
     writer_cv: Condvar,
     file_len: AtomicU64,
     recovery: Option<String>,
+    /// The last commit could not keep `reserve_bytes` free (or found no space at all).
+    space_low: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to an open database. Cheap to clone; `Send + Sync`.
@@ -291,6 +327,16 @@ const MAX_PAGE: usize = 32768;
 impl Db {
     /// Open (or create) the database file at `path`.
     pub fn open(path: &Path, opts: DbOptions) -> Result<Db, StorageError> {
+        Self::open_wrapped(path, opts, |f| Arc::new(f))
+    }
+
+    /// [`Db::open`], with the file's layer wrapped by `wrap` (a [`FaultyFile`] in tests).
+    /// A defragment replaces the file, and the new one is a plain [`StdFile`].
+    pub fn open_wrapped(
+        path: &Path,
+        opts: DbOptions,
+        wrap: impl FnOnce(StdFile) -> Arc<dyn FileLayer>,
+    ) -> Result<Db, StorageError> {
         // A defragment that crashed before its rename leaves this behind.
         let _ = std::fs::remove_file(check::defrag_tmp_path(path));
         let existed = path.exists();
@@ -300,7 +346,7 @@ impl Db {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let db = Self::open_layer(Arc::new(StdFile(f)), Some(path.to_path_buf()), opts)?;
+        let db = Self::open_layer(wrap(StdFile(f)), Some(path.to_path_buf()), opts)?;
         if !existed {
             if let Some(dir) = path.parent() {
                 let dir = if dir.as_os_str().is_empty() {
@@ -413,6 +459,7 @@ impl Db {
                 writer_cv: Condvar::new(),
                 file_len: AtomicU64::new(len),
                 recovery,
+                space_low: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -457,6 +504,13 @@ impl Db {
     /// File size in bytes (etcd `dbSize`).
     pub fn size(&self) -> u64 {
         self.inner.file_len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last commit found the disk too full to keep
+    /// [`DbOptions::reserve_bytes`] of allocated free space in the file, or to commit at
+    /// all ([`StorageError::NoSpace`]). Cleared by the next commit that keeps the reserve.
+    pub fn space_low(&self) -> bool {
+        self.inner.space_low.load(Ordering::Relaxed)
     }
 
     /// Bytes in pages that are in use (etcd `dbSizeInUse`): the high-water mark

@@ -1,4 +1,6 @@
 use super::*;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Mutex;
 
 pub(crate) fn tmpdir() -> tempfile::TempDir {
@@ -1043,4 +1045,225 @@ fn storage_concurrent_readers_see_whole_commits() {
         r.join().unwrap();
     }
     db.check().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// injected I/O failures (FaultyFile): out of space, failed fsync
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
+/// A Db whose file fails as `rule` says, with a model of its state.
+fn faulty_db(
+    path: &Path,
+    opts: DbOptions,
+    rule: impl Fn(FileOp) -> Option<io::Error> + Send + Sync + 'static,
+) -> Db {
+    Db::open_wrapped(path, opts, |f| Arc::new(FaultyFile::new(f, rule))).unwrap()
+}
+
+fn reopen_checked(path: &Path) -> Db {
+    Db::open(
+        path,
+        DbOptions {
+            full_check_on_open: true,
+            ..small_opts()
+        },
+    )
+    .unwrap()
+}
+
+/// Out of space when the file must grow: the commit is abandoned with nothing changed, the
+/// database goes on (reads, and commits that fit, deletes first among them, thanks to the
+/// reserve), and the same commit succeeds once space is back.
+#[test]
+fn storage_no_space_to_grow_abandons_the_commit_and_keeps_the_reserve() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let full = Arc::new(AtomicBool::new(false));
+    let f2 = full.clone();
+    let opts = DbOptions {
+        reserve_bytes: 64 << 10,
+        ..small_opts()
+    };
+    let db = faulty_db(&path, opts, move |op| {
+        (op == FileOp::Allocate && f2.load(SeqCst)).then(enospc)
+    });
+    let mut m = Model::new();
+    let mut w = db.begin_write().unwrap();
+    for i in 0..200u32 {
+        let (k, v) = (format!("k{i:04}").into_bytes(), val(i as u64, 100));
+        w.put(Bucket::Key, &k, &v).unwrap();
+        m.insert((0, k), v);
+    }
+    w.commit().unwrap();
+    assert!(!db.space_low());
+    // The disk fills up: commits go on into the file's reserve while they fit, and say
+    // that space is low (corekv stops taking writes then).
+    full.store(true, SeqCst);
+    let size = db.size();
+    let mut i = 200u32;
+    while !db.space_low() {
+        let mut w = db.begin_write().unwrap();
+        for _ in 0..10 {
+            let (k, v) = (format!("k{i:04}").into_bytes(), val(i as u64, 600));
+            w.put(Bucket::Key, &k, &v).unwrap();
+            m.insert((0, k), v);
+            i += 1;
+        }
+        w.commit().unwrap();
+        assert_eq!(db.size(), size, "the file grew on a full disk");
+    }
+    // A commit larger than what is left fails and changes nothing.
+    let mut w = db.begin_write().unwrap();
+    for j in 0..100u32 {
+        w.put(
+            Bucket::Key,
+            format!("big{j}").as_bytes(),
+            &val(j as u64, 900),
+        )
+        .unwrap();
+    }
+    let err = w.commit().expect_err("100 KiB do not fit in the reserve");
+    assert!(matches!(err, StorageError::NoSpace(_)), "{err}");
+    assert!(err.to_string().contains("os error 28"), "{err}");
+    assert!(db.space_low());
+    assert_eq!(dump_read(&db.begin_read()), m);
+    db.check().unwrap();
+    // Deletes still commit on the full disk (they free pages for later commits).
+    let mut w = db.begin_write().unwrap();
+    for j in (0..200u32).step_by(2) {
+        let k = format!("k{j:04}").into_bytes();
+        assert!(w.delete(Bucket::Key, &k).unwrap());
+        m.remove(&(0, k));
+    }
+    w.commit().unwrap();
+    assert_eq!(db.size(), size);
+    db.check().unwrap();
+    // Space comes back: the next commit grows the file and the reserve with it.
+    full.store(false, SeqCst);
+    let mut w = db.begin_write().unwrap();
+    for j in 0..100u32 {
+        let (k, v) = (format!("z{j:04}").into_bytes(), val(j as u64, 900));
+        w.put(Bucket::Key, &k, &v).unwrap();
+        m.insert((0, k), v);
+    }
+    w.commit().unwrap();
+    assert!(!db.space_low());
+    assert!(db.size() > size);
+    drop(db);
+    assert_eq!(dump_read(&reopen_checked(&path).begin_read()), m);
+}
+
+/// A write that fails with ENOSPC in the middle of a commit (after a short write), at
+/// every write of the commit in turn: the commit is abandoned, the old state stays (also
+/// across a reopen), and the same changes commit once space is back.
+#[test]
+fn storage_no_space_mid_commit_is_abandoned_at_every_write() {
+    let dir = tmpdir();
+    let base = dir.path().join("base");
+    let m0 = filled_db(&base, 300, 3);
+    let changes = |w: &mut WriteTxn, m: &mut Model| {
+        let mut rng = Rng(77);
+        random_ops(w, m, &mut rng, 300);
+    };
+    // How many writes one commit of these changes makes.
+    let count = Arc::new(AtomicU32::new(0));
+    let c2 = count.clone();
+    let probe = dir.path().join("probe");
+    std::fs::copy(&base, &probe).unwrap();
+    let db = faulty_db(&probe, small_opts(), move |op| {
+        if op == FileOp::Write {
+            c2.fetch_add(1, SeqCst);
+        }
+        None
+    });
+    let mut w = db.begin_write().unwrap();
+    let mut m1 = m0.clone();
+    changes(&mut w, &mut m1);
+    count.store(0, SeqCst);
+    w.commit().unwrap();
+    let writes = count.load(SeqCst);
+    assert!(writes >= 3, "{writes} writes");
+    drop(db);
+    for k in 1..=writes {
+        let path = dir.path().join(format!("w{k}"));
+        std::fs::copy(&base, &path).unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        let (c2, a2) = (calls.clone(), armed.clone());
+        let db = faulty_db(&path, small_opts(), move |op| {
+            if op != FileOp::Write || !a2.load(SeqCst) {
+                return None;
+            }
+            (c2.fetch_add(1, SeqCst) + 1 == k).then(enospc)
+        });
+        let mut w = db.begin_write().unwrap();
+        let mut m = m0.clone();
+        changes(&mut w, &mut m);
+        assert!(m == m1);
+        armed.store(true, SeqCst);
+        let err = w.commit().expect_err("the commit hits ENOSPC");
+        assert!(matches!(err, StorageError::NoSpace(_)), "write {k}: {err}");
+        armed.store(false, SeqCst);
+        assert!(db.space_low());
+        assert!(
+            dump_read(&db.begin_read()) == m0,
+            "write {k}: not the old state"
+        );
+        db.check().unwrap();
+        // A crash now opens the old state (or the new one, when the write that failed was
+        // the meta page's and its checksummed part reached the file: as after any crash
+        // during a commit).
+        let crash = dir.path().join(format!("w{k}-crash"));
+        std::fs::copy(&path, &crash).unwrap();
+        let got = dump_read(&reopen_checked(&crash).begin_read());
+        assert!(
+            got == m0 || (k == writes && got == m1),
+            "write {k}: a third state"
+        );
+        // The same changes, again, with space.
+        let mut w = db.begin_write().unwrap();
+        let mut m = m0.clone();
+        changes(&mut w, &mut m);
+        w.commit().unwrap();
+        assert!(
+            dump_read(&db.begin_read()) == m1,
+            "write {k}: not the new state"
+        );
+        drop(db);
+        assert!(
+            dump_read(&reopen_checked(&path).begin_read()) == m1,
+            "write {k}: reopened"
+        );
+    }
+}
+
+/// A failed fsync is final: the commit fails, the database refuses every later write
+/// until reopened, and the reopened file holds the old or the new state, whole.
+#[test]
+fn storage_failed_fsync_poisons_the_database() {
+    let dir = tmpdir();
+    let path = dir.path().join("db");
+    let m0 = filled_db(&path, 200, 2);
+    let armed = Arc::new(AtomicBool::new(false));
+    let a2 = armed.clone();
+    let db = faulty_db(&path, small_opts(), move |op| {
+        (op == FileOp::Sync && a2.load(SeqCst)).then(|| io::Error::from_raw_os_error(libc::EIO))
+    });
+    let mut w = db.begin_write().unwrap();
+    let mut m1 = m0.clone();
+    random_ops(&mut w, &mut m1, &mut Rng(9), 200);
+    armed.store(true, SeqCst);
+    let err = w.commit().expect_err("the fsync fails");
+    assert!(matches!(err, StorageError::Io(_)), "{err}");
+    assert!(err.to_string().contains("os error 5"), "{err}");
+    assert!(!db.space_low());
+    assert!(matches!(db.begin_write(), Err(StorageError::Poisoned)));
+    // Readers still see the last state that was committed before.
+    assert_eq!(dump_read(&db.begin_read()), m0);
+    drop(db);
+    let got = dump_read(&reopen_checked(&path).begin_read());
+    assert!(got == m0 || got == m1, "neither the old nor the new state");
 }

@@ -8,6 +8,7 @@ use super::freelist::{self, RunSet};
 use super::page::{self, corrupt, Meta, Val, BRANCH_EHDR, HDR, LEAF_EHDR, T_BRANCH, T_LEAF};
 use super::tree::{self, PageSource, MAX_DEPTH};
 use super::{map_file, Bucket, IdMap, Inner, StorageError, Version, WriterState};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Largest value accepted (the length field has 31 bits).
 pub const MAX_VALUE: usize = (i32::MAX as usize) - 4096;
@@ -586,15 +587,31 @@ impl WriteTxn {
             self.finish_abort();
             return Ok(());
         }
-        match self.commit_inner() {
-            Ok(()) => {
+        let mut old_chain = Vec::new();
+        match self.commit_inner(&mut old_chain) {
+            Ok(low) => {
+                self.inner.space_low.store(low, Relaxed);
                 let ws = self.ws.take();
                 self.inner.put_writer(ws);
                 Ok(())
             }
-            Err(e) => {
+            Err(CommitError::NoSpace(e)) => {
+                // Nothing was synced and no meta page counts yet: what the commit wrote
+                // lies in pages no committed version uses. Put the writer back as it was,
+                // except that this transaction id is never used again (its pages may be
+                // on disk, and must not pass for a later commit's).
+                self.inner.space_low.store(true, Relaxed);
+                if let Some(ws) = self.ws.as_mut() {
+                    ws.chain = old_chain;
+                    ws.next_txn += 1;
+                }
+                self.finish_abort();
+                Err(StorageError::NoSpace(e))
+            }
+            Err(CommitError::Fatal(e)) => {
                 // The file may hold a partial commit; only a reopen (which reads
-                // the last valid meta) is safe now.
+                // the last valid meta) is safe now. After a failed sync this is
+                // final: the kernel may have dropped the pages it could not write.
                 self.ws = None;
                 self.inner.put_writer(None);
                 Err(e)
@@ -619,10 +636,13 @@ impl WriteTxn {
         }
     }
 
-    fn commit_inner(&mut self) -> Result<(), StorageError> {
+    /// Writes the commit and syncs it. Ok(whether space is low: the file could not keep
+    /// its reserve). `old_chain` gets the freelist chain this commit replaces, for an
+    /// abort to put back.
+    fn commit_inner(&mut self, old_chain: &mut Vec<u64>) -> Result<bool, CommitError> {
         let ps = self.ps;
         let txn = self.force_txn.unwrap_or(self.ws().next_txn);
-        let old_chain = std::mem::take(&mut self.ws().chain);
+        *old_chain = std::mem::take(&mut self.ws().chain);
         self.freed.extend(old_chain.iter().map(|&id| (id, 1)));
 
         // Pages this commit writes (tree pages and overflow runs), as runs: the
@@ -681,26 +701,15 @@ impl WriteTxn {
 
         let ws = self.ws.as_mut().expect("writer");
         let file = ws.file.clone();
-        // Grow the file in chunks.
-        let need = meta.hwm * ps as u64;
-        let grew = need > ws.file_len;
-        if grew {
-            let mut n = ws.file_len.max(2 * ps as u64);
-            while n < need {
-                n += n.clamp(1 << 20, 1 << 30);
-            }
-            let n = n.div_ceil(ps as u64) * ps as u64;
-            file.set_len(n)?;
-            // Make the new length durable before any meta can point into it,
-            // so that at open a file shorter than its newest meta needs is
-            // known to be truncated rather than a torn commit. Growth is rare
-            // (chunks double up to 1 GiB), so this extra sync is too.
-            file.sync()?;
-            ws.file_len = n;
-        }
+        let reserve = self.inner.opts.reserve_bytes;
+        let low = grow(&*file, ws, meta.hwm * ps as u64, reserve, ps as u64)?;
 
         // Dirty pages, sorted, contiguous ones coalesced; then the meta page
         // into the slot not holding the current state; then one fdatasync.
+        // A write that fails for want of space (possible only where the file
+        // system could not allocate ahead) abandons the commit cleanly: no
+        // meta page points at anything written so far.
+        let write = |buf: &[u8], at: u64| file.write_at(buf, at).map_err(CommitError::write);
         let mut ids: Vec<u64> = self.d.pages.keys().copied().collect();
         ids.sort_unstable();
         let mut stage: Vec<u8> = Vec::with_capacity((ids.len() * ps).min(4 << 20));
@@ -712,7 +721,7 @@ impl WriteTxn {
             page::seal(p);
             if id != stage_next || stage.len() >= 4 << 20 {
                 if !stage.is_empty() {
-                    file.write_at(&stage, stage_start * ps as u64)?;
+                    write(&stage, stage_start * ps as u64)?;
                 }
                 stage.clear();
                 stage_start = id;
@@ -721,20 +730,25 @@ impl WriteTxn {
             stage_next = id + 1;
         }
         if !stage.is_empty() {
-            file.write_at(&stage, stage_start * ps as u64)?;
+            write(&stage, stage_start * ps as u64)?;
         }
         for (&id, run) in self.d.ovf.iter_mut() {
             page::seal_overflow(run, txn);
-            file.write_at(run, id * ps as u64)?;
+            write(run, id * ps as u64)?;
         }
         let mut mbuf = vec![0u8; ps];
         meta.encode(&mut mbuf);
-        file.write_at(&mbuf, ws.next_slot * ps as u64)?;
-        file.sync()?;
+        write(&mbuf, ws.next_slot * ps as u64)?;
+        // Never retried, whatever the error: after a failed fsync the kernel
+        // may have dropped pages it could not write back (fsyncgate).
+        file.sync().map_err(CommitError::fatal)?;
 
-        // Publish.
-        let map = if grew {
-            Arc::new(map_file(file.file(), ws.file_len, &self.inner.opts)?)
+        // Publish. The file may have grown in this commit, or in one that
+        // failed after growing it.
+        let map = if (self.d.base.map.len() as u64) < ws.file_len {
+            Arc::new(
+                map_file(file.file(), ws.file_len, &self.inner.opts).map_err(CommitError::Fatal)?,
+            )
         } else {
             self.d.base.map.clone()
         };
@@ -757,8 +771,99 @@ impl WriteTxn {
             }
         }
         self.d.ovf.clear();
-        Ok(())
+        Ok(low)
     }
+}
+
+/// How a commit failed.
+enum CommitError {
+    /// Out of space before anything was synced: abandon the commit, keep the database.
+    NoSpace(std::io::Error),
+    /// Anything else: the database must be reopened.
+    Fatal(StorageError),
+}
+
+impl CommitError {
+    /// A failed write or length change: out of space is survivable, the rest is not.
+    fn write(e: std::io::Error) -> CommitError {
+        if super::is_no_space(&e) {
+            CommitError::NoSpace(e)
+        } else {
+            CommitError::Fatal(e.into())
+        }
+    }
+
+    fn fatal(e: std::io::Error) -> CommitError {
+        CommitError::Fatal(e.into())
+    }
+}
+
+/// Grows the file, if it must, so that the `need` bytes this commit uses fit and
+/// `reserve` bytes of allocated free space (free pages or the file's tail) remain.
+/// Allocates in chunks (doubling, from 1 MiB to 1 GiB a step) and, when the disk cannot
+/// give a chunk, just what the reserve needs, then just what the commit needs. Returns
+/// whether space is low (the reserve could not be kept); out of space for the commit
+/// itself is [`CommitError::NoSpace`].
+fn grow(
+    file: &dyn super::FileLayer,
+    ws: &mut WriterState,
+    need: u64,
+    reserve: u64,
+    ps: u64,
+) -> Result<bool, CommitError> {
+    let round = |n: u64| n.div_ceil(ps) * ps;
+    // A small database keeps a smaller reserve (half what it uses, at least 256 KiB), so a
+    // new one is not several MiB for nothing.
+    let reserve = reserve.min((need / 2).max(256 << 10));
+    let free = ws.free.total() * ps + ws.file_len.saturating_sub(need);
+    let want = if free >= reserve {
+        need
+    } else {
+        round(ws.file_len.max(need) + (reserve - free))
+    };
+    if want <= ws.file_len {
+        return Ok(false);
+    }
+    let mut chunk = ws.file_len.max(2 * ps);
+    while chunk < want {
+        chunk += chunk.clamp(1 << 20, 1 << 30);
+    }
+    let mut targets = vec![round(chunk), want, round(need)];
+    targets.dedup();
+    let mut last = None;
+    let mut got = None;
+    for target in targets
+        .into_iter()
+        .filter(|&t| t > ws.file_len && t >= need)
+    {
+        match file.allocate(target) {
+            Ok(()) => {
+                got = Some(target);
+                break;
+            }
+            Err(e) => {
+                // It may have grown part of the way; give that back.
+                let _ = file.set_len(ws.file_len);
+                match CommitError::write(e) {
+                    CommitError::NoSpace(e) => last = Some(e),
+                    fatal => return Err(fatal),
+                }
+            }
+        }
+    }
+    let Some(len) = got else {
+        if need > ws.file_len {
+            return Err(CommitError::NoSpace(last.expect("a growth was tried")));
+        }
+        return Ok(true);
+    };
+    // Make the new length durable before any meta can point into it,
+    // so that at open a file shorter than its newest meta needs is
+    // known to be truncated rather than a torn commit. Growth is rare
+    // (chunks double up to 1 GiB), so this extra sync is too.
+    file.sync().map_err(CommitError::fatal)?;
+    ws.file_len = len;
+    Ok(len < want)
 }
 
 impl Drop for WriteTxn {

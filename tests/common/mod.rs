@@ -141,29 +141,44 @@ pub struct Server {
     /// The peer URL it advertises (by default the one it listens on).
     peer_url: String,
     flags: Vec<String>,
+    /// What a start waits for: this path answering `{"health":"true"}`.
+    health_path: String,
 }
 
 impl Server {
     /// Starts a server of `kind` and waits until it is healthy.
     pub fn start(kind: Kind) -> Server {
-        Server::launch(kind, &[], None)
+        Server::launch(kind, &[], None, None)
     }
 
     /// Starts a server with extra flags (etcd's names; corekv takes the same).
     pub fn start_with(kind: Kind, flags: &[&str]) -> Server {
-        Server::launch(kind, flags, None)
+        Server::launch(kind, flags, None, None)
     }
 
     /// Starts a server advertising `peer_url` instead of the peer URL it listens on. Member
     /// and cluster IDs derive from the advertised URLs (and the cluster token): two servers of
     /// one kind advertising the same URL have the same IDs, so their outputs compare as is.
     pub fn start_advertising(kind: Kind, peer_url: &str) -> Server {
-        Server::launch(kind, &[], Some(peer_url))
+        Server::launch(kind, &[], Some(peer_url), None)
+    }
+
+    /// Starts a server whose data dir is `data_dir` (e.g. on a file system the test mounted)
+    /// instead of one in its temporary directory.
+    pub fn start_at(kind: Kind, data_dir: &Path, flags: &[&str]) -> Server {
+        let mut s = Server::launch(kind, flags, None, Some(data_dir));
+        s.data_dir = data_dir.to_path_buf();
+        s
     }
 
     /// Starts on fresh ports, trying again (on other ports) if the server exits at start — a
     /// port handed out a moment ago can still be taken by someone else meanwhile.
-    fn launch(kind: Kind, flags: &[&str], peer_url: Option<&str>) -> Server {
+    fn launch(
+        kind: Kind,
+        flags: &[&str],
+        peer_url: Option<&str>,
+        data_dir: Option<&Path>,
+    ) -> Server {
         let mut last = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("cannot make a temp dir");
@@ -171,12 +186,13 @@ impl Server {
             let mut s = Server {
                 kind,
                 child: None,
-                data_dir: dir.path().join("data"),
+                data_dir: data_dir.map_or_else(|| dir.path().join("data"), Path::to_path_buf),
                 dir,
                 client_port: free_port(),
                 peer_port,
                 peer_url: peer_url.map_or(format!("http://127.0.0.1:{peer_port}"), String::from),
                 flags: flags.iter().map(|f| f.to_string()).collect(),
+                health_path: "/health".into(),
             };
             match s.spawn() {
                 Ok(()) => return s,
@@ -237,7 +253,8 @@ impl Server {
                     self.log()
                 ));
             }
-            if http_get(self.client_port, "/health").is_some_and(|b| b.contains("\"true\"")) {
+            if http_get(self.client_port, &self.health_path).is_some_and(|b| b.contains("\"true\""))
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -280,6 +297,34 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The flags later (re)starts use instead of the ones it started with.
+    pub fn set_flags(&mut self, flags: &[&str]) {
+        self.flags = flags.iter().map(|f| f.to_string()).collect();
+    }
+
+    /// The path later (re)starts wait for to answer healthy (default `/health`; e.g.
+    /// `/health?exclude=NOSPACE` for a server that restarts with the alarm raised).
+    pub fn set_health_path(&mut self, path: &str) {
+        self.health_path = path.into();
+    }
+
+    /// Waits up to `limit` for the server to exit by itself; its exit status, or None if it
+    /// still runs (or was not running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.child.as_mut()?.try_wait().unwrap();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

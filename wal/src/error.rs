@@ -49,7 +49,7 @@ pub enum WalError {
     /// An earlier write or fdatasync failed; after that nothing written since
     /// the last successful fdatasync can be trusted, so the WAL refuses all
     /// further appends. Reopen it (recovery decides what survived).
-    #[error("the WAL failed earlier and takes no more appends: {0}")]
+    #[error("the WAL failed and takes no more appends: {0}")]
     Failed(String),
     /// The WAL was closed.
     #[error("the WAL is closed")]
@@ -71,6 +71,23 @@ pub(crate) fn lazy_io_err<T>(
 ) -> impl FnOnce(glommio::GlommioError<T>) -> WalError {
     move |e| WalError::Io {
         context: context(),
-        source: e.into(),
+        source: io_error(e),
+    }
+}
+
+/// The `std::io::Error` of a glommio error, keeping its OS error code (glommio's own
+/// conversion of an "enhanced" error keeps only the kind, and ENOSPC must stay ENOSPC).
+pub(crate) fn io_error<T>(e: glommio::GlommioError<T>) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => e.into(),
+    }
+}
+
+impl WalError {
+    /// Whether this is an I/O error saying the file system is out of space (ENOSPC or
+    /// EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, WalError::Io { source, .. } if crate::faults::is_no_space(source))
     }
 }

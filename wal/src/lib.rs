@@ -35,6 +35,10 @@
 //!   ([`WalError::Failed`]): after a failed fdatasync the kernel may have
 //!   dropped the dirty data, so nothing since the last good one is trusted.
 //!   The owner should stop and reopen (recovery decides what survived).
+//!   A failed fdatasync is never retried (PostgreSQL's "fsyncgate": a retry
+//!   can succeed with the data gone).
+//! * The exception is running out of space (ENOSPC or EDQUOT) on a *write*:
+//!   see [Out of space](#out-of-space).
 //!
 //! # Files
 //!
@@ -57,6 +61,33 @@
 //! oldest first, with a directory fsync after each, so a crash leaves a
 //! contiguous log. On open, a prepared (all-zero) segment after the last one
 //! written is kept for use; other segments past the end are removed.
+//!
+//! # Out of space
+//!
+//! The segment being written is preallocated and zero-filled, so on ext4,
+//! xfs or tmpfs a commit's write never needs new blocks: space runs out when
+//! the *next* segment is prepared. That preparation runs ahead in the
+//! background, so when it fails the current segment is still (nearly) whole,
+//! and that is the WAL's reserve: appends go on into it while the owner,
+//! told by [`Wal::no_space`], stops taking new work (corekv raises its
+//! NOSPACE alarm and refuses writes) and frees space. The preparation is
+//! retried by itself (10 ms apart, doubling to 1 s; its temporary file is
+//! removed after each failure so it holds no space meanwhile). Only when the
+//! current segment is full too do appends wait, unacknowledged, until the
+//! next segment exists.
+//!
+//! A commit's write that fails with ENOSPC (possible on copy-on-write file
+//! systems, or without preallocation) is retried the same way with the same
+//! bytes at the same place: the writer's state changes only after a write
+//! succeeds, so a retry writes again exactly what a partial attempt may have
+//! left, and the commit numbering stays gapless. Such a write left nothing in
+//! the page cache for the kernel to drop, unlike a failed fdatasync, which is
+//! never retried. A log whose last segment is sealed and whose next one was
+//! never made opens without making it (the writer makes it when needed), so
+//! a log can be opened and read on a full disk.
+//!
+//! Failures are injected in tests through [`WalOptions::faults`]
+//! ([`Faults`], [`IoPoint`]); empty in production.
 //!
 //! # Byte layout
 //!
@@ -202,12 +233,14 @@
 //! rewrite leaves them intact.
 
 mod error;
+pub mod faults;
 pub mod frame;
 mod recovery;
 mod segment;
 mod wal;
 
 pub use error::WalError;
+pub use faults::{Faults, IoPoint};
 pub use segment::IoMode;
 pub use wal::{Wal, WalOptions, WalStats};
 

@@ -1,6 +1,7 @@
 //! Segment files: names, headers, preparation and the write path.
 
 use crate::error::{io_err, lazy_io_err, WalError};
+use crate::faults::{Faults, IoPoint};
 use crate::frame::{FRAME_HEADER_LEN, SEAL_LEN};
 use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -33,11 +34,12 @@ pub enum IoMode {
 }
 
 /// How segment files are written (from [`WalOptions`](crate::WalOptions)).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct WriteOpts {
     pub mode: IoMode,
     pub zero_fill: bool,
     pub dsync: bool,
+    pub faults: Faults,
 }
 
 /// A segment's identity: its sequence number, its first log position and its
@@ -180,10 +182,47 @@ pub async fn create_segment(
         .dma_open(&tmp)
         .await
         .map_err(io_err(ctx("creating")))?;
+    let filled = match fill_segment(&file, &id, log_id, &w, &ctx).await {
+        Ok(()) => file.close().await.map_err(io_err(ctx("closing"))),
+        Err(e) => {
+            let _ = file.close().await;
+            Err(e)
+        }
+    };
+    if let Err(e) = filled {
+        // Give back what the temporary file holds: after ENOSPC the space it took is what
+        // the rest of the system (and a retry) needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    glommio::io::rename(&tmp, &path)
+        .await
+        .map_err(io_err(ctx("renaming")))?;
+    sync_dir(dir).await?;
+    let mut tail = Vec::with_capacity(BLOCK);
+    tail.extend_from_slice(&encode_header(&id, log_id));
+    SegmentWriter::open(&path, id, w, SEGMENT_HEADER_LEN, tail).await
+}
+
+/// Preallocates a new segment's file, writes its header (and zeros over it) and makes it
+/// durable.
+async fn fill_segment(
+    file: &DmaFile,
+    id: &SegmentId,
+    log_id: u64,
+    w: &WriteOpts,
+    ctx: &dyn Fn(&str) -> String,
+) -> Result<(), WalError> {
+    w.faults
+        .check(IoPoint::Prepare)
+        .map_err(|source| WalError::Io {
+            context: ctx("preallocating"),
+            source,
+        })?;
     file.pre_allocate(id.size, false)
         .await
         .map_err(io_err(ctx("preallocating")))?;
-    let header = encode_header(&id, log_id);
+    let header = encode_header(id, log_id);
     let upto = if w.zero_fill { id.size } else { BLOCK as u64 };
     let chunk = 1usize << 20;
     let mut off = 0u64;
@@ -209,14 +248,7 @@ pub async fn create_segment(
     file.fdatasync()
         .await
         .map_err(io_err(ctx("fdatasync of")))?;
-    file.close().await.map_err(io_err(ctx("closing")))?;
-    glommio::io::rename(&tmp, &path)
-        .await
-        .map_err(io_err(ctx("renaming")))?;
-    sync_dir(dir).await?;
-    let mut tail = Vec::with_capacity(BLOCK);
-    tail.extend_from_slice(&header);
-    SegmentWriter::open(&path, id, w, SEGMENT_HEADER_LEN, tail).await
+    Ok(())
 }
 
 /// Reads a whole segment file (at most `limit` bytes of it).
@@ -262,6 +294,7 @@ pub struct SegmentWriter {
     handle: Handle,
     /// Opened with O_DSYNC: every write is durable when it completes.
     dsync: bool,
+    faults: Faults,
     path: PathBuf,
     id: SegmentId,
     /// Offset where the next write goes.
@@ -306,6 +339,7 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             handle,
             dsync: w.dsync,
+            faults: w.faults,
             path: path.to_owned(),
             id,
             end,
@@ -324,6 +358,10 @@ impl SegmentWriter {
 
     /// Writes `bytes` at the current end (not yet durable: see [`sync`]).
     ///
+    /// Nothing of the writer's state changes unless the write succeeds, so a write that
+    /// failed with ENOSPC can be retried with the same bytes: whatever part of it reached
+    /// the file is written again, identically.
+    ///
     /// [`sync`]: SegmentWriter::sync
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), WalError> {
         let ctx = || format!("writing segment {}", self.path.display());
@@ -334,7 +372,13 @@ impl SegmentWriter {
                 source: std::io::Error::other("write past the end of the segment"),
             });
         }
-        match &self.handle {
+        self.faults
+            .check(IoPoint::Write)
+            .map_err(|source| WalError::Io {
+                context: ctx(),
+                source,
+            })?;
+        let new_tail = match &self.handle {
             Handle::Dma(file) => {
                 let start = self.end - self.tail.len();
                 let total = crate::frame::align_up(new_end, BLOCK) - start;
@@ -344,9 +388,7 @@ impl SegmentWriter {
                 b[self.tail.len()..self.tail.len() + bytes.len()].copy_from_slice(bytes);
                 b[self.tail.len() + bytes.len()..].fill(0);
                 let keep_from = (new_end - new_end % BLOCK) - start;
-                self.tail.clear();
-                self.tail
-                    .extend_from_slice(&buf.as_bytes()[keep_from..new_end - start]);
+                let new_tail = buf.as_bytes()[keep_from..new_end - start].to_vec();
                 let mut written = file
                     .write_at(buf, start as u64)
                     .await
@@ -369,6 +411,7 @@ impl SegmentWriter {
                         .await
                         .map_err(lazy_io_err(ctx))?;
                 }
+                Some(new_tail)
             }
             Handle::Buffered(file) => {
                 let mut done = 0;
@@ -385,7 +428,20 @@ impl SegmentWriter {
                     }
                     done += n;
                 }
+                None
             }
+        };
+        if self.dsync {
+            // With O_DSYNC the write was the durability point.
+            self.faults
+                .check(IoPoint::Sync)
+                .map_err(|source| WalError::Io {
+                    context: format!("writing segment {} (O_DSYNC)", self.path.display()),
+                    source,
+                })?;
+        }
+        if let Some(t) = new_tail {
+            self.tail = t;
         }
         self.end = new_end;
         Ok(())
@@ -399,9 +455,15 @@ impl SegmentWriter {
         }
         let ctx = || format!("fdatasync of segment {}", self.path.display());
         match &self.handle {
-            Handle::Dma(f) => f.fdatasync().await.map_err(lazy_io_err(ctx)),
-            Handle::Buffered(f) => f.fdatasync().await.map_err(lazy_io_err(ctx)),
+            Handle::Dma(f) => f.fdatasync().await.map_err(lazy_io_err(ctx))?,
+            Handle::Buffered(f) => f.fdatasync().await.map_err(lazy_io_err(ctx))?,
         }
+        self.faults
+            .check(IoPoint::Sync)
+            .map_err(|source| WalError::Io {
+                context: ctx(),
+                source,
+            })
     }
 
     /// Writes zeros over `[self.end, upto)` and syncs (used by recovery to

@@ -1,6 +1,7 @@
 //! The [`Wal`]: open/recover, group-committed appends, release.
 
 use crate::error::WalError;
+use crate::faults::Faults;
 use crate::frame::{
     encode, frame_len, set_flags, FLAG_END_OF_COMMIT, KIND_RECORD, KIND_SEAL, SEAL_LEN,
 };
@@ -36,6 +37,8 @@ pub struct WalOptions {
     /// followed by an fdatasync. Same guarantee; see the crate docs for
     /// which is faster here. Default `true`.
     pub o_dsync: bool,
+    /// Injected I/O failures, for tests (default: none). See [`Faults`].
+    pub faults: Faults,
 }
 
 impl WalOptions {
@@ -44,6 +47,7 @@ impl WalOptions {
             mode: self.io_mode,
             zero_fill: self.zero_fill,
             dsync: self.o_dsync,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -55,6 +59,7 @@ impl Default for WalOptions {
             io_mode: IoMode::Dma,
             zero_fill: true,
             o_dsync: true,
+            faults: Faults::none(),
         }
     }
 }
@@ -73,6 +78,9 @@ pub struct WalStats {
     /// Total time the writer waited at a rotation for the next segment's
     /// preparation to finish (zero when preparation keeps ahead).
     pub rotation_wait: std::time::Duration,
+    /// I/O calls that failed for want of space (ENOSPC, EDQUOT) and were retried later:
+    /// preparations of a segment, and commit writes.
+    pub no_space_retries: u64,
 }
 
 /// Chunk buffers up to this capacity are kept for reuse.
@@ -107,6 +115,10 @@ struct State {
     writer_waker: Option<Waker>,
     failed: Option<String>,
     closed: bool,
+    /// Why the next segment cannot be prepared, while it cannot (out of space).
+    no_space_prepare: Option<String>,
+    /// Why the commit being written cannot be, while it cannot (out of space).
+    no_space_write: Option<String>,
     /// Segment files on disk, oldest first (the one being written included,
     /// the one being prepared not).
     segments: VecDeque<SegmentId>,
@@ -211,7 +223,8 @@ impl Wal {
         let log_id = log_id(&images).unwrap_or_else(new_log_id);
         let mut segments: VecDeque<SegmentId> =
             images[..rec.remove_from].iter().map(|im| im.id).collect();
-        let active = match rec.tail {
+        // The segment the next frame goes into, opened; None if it does not exist yet.
+        let (tail, active) = match rec.tail {
             None => {
                 let id = SegmentId {
                     seq: 0,
@@ -219,12 +232,14 @@ impl Wal {
                     size: opts.segment_size,
                 };
                 segments.push_back(id);
-                create_segment(&dir, id, log_id, opts.write_opts()).await?
+                let w = create_segment(&dir, id, log_id, opts.write_opts()).await?;
+                (id, Some(w))
             }
             Some(Tail::Sealed { index }) => {
-                let id = images[index].id.next(opts.segment_size);
-                segments.push_back(id);
-                create_segment(&dir, id, log_id, opts.write_opts()).await?
+                // The next segment is made by the writer when the first frame needs it, so
+                // that a log can be opened (and read) on a full disk: making it may have to
+                // wait for space.
+                (images[index].id.next(opts.segment_size), None)
             }
             Some(Tail::Open {
                 index,
@@ -242,9 +257,10 @@ impl Wal {
                 if zero_to > end {
                     w.zero_until(zero_to).await?;
                 }
-                w
+                (w.id(), Some(w))
             }
         };
+        let tail_off = active.as_ref().map_or(SEGMENT_HEADER_LEN, |w| w.end());
         drop(images);
 
         let next_commit = rec.next_commit;
@@ -253,8 +269,8 @@ impl Wal {
             _lock: lock,
             log_id,
             st: RefCell::new(State {
-                tail: active.id(),
-                tail_off: active.end(),
+                tail,
+                tail_off,
                 next_commit,
                 staging: Vec::new(),
                 durable_commit: next_commit - 1,
@@ -262,16 +278,19 @@ impl Wal {
                 writer_waker: None,
                 failed: None,
                 closed: false,
+                no_space_prepare: None,
+                no_space_write: None,
                 segments,
-                releasable_below: active.id().seq,
+                releasable_below: tail.seq,
                 stats: WalStats::default(),
                 spare: Vec::new(),
             }),
             opts,
         });
-        let prepared = match prepared_next {
-            Some(w) => glommio::spawn_local(async move { Ok(w) }),
-            None => prepare(&shared, active.id()),
+        let prepared = match (prepared_next, &active) {
+            (Some(w), _) => glommio::spawn_local(async move { Ok(w) }),
+            (None, Some(_)) => prepare(&shared, tail.next(shared.opts.segment_size)),
+            (None, None) => prepare(&shared, tail),
         };
         let writer = glommio::spawn_local(run_writer(shared.clone(), active, Some(prepared)));
         let wal = Wal {
@@ -359,6 +378,20 @@ impl Wal {
             }
         }
         Ok(removed)
+    }
+
+    /// Why appends are waiting for disk space, while they are: the next segment cannot be
+    /// prepared, or a commit's write failed with ENOSPC (or EDQUOT) and waits to be tried
+    /// again. While the next segment is missing, appends still go into what is left of the
+    /// current one; they wait only once it is full. `None` when space is not short.
+    ///
+    /// Both are retried by the WAL itself (10 ms apart at first, then up to 1 s), so this
+    /// clears on its own once space is freed. Nothing is acknowledged before it is durable.
+    pub fn no_space(&self) -> Option<String> {
+        let st = self.shared.st.borrow();
+        st.no_space_write
+            .clone()
+            .or_else(|| st.no_space_prepare.clone())
     }
 
     /// Counters since open.
@@ -525,12 +558,50 @@ fn seal(sh: &Shared, st: &mut State) {
     st.tail_off = SEGMENT_HEADER_LEN;
 }
 
-/// Starts preparing the segment after `after` in the background.
-fn prepare(sh: &Rc<Shared>, after: SegmentId) -> Task<Result<SegmentWriter, WalError>> {
-    let id = after.next(sh.opts.segment_size);
-    let (dir, log_id, w) = (sh.dir.clone(), sh.log_id, sh.opts.write_opts());
-    glommio::spawn_local(async move { create_segment(&dir, id, log_id, w).await })
+/// Starts preparing segment `id` in the background. Out of space, it says so
+/// ([`Wal::no_space`]) and tries again, with growing pauses, until it succeeds or the WAL
+/// is closed; any other failure is returned.
+fn prepare(sh: &Rc<Shared>, id: SegmentId) -> Task<Result<SegmentWriter, WalError>> {
+    let sh = sh.clone();
+    glommio::spawn_local(async move {
+        let mut attempt = 0u32;
+        loop {
+            let w = sh.opts.write_opts();
+            match create_segment(&sh.dir, id, sh.log_id, w).await {
+                Ok(w) => {
+                    sh.st.borrow_mut().no_space_prepare = None;
+                    return Ok(w);
+                }
+                Err(e) if e.is_no_space() => {
+                    {
+                        let mut st = sh.st.borrow_mut();
+                        st.stats.no_space_retries += 1;
+                        st.no_space_prepare = Some(e.to_string());
+                    }
+                    if !wait_for_space(&sh, &mut attempt).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
 }
+
+/// Pauses before an I/O call that failed for want of space is tried again: 10 ms, doubling
+/// up to 1 s. False once the WAL is closed (give up then).
+async fn wait_for_space(sh: &Shared, attempt: &mut u32) -> bool {
+    if sh.st.borrow().closed {
+        return false;
+    }
+    let pause = std::time::Duration::from_millis(10 << (*attempt).min(7)).min(MAX_SPACE_PAUSE);
+    *attempt += 1;
+    glommio::timer::sleep(pause).await;
+    !sh.st.borrow().closed
+}
+
+/// The longest pause between two attempts to write when out of space.
+const MAX_SPACE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Takes everything staged, waiting for some; `None` once closed and empty.
 async fn next_work(sh: &Shared) -> Option<Vec<Chunk>> {
@@ -550,34 +621,40 @@ async fn next_work(sh: &Shared) -> Option<Vec<Chunk>> {
 
 /// The writer: one write + fdatasync at a time, each covering everything
 /// staged while the previous one was in flight.
+///
+/// Out of space (ENOSPC, EDQUOT) the writer waits and tries again: for the next segment
+/// (its preparation retries by itself) and for a commit's write (written again, the same
+/// bytes at the same place). Nothing is acknowledged meanwhile, and nothing is given up:
+/// appenders just wait. Any other failure, and any failed fdatasync, fails the WAL.
 async fn run_writer(
     sh: Rc<Shared>,
-    mut active: SegmentWriter,
+    mut active: Option<SegmentWriter>,
     mut prepared: Option<Task<Result<SegmentWriter, WalError>>>,
 ) {
     let result = async {
         while let Some(chunks) = next_work(&sh).await {
             for mut chunk in chunks {
-                if chunk.seg.seq != active.id().seq {
+                if active.as_ref().map(|a| a.id().seq) != Some(chunk.seg.seq) {
                     let waited = std::time::Instant::now();
                     let next = match prepared.take() {
                         Some(task) => task.await?,
-                        None => {
-                            create_segment(&sh.dir, chunk.seg, sh.log_id, sh.opts.write_opts())
-                                .await?
-                        }
+                        None => prepare(&sh, chunk.seg).await?,
                     };
                     assert_eq!(next.id(), chunk.seg, "prepared the wrong segment");
                     let waited = waited.elapsed();
-                    let old = std::mem::replace(&mut active, next);
-                    old.close().await?;
+                    if let Some(old) = active.replace(next) {
+                        old.close().await?;
+                    }
                     let mut st = sh.st.borrow_mut();
-                    st.segments.push_back(chunk.seg);
+                    if st.segments.back() != Some(&chunk.seg) {
+                        st.segments.push_back(chunk.seg);
+                    }
                     st.stats.rotations += 1;
                     st.stats.rotation_wait += waited;
                     drop(st);
-                    prepared = Some(prepare(&sh, chunk.seg));
+                    prepared = Some(prepare(&sh, chunk.seg.next(sh.opts.segment_size)));
                 }
+                let active = active.as_mut().expect("a segment is open");
                 debug_assert_eq!(chunk.start, active.end());
                 let last_lsn = chunk.seg.start_lsn + (chunk.start + chunk.last_frame) as u64;
                 set_flags(
@@ -586,7 +663,24 @@ async fn run_writer(
                     last_lsn,
                     FLAG_END_OF_COMMIT,
                 );
-                active.write(&chunk.bytes).await?;
+                let mut attempt = 0u32;
+                loop {
+                    match active.write(&chunk.bytes).await {
+                        Ok(()) => break,
+                        Err(e) if e.is_no_space() => {
+                            {
+                                let mut st = sh.st.borrow_mut();
+                                st.stats.no_space_retries += 1;
+                                st.no_space_write = Some(e.to_string());
+                            }
+                            if !wait_for_space(&sh, &mut attempt).await {
+                                return Err(e);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                sh.st.borrow_mut().no_space_write = None;
                 active.sync().await?;
                 let mut st = sh.st.borrow_mut();
                 st.durable_commit = chunk.commit;
@@ -606,9 +700,16 @@ async fn run_writer(
                 }
             }
         }
-        active.close().await?;
+        if let Some(active) = active.take() {
+            active.close().await?;
+        }
         if let Some(task) = prepared.take() {
-            task.await?.close().await?;
+            match task.await {
+                Ok(w) => w.close().await?,
+                // Closed while waiting for space to prepare it: nothing was lost.
+                Err(e) if e.is_no_space() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok::<(), WalError>(())
     }
