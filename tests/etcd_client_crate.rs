@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Kind, Server};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, EventType, GetOptions,
@@ -292,4 +294,139 @@ async fn a_large_physical_compaction_leaves_what_etcds_leaves() {
         ));
     }
     assert_eq!(answers[1], answers[0], "corekv (right) vs etcd (left)");
+}
+
+/// What one call through etcd-client came to, comparable across servers: the gRPC code
+/// and message of an error, or what the answer says.
+fn outcome<T>(r: Result<T, etcd_client::Error>, ok: impl FnOnce(T) -> String) -> String {
+    match r {
+        Ok(v) => ok(v),
+        Err(etcd_client::Error::GRpcStatus(s)) => format!("{:?}: {}", s.code(), s.message()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// The auth sequence of tests/auth.rs, through etcd-client logged in as a user: keys, a
+/// prefix, txns and a watch over forbidden keys, lease revokes, an expired simple token
+/// (--auth-token-ttl=1) and auth disabled under a live client.
+async fn auth_script(s: &Server) -> Vec<String> {
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "--prefix",
+            "app/",
+        ],
+        &["user", "add", "alice:apw"],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        let o = s.etcdctl(args);
+        assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
+    }
+    let login = |u: &str, p: &str| Some(etcd_client::ConnectOptions::new().with_user(u, p));
+    let mut root = Client::connect([s.endpoint()], login("root", "rootpw"))
+        .await
+        .unwrap();
+    let mut alice = Client::connect([s.endpoint()], login("alice", "apw"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let wrong = Client::connect([s.endpoint()], login("alice", "nope")).await;
+    out.push(outcome(wrong, |_| "connected".into()));
+    let put = |r: Result<etcd_client::PutResponse, _>| outcome(r, |_| "put".into());
+    let get = |r: Result<etcd_client::GetResponse, _>| {
+        outcome(r, |g| {
+            let kvs: Vec<String> = g
+                .kvs()
+                .iter()
+                .map(|kv| format!("{}={}", kv.key_str().unwrap(), kv.value_str().unwrap()))
+                .collect();
+            kvs.join(",")
+        })
+    };
+    out.push(put(alice.put("app/x", "1", None).await));
+    out.push(get(alice.get("app/x", None).await));
+    out.push(get(alice
+        .get("app/", Some(GetOptions::new().with_prefix()))
+        .await));
+    out.push(get(alice.get("other", None).await));
+    out.push(put(alice.put("other", "1", None).await));
+    out.push(get(alice
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await));
+    let txn = |compare: &str, op: &str| {
+        Txn::new()
+            .when([Compare::version(compare, CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(op, "t", None)])
+            .or_else([TxnOp::get(op, None)])
+    };
+    for (c, op) in [("app/x", "app/y"), ("app/x", "other"), ("other", "app/y")] {
+        let r = alice.txn(txn(c, op)).await;
+        out.push(outcome(r, |t| format!("txn succeeded={}", t.succeeded())));
+    }
+    // A watch over keys alice may not read is canceled at its creation.
+    let mut stream = alice.watch("other", None).await.unwrap();
+    let first = stream.message().await;
+    out.push(outcome(first, |m| {
+        m.map_or("ended".into(), |m| {
+            format!(
+                "created={} canceled={} reason={}",
+                m.created(),
+                m.canceled(),
+                m.cancel_reason()
+            )
+        })
+    }));
+    // Revoking a lease deletes its keys: write permission on every one is needed.
+    for (id, key) in [(701, "other"), (702, "app/leased")] {
+        root.lease_grant(600, Some(LeaseGrantOptions::new().with_id(id)))
+            .await
+            .unwrap();
+        root.put(key, "l", Some(PutOptions::new().with_lease(id)))
+            .await
+            .unwrap();
+        let r = alice.lease_revoke(id).await;
+        out.push(outcome(r, |_| "revoked".into()));
+    }
+    // An unused simple token expires after --auth-token-ttl; logging in again works.
+    let mut expired = None;
+    for wait in [3, 6, 12] {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let r = get(alice.get("app/x", None).await);
+        if r.contains("invalid auth token") {
+            expired = Some(r);
+            break;
+        }
+    }
+    out.push(expired.unwrap_or_else(|| "the token never expired".into()));
+    alice.refresh_token().await.unwrap();
+    out.push(get(alice.get("app/x", None).await));
+    // Auth disabled under a client holding a token.
+    let r = root.auth_disable().await;
+    out.push(outcome(r, |_| "disabled".into()));
+    out.push(get(alice.get("other", None).await));
+    out.push(put(alice.put("other", "2", None).await));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_through_etcd_client_matches_etcd() {
+    let etcd = Server::start_with(Kind::Etcd, &["--auth-token-ttl=1"]);
+    let corekv = Server::start_with(Kind::Corekv, &["--auth-token-ttl=1"]);
+    let (e, c) = (auth_script(&etcd).await, auth_script(&corekv).await);
+    for (i, (e, c)) in e.iter().zip(&c).enumerate() {
+        assert_eq!(c, e, "step {i} differs (corekv's answer first)");
+    }
+    assert_eq!(c.len(), e.len());
+    // The sequence did what it says (and not the same wrong thing on both).
+    assert!(c[4].contains("permission denied"), "{c:?}");
+    assert!(c[10].contains("canceled=true"), "{c:?}");
+    assert!(c[13].contains("invalid auth token"), "{c:?}");
+    assert_eq!(c[14], "app/x=1", "{c:?}");
 }
