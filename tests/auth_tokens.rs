@@ -144,22 +144,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// root, and alice who may read and write `app/`, then auth on.
 fn set_up_auth(endpoint: &str) {
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["role", "add", "app"],
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "--prefix",
-            "app/",
-        ],
-        &["user", "add", "alice:apw"],
-        &["user", "grant-role", "alice", "app"],
-        &["auth", "enable"],
-    ] {
+    for args in common::APP_AUTH {
         ok(endpoint, args);
     }
 }

@@ -310,22 +310,7 @@ fn outcome<T>(r: Result<T, etcd_client::Error>, ok: impl FnOnce(T) -> String) ->
 /// prefix, txns and a watch over forbidden keys, lease revokes, an expired simple token
 /// (--auth-token-ttl=1) and auth disabled under a live client.
 async fn auth_script(s: &Server) -> Vec<String> {
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["role", "add", "app"],
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "--prefix",
-            "app/",
-        ],
-        &["user", "add", "alice:apw"],
-        &["user", "grant-role", "alice", "app"],
-        &["auth", "enable"],
-    ] {
+    for args in common::APP_AUTH {
         let o = s.etcdctl(args);
         assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
     }

@@ -421,6 +421,25 @@ pub fn http_get_status(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
+/// etcdctl commands that make root (password rootpw) and alice (apw), who may read and
+/// write `app/`, then turn auth on.
+pub const APP_AUTH: &[&[&str]] = &[
+    &["user", "add", "root:rootpw"],
+    &["user", "grant-role", "root", "root"],
+    &["role", "add", "app"],
+    &[
+        "role",
+        "grant-permission",
+        "app",
+        "readwrite",
+        "--prefix",
+        "app/",
+    ],
+    &["user", "add", "alice:apw"],
+    &["user", "grant-role", "alice", "app"],
+    &["auth", "enable"],
+];
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
