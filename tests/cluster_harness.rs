@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{self, Cluster, Network};
 use common::history::{
-    check, CheckReport, Op, Outcome, Recorder, RecordingClient, Request, ViolationKind,
-    WriteHistory,
+    check, check_with_background, CheckReport, Event, Op, Outcome, Recorder, RecordingClient,
+    Request, ViolationKind, WriteHistory,
 };
 use common::nemesis::{self, Config, Fault};
 use common::{DieWithTest, Kind};
@@ -300,6 +300,48 @@ fn checker_catches_invented_writes_and_gaps() {
     let mut ops = Ops::new();
     ops.add(0, put("y", "b"), 0, Some(10), unknown());
     expect_kinds(&ops.check(&h), &[ViolationKind::InventedWrite]);
+}
+
+/// Background writes (other keys, no recorded op; several may share a revision, as a
+/// multi-key delete's do) hold their revisions without being invented writes; a write to a
+/// checked key that no op made still is one, and a gap is still a gap.
+#[test]
+fn checker_with_background_writes() {
+    let mut h = WriteHistory::from_puts(1, &[("x", "a"), ("bg/1", "n1"), ("bg/2", "n2")]);
+    h.events[2].revision = 3; // bg/1 and bg/2 at one revision
+    h.final_revision = 3;
+    h.events.push(Event {
+        revision: 4,
+        key: "x".into(),
+        value: "b".into(),
+        delete: false,
+    });
+    h.final_revision = 4;
+    let mut ops = Ops::new();
+    ops.add(0, put("x", "a"), 0, Some(10), wrote(2))
+        .add(1, get("x"), 11, Some(20), read(3, Some(("a", 2))))
+        .add(0, put("x", "b"), 21, Some(30), wrote(4));
+    let background = |e: &Event| e.key.starts_with("bg/");
+    let report = check_with_background(&ops.ops, &h, background);
+    assert!(report.is_ok(), "{}", report.summary());
+    // Without the background rule, the same history is full of invented writes.
+    expect_kinds(
+        &ops.check(&h),
+        &[ViolationKind::InventedWrite, ViolationKind::HistoryGap],
+    );
+
+    // An unrecorded write to x, and a missing revision, are still caught.
+    h.events.push(Event {
+        revision: 6,
+        key: "x".into(),
+        value: "nobody".into(),
+        delete: false,
+    });
+    h.final_revision = 6;
+    expect_kinds(
+        &check_with_background(&ops.ops, &h, background),
+        &[ViolationKind::InventedWrite, ViolationKind::HistoryGap],
+    );
 }
 
 /// A write that was not acknowledged is in the history at a revision an op had already

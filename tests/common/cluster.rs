@@ -510,6 +510,60 @@ impl Cluster {
         }
     }
 
+    /// Moves member `i`'s data dir (its contents, copied) to `to`, e.g. onto a small file
+    /// system; the member must not be running. Later starts use `to`.
+    pub fn move_data_dir(&mut self, i: usize, to: &Path) {
+        assert!(
+            !self.is_running(i),
+            "kill member {i} before moving its data"
+        );
+        let from = self.members[i].data_dir.clone();
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(to)
+            .output()
+            .expect("cannot run cp");
+        assert!(
+            out.status.success(),
+            "cannot copy {} to {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&from)
+            .unwrap_or_else(|e| panic!("cannot remove {}: {e}", from.display()));
+        self.members[i].data_dir = to.to_path_buf();
+    }
+
+    /// Disarms every raised alarm (as `etcdctl alarm disarm`) through the first running,
+    /// unpaused member that answers within 5 s; returns how many were raised (0 also when
+    /// no member answered).
+    pub fn disarm_alarms(&self) -> usize {
+        use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+        for i in (0..self.len()).filter(|&i| self.is_running(i) && !self.is_paused(i)) {
+            let ep = self.endpoint(i);
+            let r = self.rt.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(5), async move {
+                    let mut c = etcd_client::Client::connect([ep], None).await?;
+                    let raised = c.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+                    for a in raised.alarms() {
+                        let mut opts = AlarmOptions::new();
+                        opts.with_member(a.member_id());
+                        c.alarm(AlarmAction::Deactivate, a.alarm(), Some(opts))
+                            .await?;
+                    }
+                    Ok::<_, etcd_client::Error>(raised.alarms().len())
+                })
+                .await
+            });
+            if let Ok(Ok(n)) = r {
+                return n;
+            }
+        }
+        0
+    }
+
     /// Member `i`'s Maintenance Status, if it answers within 2 s.
     pub fn status(&self, i: usize) -> Option<MemberStatus> {
         if !self.is_running(i) || self.is_paused(i) {

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod ctl;
 pub mod ctl_steps;
 pub mod differential;
+pub mod disk;
 pub mod gateway;
 pub mod grpc;
 pub mod history;

@@ -27,10 +27,12 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
+use super::disk::fill_up;
 use super::history::{
     check, read_history, CheckReport, Op, Outcome, Recorder, RecordingClient, WriteHistory,
 };
@@ -42,6 +44,10 @@ pub enum Fault {
     PauseResume,
     /// Isolated clusters only.
     Partition,
+    /// Fill the file system under [`Config::full_disk`]'s member's data dir with a file,
+    /// remove it later and disarm the alarms (a NOSPACE alarm is replicated: while it is
+    /// raised the whole cluster refuses writes).
+    DiskFull,
 }
 
 /// What to run.
@@ -63,6 +69,9 @@ pub struct Config {
     pub calm_time: (Duration, Duration),
     /// Bound on each wait for progress (successful ops) before, between and after faults.
     pub progress_limit: Duration,
+    /// For [`Fault::DiskFull`]: the member whose data dir is on a small file system of its
+    /// own, and a directory on that file system.
+    pub full_disk: Option<(usize, PathBuf)>,
 }
 
 impl Config {
@@ -92,6 +101,7 @@ impl Config {
             fault_time: (Duration::from_millis(500), Duration::from_millis(2500)),
             calm_time: (Duration::from_millis(300), Duration::from_millis(1500)),
             progress_limit: Duration::from_secs(60),
+            full_disk: None,
         }
     }
 }
@@ -196,7 +206,13 @@ impl Rng {
 }
 
 /// Sets the flag when dropped (so clients stop even if the nemesis panics).
-struct SetOnDrop<'a>(&'a AtomicBool);
+pub struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl<'a> SetOnDrop<'a> {
+    pub fn new(flag: &'a AtomicBool) -> SetOnDrop<'a> {
+        SetOnDrop(flag)
+    }
+}
 
 impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
@@ -207,9 +223,37 @@ impl Drop for SetOnDrop<'_> {
 /// Runs the workload and the nemesis on `cluster` (see the module docs), then reads and
 /// checks the history. Does not assert: see [`RunReport::assert_ok`].
 pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
+    let recorder = Recorder::new();
+    let actions = run_faults(cluster, cfg, &recorder, &mut |_| {});
+    let ops = recorder.ops();
+    let (history, check) = final_check(cluster, &ops);
+    eprint!("{}", summary(cfg.seed, &ops, &actions, &check));
+    RunReport {
+        seed: cfg.seed,
+        ops,
+        actions,
+        history,
+        check,
+    }
+}
+
+/// The workload's clients (recording into `recorder`) and the nemesis, until the faults'
+/// time is over, every fault is undone, every member is healthy and the clients have made
+/// progress again; then the clients stop. `between_faults` is called before each fault and
+/// at the end (e.g. to sample the members' resources). Returns the faults injected.
+pub fn run_faults(
+    cluster: &mut Cluster,
+    cfg: &Config,
+    recorder: &Recorder,
+    between_faults: &mut dyn FnMut(&Cluster),
+) -> Vec<Action> {
     assert!(
         !cfg.faults.contains(&Fault::Partition) || cluster.is_isolated(),
         "Fault::Partition needs a cluster from Cluster::start_isolated"
+    );
+    assert!(
+        !cfg.faults.contains(&Fault::DiskFull) || cfg.full_disk.is_some(),
+        "Fault::DiskFull needs Config::full_disk"
     );
     assert!(!cfg.faults.is_empty(), "no faults to inject");
     eprintln!(
@@ -221,7 +265,6 @@ pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
         cfg.duration,
         cfg.seed
     );
-    let recorder = Recorder::new();
     let stop = AtomicBool::new(false);
     let keys: Vec<String> = (0..cfg.keys).map(|k| format!("key{k}")).collect();
     let endpoints = cluster.endpoints();
@@ -237,17 +280,19 @@ pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
             s.spawn(move || client_loop(client, keys, seed, stop));
         }
         let start = Instant::now();
-        wait_progress(&recorder, start, cfg.clients, false, cfg.progress_limit);
+        wait_progress(recorder, start, cfg.clients, false, cfg.progress_limit);
         let deadline = Instant::now() + cfg.duration;
         loop {
             std::thread::sleep(rng.duration(cfg.calm_time));
+            between_faults(cluster);
             if Instant::now() >= deadline {
                 break;
             }
             let fault = cfg.faults[rng.below(cfg.faults.len())];
             let leader = cluster.leader();
-            let member = match leader {
-                Some(l) if rng.below(2) == 0 => l,
+            let member = match (fault, &cfg.full_disk, leader) {
+                (Fault::DiskFull, Some((m, _)), _) => *m,
+                (_, _, Some(l)) if rng.below(2) == 0 => l,
                 _ => rng.below(cluster.len()),
             };
             let hold = rng.duration(cfg.fault_time);
@@ -273,9 +318,37 @@ pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
                     std::thread::sleep(hold);
                     cluster.heal();
                 }
+                Fault::DiskFull => {
+                    let dir = &cfg.full_disk.as_ref().expect("checked above").1;
+                    let ballast = fill_up(dir);
+                    std::thread::sleep(hold);
+                    std::fs::remove_file(&ballast).expect("cannot remove the ballast");
+                }
             }
             let end = Instant::now();
-            let writes_after = wait_progress(&recorder, end, 1, true, cfg.progress_limit);
+            let writes_after = if fault == Fault::DiskFull {
+                // Until the member's next commit finds the space freed (it retries each
+                // second), it may raise its alarm again right after a disarm: disarm until
+                // a round finds no alarm raised and writes went through since the round
+                // before.
+                let deadline = end + cfg.progress_limit;
+                // An alarm proposed just before the space was freed is applied by then.
+                std::thread::sleep(Duration::from_millis(1500));
+                let mut round = end;
+                loop {
+                    let disarmed = cluster.disarm_alarms();
+                    if disarmed > 0 {
+                        eprintln!("nemesis: disarmed {disarmed} alarm(s)");
+                    }
+                    let n = wait_progress(recorder, round, 1, true, Duration::from_secs(2));
+                    if (n > 0 && disarmed == 0) || Instant::now() >= deadline {
+                        break n;
+                    }
+                    round = Instant::now();
+                }
+            } else {
+                wait_progress(recorder, end, 1, true, cfg.progress_limit)
+            };
             actions.push(Action {
                 fault,
                 member,
@@ -289,18 +362,21 @@ pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
         // progress on the whole cluster.
         cluster.wait_all_healthy();
         let calm = Instant::now();
-        wait_progress(&recorder, calm, cfg.clients, false, cfg.progress_limit);
+        wait_progress(recorder, calm, cfg.clients, false, cfg.progress_limit);
         stop.store(true, Ordering::SeqCst);
     });
-    let ops = recorder.ops();
-    let (history, check) = final_check(cluster, &ops);
+    actions
+}
+
+/// What a run did, for stderr: the checker's verdict, the most frequent errors, the faults.
+pub fn summary(seed: u64, ops: &[Op], actions: &[Action], check: &CheckReport) -> String {
     let t0 = ops
         .iter()
         .map(|o| o.invoke)
         .min()
         .unwrap_or_else(Instant::now);
     let mut errors: HashMap<String, usize> = HashMap::new();
-    for o in &ops {
+    for o in ops {
         if let Outcome::Failed(e) | Outcome::Unknown(e) = &o.outcome {
             let e: String = e.chars().take(160).collect();
             *errors.entry(e).or_default() += 1;
@@ -309,15 +385,14 @@ pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
     let mut errors: Vec<(String, usize)> = errors.into_iter().collect();
     errors.sort_by_key(|e| std::cmp::Reverse(e.1));
     let mut summary = format!(
-        "nemesis summary (NEMESIS_SEED={}): {} violation(s); the most frequent errors:\n",
-        cfg.seed,
+        "nemesis summary (NEMESIS_SEED={seed}): {} violation(s); the most frequent errors:\n",
         check.violations.len()
     );
     for (e, n) in errors.iter().take(6) {
         summary += &format!("  {n:>6} x {e}\n");
     }
     summary += "faults:\n";
-    for a in &actions {
+    for a in actions {
         summary += &format!(
             "  {:>8.3}s..{:>8.3}s {:?} member {}{}; {} writes succeeded after it\n",
             a.start.duration_since(t0).as_secs_f64(),
@@ -328,14 +403,7 @@ pub fn run(cluster: &mut Cluster, cfg: &Config) -> RunReport {
             a.writes_after
         );
     }
-    eprint!("{summary}");
-    RunReport {
-        seed: cfg.seed,
-        ops,
-        actions,
-        history,
-        check,
-    }
+    summary
 }
 
 /// One client: random ops on `keys` until `stop`. A CAS expects the last value this client
@@ -388,7 +456,7 @@ fn client_loop(mut c: RecordingClient, keys: &[String], seed: u64, stop: &Atomic
 
 /// Waits until `need` successful ops (writes only, if `writes`) invoked after `since` are
 /// recorded, or `limit` passes; returns how many there were.
-fn wait_progress(
+pub fn wait_progress(
     recorder: &Recorder,
     since: Instant,
     need: usize,
