@@ -117,9 +117,16 @@ pub fn require_binary(name: &str) -> PathBuf {
     );
 }
 
-/// The corekv binary's path (for tests that run it by hand).
+/// The corekv binary's path (for tests that run it by hand): the one cargo built for the
+/// tests, or `$COREKV_BIN` (a long run, e.g. the soak, can use a copy that later builds do
+/// not replace under it).
 pub fn corekv_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_corekv"))
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("COREKV_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_corekv")))
+    })
 }
 
 /// Raft timings given to both kinds unless a test passes its own: a lone member elects
