@@ -23,7 +23,7 @@
 //!   member, 4 times a run and at least once a minute.
 //!
 //! The nemesis: kill -9 and restart, SIGSTOP/SIGCONT, partitions (network namespaces), and
-//! a full disk on member 2, whose data dir is on a 256 MiB tmpfs (filled with a file, then
+//! a full disk on member 2, whose data dir is on a 512 MiB tmpfs (filled with a file, then
 //! freed and the NOSPACE alarm disarmed). Partitions and the full disk need root; without
 //! it the soak runs with kills and pauses only, and says so.
 //!
@@ -357,8 +357,9 @@ fn watcher(
     };
     let mut at = first;
     let mut next = 1i64;
+    let expired = || deadline.lock().unwrap().is_some_and(|d| Instant::now() > d);
     'members: loop {
-        if deadline.lock().unwrap().is_some_and(|d| Instant::now() > d) {
+        if expired() {
             w.error = Some(format!("{range:?}: did not see {end} in time"));
             return w;
         }
@@ -405,6 +406,7 @@ fn watcher(
                     }
                     Ok(Ok(None)) => return Err("the watch stream ended".into()),
                     Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) if expired() => return Err("out of time".into()),
                     Err(_) => {
                         // Quiet for 3 s: is the member still serving (it answers a
                         // linearizable read only with a quorum behind it)?
@@ -490,7 +492,7 @@ fn soak() {
     };
     let root = is_root();
     let tmpfs = if root {
-        Some(Tmpfs::mount(256 * MIB as usize).expect("cannot mount a tmpfs"))
+        Some(Tmpfs::mount(512 * MIB as usize).expect("cannot mount a tmpfs"))
     } else {
         eprintln!("soak: not root: no partitions and no full disk, kills and pauses only");
         None
