@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod history;
 pub mod nemesis;
+pub mod proxy;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
