@@ -406,3 +406,32 @@ fn watches_resume_without_gap_or_duplicate_when_the_member_dies() {
         assert_eq!(values, want, "watcher {w:?}: a gap or a duplicate");
     }
 }
+
+#[test]
+fn garbage_and_half_open_connections_on_the_proxy_port_hold_up_nobody() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    // Connections that never send a byte, one that stops inside the HTTP/2 preface.
+    let mut idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+        .collect();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    std::io::Write::write_all(&mut half, b"PRI * HTTP/2.0\r\n").unwrap();
+    idle.push(half);
+    for garbage in common::GARBAGE {
+        common::send_garbage(proxy.port, garbage);
+    }
+    let out =
+        common::ctl::Spawned::start(Tool::Etcdctl, &proxy.endpoint(), &["put", "k", "v"]).finish();
+    assert_eq!(out.stdout, "OK\n", "{out:?}");
+    assert!(server.etcdctl(&["get", "k"]).status.success());
+    drop(idle);
+    // Flags etcd refuses together: one line and exit code 1, as etcd.
+    let bad = std::process::Command::new(common::corekv_bin())
+        .args(["grpc-proxy", "start", "--resolver-prefix=/p"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("resolver-ttl"), "{err}");
+}
