@@ -399,7 +399,7 @@ fn serve_accepted(
 
 /// The client listener (executor 0 only), with SO_REUSEADDR so connections of a killed
 /// predecessor in TIME_WAIT do not block it.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

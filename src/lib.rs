@@ -13,6 +13,7 @@ pub mod mvcc;
 pub mod net;
 pub mod peer;
 pub mod proto;
+pub mod proxy;
 pub mod recipes;
 pub mod server;
 pub mod storage;

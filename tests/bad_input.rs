@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::grpc::{frame, raw_call};
@@ -75,17 +72,8 @@ fn a_port_in_use_is_refused_with_one_line() {
 #[test]
 fn garbage_on_the_client_port_closes_that_connection_only() {
     let s = Server::start(Kind::Corekv);
-    for garbage in [
-        &b"\x00\x01\x02garbage\xff"[..],
-        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
-        b"\x16\x03\x01\x02\x00",
-    ] {
-        let mut c = TcpStream::connect(("127.0.0.1", s.client_port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(garbage).unwrap();
-        let mut buf = Vec::new();
-        // The server closes the connection (possibly after an HTTP/2 GOAWAY).
-        let _ = c.read_to_end(&mut buf);
+    for garbage in common::GARBAGE {
+        common::send_garbage(s.client_port, garbage);
     }
     assert!(s.etcdctl(&["put", "k", "v"]).status.success());
     assert!(String::from_utf8_lossy(&s.etcdctl(&["get", "k"]).stdout).contains('v'));

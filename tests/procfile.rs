@@ -1,7 +1,7 @@
 //! The Procfile's local cluster, walked through as the README's "A local cluster" section
 //! does: one `honcho start corekvN` per member, a write through one member read through
-//! another, the leader stopped and the others going on, the leader started again and
-//! caught up. The Procfile is used as it is, with two changes so that CI never collides
+//! another and through the proxy, the leader stopped and the others going on (the proxy
+//! too), the leader started again and caught up. The Procfile is used as it is, with two changes so that CI never collides
 //! with anything: its ports become free ones, and the binary is the one cargo built for this
 //! test (run under `setpriv --pdeathsig KILL`, so a member never outlives its honcho).
 
@@ -146,12 +146,24 @@ fn the_procfile_cluster_survives_losing_its_leader() {
     let clients: Vec<u16> = [2379, 22379, 32379].iter().map(|p| ports[p]).collect();
     let names = ["corekv1", "corekv2", "corekv3"];
     let mut members: Vec<Honcho> = names.iter().map(|n| Honcho::start(dir.path(), n)).collect();
+    let _proxy = Honcho::start(dir.path(), "proxy");
+    let proxy = ports[&23790];
     wait_until("all three healthy", || clients.iter().all(|p| healthy(*p)));
+    wait_until("the proxy healthy", || healthy(proxy));
 
     assert_eq!(etcdctl(clients[0], &["put", "greeting", "hello"]), "OK\n");
     assert_eq!(
         etcdctl(clients[1], &["get", "greeting", "--print-value-only"]),
         "hello\n"
+    );
+    assert_eq!(
+        etcdctl(proxy, &["get", "greeting", "--print-value-only"]),
+        "hello\n"
+    );
+    assert_eq!(etcdctl(proxy, &["put", "via", "proxy"]), "OK\n");
+    assert_eq!(
+        etcdctl(clients[2], &["get", "via", "--print-value-only"]),
+        "proxy\n"
     );
     let members_out = etcdctl(clients[0], &["member", "list"]);
     for name in ["infra1", "infra2", "infra3"] {
@@ -173,6 +185,12 @@ fn the_procfile_cluster_survives_losing_its_leader() {
     assert_eq!(etcdctl(rest[0], &["put", "after", "failover"]), "OK\n");
     assert_eq!(
         etcdctl(rest[1], &["get", "after", "--print-value-only"]),
+        "failover\n"
+    );
+    // The proxy moves to a live member if its own was the one stopped.
+    wait_until("the proxy healthy after the failover", || healthy(proxy));
+    assert_eq!(
+        etcdctl(proxy, &["get", "after", "--print-value-only"]),
         "failover\n"
     );
 

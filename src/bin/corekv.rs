@@ -17,24 +17,11 @@ fn main() {
         eprintln!("corekv: a thread panicked; stopping");
         std::process::exit(70);
     }));
-    let flags = match Flags::try_parse() {
-        Ok(f) => f,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                std::process::exit(0);
-            }
-            // One line, like etcd's flag errors, instead of clap's usage block.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "corekv: {} (see corekv --help)",
-                first.trim_start_matches("error: ")
-            );
-            std::process::exit(2);
-        }
-    };
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("grpc-proxy") {
+        grpc_proxy(&args[2..]);
+    }
+    let flags: Flags = parse_or_exit(args, "corekv", "corekv --help");
     // glommio logs at error level when a device has no polled I/O support: not ours to report.
     let directives = format!("{},glommio::reactor=off", flags.log_level);
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
@@ -62,5 +49,50 @@ fn main() {
     if let Err(e) = corekv::launch::run(cfg) {
         eprintln!("corekv: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `corekv grpc-proxy start [flags]`, as `etcd grpc-proxy start`.
+fn grpc_proxy(args: &[String]) -> ! {
+    if args.first().map(String::as_str) != Some("start") {
+        eprintln!("corekv grpc-proxy: usage: corekv grpc-proxy start [flags]");
+        std::process::exit(2);
+    }
+    let argv =
+        std::iter::once("corekv grpc-proxy start".to_string()).chain(args[1..].iter().cloned());
+    let flags: corekv::proxy::ProxyFlags =
+        parse_or_exit(argv, "corekv grpc-proxy", "corekv grpc-proxy start --help");
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("{},glommio::reactor=off", flags.log_level))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio::reactor=off"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    if let Err(e) = corekv::proxy::run(flags) {
+        eprintln!("corekv grpc-proxy: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
+}
+
+/// Parses flags, or exits: 0 after --help or --version, 2 with one line (like etcd's flag
+/// errors, instead of clap's usage block) for anything wrong.
+fn parse_or_exit<T: Parser>(argv: impl IntoIterator<Item = String>, me: &str, help: &str) -> T {
+    match T::try_parse_from(argv) {
+        Ok(f) => f,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{me}: {} (see {help})", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
     }
 }

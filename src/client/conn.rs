@@ -389,6 +389,17 @@ impl Connection {
         has_leader: bool,
         with_token: bool,
     ) -> Result<(h2::SendStream<Bytes>, h2::client::ResponseFuture, u64), ClientError> {
+        self.start_with(path, has_leader, with_token, &[]).await
+    }
+
+    /// [`Connection::start`] with more metadata (a proxy passes its caller's on).
+    async fn start_with(
+        &self,
+        path: &str,
+        has_leader: bool,
+        with_token: bool,
+        metadata: &[(HeaderName, HeaderValue)],
+    ) -> Result<(h2::SendStream<Bytes>, h2::client::ResponseFuture, u64), ClientError> {
         let (send, authority) = self.sender().await?;
         let mut send = send.ready().await.map_err(ClientError::transport)?;
         let uri = Uri::builder()
@@ -412,6 +423,9 @@ impl Connection {
         );
         if has_leader {
             headers.insert("hasleader", HeaderValue::from_static("true"));
+        }
+        for (name, value) in metadata {
+            headers.insert(name.clone(), value.clone());
         }
         let mut generation = 0;
         if let (Some(a), true) = (&self.auth, with_token) {
@@ -465,6 +479,34 @@ impl Connection {
             }
         })
         .await
+    }
+
+    /// One unary call of an encoded request (without its gRPC prefix) carrying `metadata`:
+    /// the reply message's bytes. No timeout and no retry: a proxy's caller has its own
+    /// deadline, and dropping the call resets its stream.
+    pub(super) async fn unary_raw(
+        &self,
+        path: &str,
+        body: Bytes,
+        metadata: &[(HeaderName, HeaderValue)],
+    ) -> Result<Bytes, ClientError> {
+        let (mut send, head, _) = self.start_with(path, false, true, metadata).await?;
+        send_flow_controlled(&mut send, crate::net::grpc::frame(&body), true).await?;
+        StreamReceiver::<()>::new(head).unary_raw().await
+    }
+
+    /// A streaming call carrying `metadata`, its messages as bytes.
+    pub(super) async fn open_stream_raw(
+        &self,
+        path: &str,
+        metadata: &[(HeaderName, HeaderValue)],
+    ) -> Result<(StreamSender<()>, StreamReceiver<()>), ClientError> {
+        let (body, head, _) = with_timeout(
+            self.opts.command_timeout,
+            self.start_with(path, false, true, metadata),
+        )
+        .await?;
+        Ok((StreamSender::new(body), StreamReceiver::new(head)))
     }
 
     pub(super) async fn open_stream<Req, Resp>(

@@ -48,6 +48,8 @@
 //! [`concurrency`] holds etcd's coordination recipes (session, mutex, election) with the same key
 //! layout as etcd's `clientv3/concurrency`, so they interoperate with etcdctl and Go clients.
 
+use bytes::Bytes;
+
 pub mod concurrency;
 mod conn;
 mod error;
@@ -180,6 +182,26 @@ impl Client {
         Resp: prost::Message + Default,
     {
         self.inner.open_stream(path, false).await
+    }
+
+    /// A unary call of an encoded request, passed on as it is with `metadata` (no timeout,
+    /// no retry): the reply's bytes. For a proxy.
+    pub async fn unary_raw(
+        &self,
+        path: &str,
+        body: Bytes,
+        metadata: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<Bytes, ClientError> {
+        self.inner.unary_raw(path, body, metadata).await
+    }
+
+    /// A streaming call whose messages are passed on as bytes, with `metadata`. For a proxy.
+    pub async fn streaming_raw(
+        &self,
+        path: &str,
+        metadata: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<(StreamSender<()>, StreamReceiver<()>), ClientError> {
+        self.inner.open_stream_raw(path, metadata).await
     }
 
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {

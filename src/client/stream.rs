@@ -74,6 +74,27 @@ impl<Req: prost::Message> StreamSender<Req> {
     }
 }
 
+/// Messages as bytes, for a proxy that passes them on.
+impl StreamSender<()> {
+    /// Sends one encoded message (without its gRPC prefix).
+    pub async fn send_bytes(&mut self, msg: &[u8]) -> Result<(), ClientError> {
+        send_flow_controlled(&mut self.send, crate::net::grpc::frame(msg), false).await
+    }
+}
+
+impl StreamReceiver<()> {
+    /// The next message's bytes; `Ok(None)` once the server ended the call with status OK.
+    pub async fn message_bytes(&mut self) -> Result<Option<Bytes>, ClientError> {
+        self.next_bytes().await
+    }
+
+    pub(super) async fn unary_raw(mut self) -> Result<Bytes, ClientError> {
+        let msg = self.next_bytes().await?;
+        while self.next_bytes().await?.is_some() {}
+        msg.ok_or_else(|| ClientError::Transport("the server sent no message and status OK".into()))
+    }
+}
+
 enum RecvState {
     /// The response head has not arrived yet.
     Head(ResponseFuture),
@@ -88,34 +109,7 @@ pub struct StreamReceiver<Resp> {
     _resp: PhantomData<fn() -> Resp>,
 }
 
-impl<Resp: prost::Message + Default> StreamReceiver<Resp> {
-    pub(super) fn new(head: ResponseFuture) -> StreamReceiver<Resp> {
-        StreamReceiver {
-            state: RecvState::Head(head),
-            decoder: MessageDecoder::new(MAX_RECV_MESSAGE),
-            _resp: PhantomData,
-        }
-    }
-
-    /// The next message; `Ok(None)` once the server ended the call with status OK, `Err` when
-    /// it ended it with an error status or the stream broke.
-    pub async fn message(&mut self) -> Result<Option<Resp>, ClientError> {
-        match self.next_bytes().await? {
-            Some(bytes) => Resp::decode(bytes)
-                .map(Some)
-                .map_err(|e| ClientError::Decode(e.to_string())),
-            None => Ok(None),
-        }
-    }
-
-    /// Reads a unary reply: exactly one message, then status OK.
-    pub(super) async fn unary(mut self) -> Result<Resp, ClientError> {
-        let msg = self.message().await?;
-        // Drain to the trailers: an error status may follow a message.
-        while self.next_bytes().await?.is_some() {}
-        msg.ok_or_else(|| ClientError::Transport("the server sent no message and status OK".into()))
-    }
-
+impl<Resp> StreamReceiver<Resp> {
     async fn next_bytes(&mut self) -> Result<Option<Bytes>, ClientError> {
         loop {
             if let Some(msg) = self
@@ -166,6 +160,35 @@ impl<Resp: prost::Message + Default> StreamReceiver<Resp> {
                 },
             }
         }
+    }
+
+    pub(super) fn new(head: ResponseFuture) -> StreamReceiver<Resp> {
+        StreamReceiver {
+            state: RecvState::Head(head),
+            decoder: MessageDecoder::new(MAX_RECV_MESSAGE),
+            _resp: PhantomData,
+        }
+    }
+}
+
+impl<Resp: prost::Message + Default> StreamReceiver<Resp> {
+    /// The next message; `Ok(None)` once the server ended the call with status OK, `Err` when
+    /// it ended it with an error status or the stream broke.
+    pub async fn message(&mut self) -> Result<Option<Resp>, ClientError> {
+        match self.next_bytes().await? {
+            Some(bytes) => Resp::decode(bytes)
+                .map(Some)
+                .map_err(|e| ClientError::Decode(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a unary reply: exactly one message, then status OK.
+    pub(super) async fn unary(mut self) -> Result<Resp, ClientError> {
+        let msg = self.message().await?;
+        // Drain to the trailers: an error status may follow a message.
+        while self.next_bytes().await?.is_some() {}
+        msg.ok_or_else(|| ClientError::Transport("the server sent no message and status OK".into()))
     }
 }
 

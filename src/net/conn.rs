@@ -32,6 +32,29 @@ pub struct ConnContext {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
+/// What serves the connections of a listener: the member's services ([`ConnContext`]) or
+/// the gRPC proxy's. The connection handling (sniffing, TLS, HTTP/2 settings, the handshake
+/// deadline) is the same for both; only what answers a request differs.
+pub trait Service: 'static {
+    /// For connections accepted on a TLS listener.
+    fn tls(&self) -> Option<&Arc<crate::tls::ServerTls>>;
+    /// The gauge of open connections.
+    fn connections(&self) -> &std::sync::atomic::AtomicI64;
+    /// Serves one HTTP/2 request (gRPC or not) in its own task; `common_name` of the client
+    /// certificate a TLS handshake verified.
+    fn h2(
+        self: Rc<Self>,
+        request: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        common_name: Option<Arc<str>>,
+    ) -> impl std::future::Future<Output = ()> + 'static;
+    /// Serves HTTP/1.1 requests on a connection until it closes.
+    fn http1<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+    ) -> impl std::future::Future<Output = ()>;
+}
+
 enum Protocol {
     Http2,
     Http1,
@@ -73,7 +96,7 @@ const PLAINTEXT_ON_TLS: &[u8] =
     b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 /// The TLS handshake on a connection to an https:// URL; ALPN decides the protocol.
-async fn open_tls(stream: TcpStream, ctx: &ConnContext) -> Opened {
+async fn open_tls(stream: TcpStream, svc: &impl Service) -> Opened {
     let mut head = [0u8; 5];
     let n = match stream.peek(&mut head).await {
         Ok(0) | Err(_) => return Opened::Refused("closed before its TLS handshake".into()),
@@ -87,10 +110,7 @@ async fn open_tls(stream: TcpStream, ctx: &ConnContext) -> Opened {
         }
         return Opened::Refused("plaintext on a TLS port".into());
     }
-    let tls = ctx
-        .tls
-        .as_ref()
-        .expect("a TLS listener has its TLS configuration");
+    let tls = svc.tls().expect("a TLS listener has its TLS configuration");
     match futures_rustls::TlsAcceptor::from(tls.current())
         .accept(stream)
         .await
@@ -106,9 +126,9 @@ async fn open_tls(stream: TcpStream, ctx: &ConnContext) -> Opened {
     }
 }
 
-async fn open(stream: TcpStream, tls: bool, ctx: &ConnContext) -> Opened {
+async fn open(stream: TcpStream, tls: bool, svc: &impl Service) -> Opened {
     if tls {
-        return open_tls(stream, ctx).await;
+        return open_tls(stream, svc).await;
     }
     match sniff(&stream).await {
         Ok(p) => Opened::Plain(stream, p),
@@ -118,21 +138,19 @@ async fn open(stream: TcpStream, tls: bool, ctx: &ConnContext) -> Opened {
 
 /// Serves a client connection until it closes; `tls` when it came in on an https:// URL.
 /// Errors end this connection only.
-pub async fn serve(stream: TcpStream, tls: bool, ctx: Rc<ConnContext>) {
+pub async fn serve<Svc: Service>(stream: TcpStream, tls: bool, ctx: Rc<Svc>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let metrics = ctx.api.metrics.clone();
-    metrics
-        .connections
+    ctx.connections()
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let opened = futures_lite::future::or(open(stream, tls, &ctx), async {
+    let opened = futures_lite::future::or(open(stream, tls, &*ctx), async {
         glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
         Opened::Refused("no handshake within the time allowed".into())
     })
     .await;
     match opened {
-        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx, None).await,
-        Opened::Plain(s, Protocol::Http1) => http1::serve(s, &ctx).await,
+        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx.clone(), None).await,
+        Opened::Plain(s, Protocol::Http1) => ctx.http1(s).await,
         Opened::Tls(s, Protocol::Http2) => {
             let common_name = s
                 .get_ref()
@@ -142,9 +160,9 @@ pub async fn serve(stream: TcpStream, tls: bool, ctx: Rc<ConnContext>) {
                 .and_then(|cert| crate::tls::der::common_name(cert))
                 .filter(|cn| !cn.is_empty())
                 .map(std::sync::Arc::from);
-            serve_h2(s, ctx, common_name).await
+            serve_h2(s, ctx.clone(), common_name).await
         }
-        Opened::Tls(s, Protocol::Http1) => http1::serve(s, &ctx).await,
+        Opened::Tls(s, Protocol::Http1) => ctx.http1(s).await,
         Opened::Plain(_, Protocol::Garbage) | Opened::Tls(_, Protocol::Garbage) => {
             tracing::debug!("closing a connection that speaks neither HTTP/2 nor HTTP/1.1");
         }
@@ -158,14 +176,16 @@ pub async fn serve(stream: TcpStream, tls: bool, ctx: Rc<ConnContext>) {
             }
         }
     }
-    metrics
-        .connections
+    ctx.connections()
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `common_name`: of the client certificate the TLS handshake verified.
-async fn serve_h2<S>(stream: S, ctx: Rc<ConnContext>, common_name: Option<std::sync::Arc<str>>)
-where
+async fn serve_h2<S, Svc: Service>(
+    stream: S,
+    ctx: Rc<Svc>,
+    common_name: Option<std::sync::Arc<str>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let mut builder = h2::server::Builder::new();
@@ -185,21 +205,42 @@ where
     };
     // accept() also drives the connection's I/O, so it is polled until the peer leaves.
     while let Some(next) = conn.accept().await {
-        let (request, mut respond) = match next {
+        let (request, respond) = match next {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!("HTTP/2 connection error: {e}");
                 return;
             }
         };
-        let ctx = ctx.clone();
-        let common_name = common_name.clone();
-        // One task per stream, so per request: its future is moved into the task's allocation
-        // at spawn, and it is as large as its largest branch. The JSON gateway, the HTTP
-        // endpoints and the streaming calls are boxed (rare, or one allocation per long-lived
-        // stream) so a unary call's task is 776 bytes instead of 3272 (the copy was ~2% of the
-        // server's CPU per linearizable get).
-        glommio::spawn_local(async move {
+        // One task per stream, so per request: its future is moved into the task's
+        // allocation at spawn, and it is as large as its largest branch (see
+        // ConnContext::h2).
+        glommio::spawn_local(ctx.clone().h2(request, respond, common_name.clone())).detach();
+    }
+}
+
+impl Service for ConnContext {
+    fn tls(&self) -> Option<&Arc<crate::tls::ServerTls>> {
+        self.tls.as_ref()
+    }
+
+    fn connections(&self) -> &std::sync::atomic::AtomicI64 {
+        &self.api.metrics.connections
+    }
+
+    // The JSON gateway, the HTTP endpoints and the streaming calls are boxed (rare, or one
+    // allocation per long-lived stream) so a unary call's task is 776 bytes instead of 3272
+    // (the copy was ~2% of the server's CPU per linearizable get).
+    #[allow(clippy::manual_async_fn)]
+    fn h2(
+        self: Rc<Self>,
+        request: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        common_name: Option<Arc<str>>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        async move {
+            let ctx = self;
+
             let path = request.uri().path().to_owned();
             // gRPC is always POST; anything else is for the HTTP endpoints (curl over https
             // negotiates HTTP/2 for /health too), and the JSON gateway takes /v3/ paths.
@@ -224,18 +265,26 @@ where
                 serve_stream(&ctx, &path, request.into_body(), respond, &caller).await;
             } else {
                 let method = request.method().as_str().to_owned();
-                let (status, ctype, body) = Box::pin(http1::route(&ctx, &method, &path)).await;
-                let head = http::Response::builder()
-                    .status(status)
-                    .header(http::header::CONTENT_TYPE, ctype)
-                    .body(())
-                    .expect("a status and a content type make a response");
-                if let Ok(mut send) = respond.send_response(head, body.is_empty()) {
-                    let _ = send.send_data(body, true);
-                }
+                let answer = Box::pin(http1::route(&ctx, &method, &path)).await;
+                respond_http(respond, answer);
             }
-        })
-        .detach();
+        }
+    }
+
+    async fn http1<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) {
+        http1::serve(stream, self).await
+    }
+}
+
+/// Answers an HTTP request that came over HTTP/2 (status, content type, body).
+pub fn respond_http(mut respond: SendResponse<Bytes>, (status, ctype, body): (u16, &str, Bytes)) {
+    let head = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, ctype)
+        .body(())
+        .expect("a status and a content type make a response");
+    if let Ok(mut send) = respond.send_response(head, body.is_empty()) {
+        let _ = send.send_data(body, true);
     }
 }
 
@@ -351,6 +400,18 @@ impl Incoming {
         }
     }
 
+    /// Messages of a gRPC call served outside the member's services (the proxy's), not
+    /// counted in the member's gRPC metrics.
+    pub fn grpc(body: RecvStream, limit: usize) -> Incoming {
+        Incoming {
+            source: Source::Grpc {
+                body,
+                decoder: MessageDecoder::new(limit),
+            },
+            stats: None,
+        }
+    }
+
     /// Messages fed by the gateway; the stream half-closes when the sender is dropped.
     pub fn from_gateway(messages: LocalReceiver<Bytes>) -> Incoming {
         Incoming {
@@ -410,6 +471,21 @@ enum Sink {
 }
 
 impl Outgoing {
+    /// The reply side of a gRPC call served outside the member's services (the proxy's).
+    pub fn grpc(send: SendStream<Bytes>) -> Outgoing {
+        Outgoing {
+            sink: Sink::Grpc(send),
+            stats: None,
+        }
+    }
+
+    /// Ends the call with `status` (None: OK) in the trailers.
+    pub fn finish(&mut self, status: Option<&Status>) {
+        if let Sink::Grpc(send) = &mut self.sink {
+            let _ = send.send_trailers(grpc::trailers(status));
+        }
+    }
+
     /// Framed messages go to the gateway through a bounded channel.
     pub fn to_gateway(frames: LocalSender<Bytes>) -> Outgoing {
         Outgoing {

@@ -105,6 +105,15 @@ pub fn encode_message<M: prost::Message>(msg: &M) -> Bytes {
     buf.freeze()
 }
 
+/// Frames an encoded message (one copy, with its gRPC prefix).
+pub fn frame(msg: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(PREFIX_LEN + msg.len());
+    buf.put_u8(0);
+    buf.put_u32(msg.len() as u32);
+    buf.extend_from_slice(msg);
+    buf.freeze()
+}
+
 /// What went wrong while reading gRPC messages from a request body.
 #[derive(Debug)]
 pub enum FrameError {

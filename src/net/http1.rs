@@ -18,7 +18,31 @@ pub struct VersionInfo {
 const MAX_HEAD: usize = 16 << 10;
 
 /// Serves HTTP/1.1 requests on the connection until it closes or sends something malformed.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnContext) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: &ConnContext) {
+    serve_inner(stream, Some(&ctx.api), |method, path| {
+        let (method, path) = (method.to_owned(), path.to_owned());
+        async move { route(ctx, &method, &path).await }
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 requests, each answered by `route(method, path)` (no JSON gateway): the
+/// proxy's /health and /metrics.
+pub async fn serve_with<S, F, Fut>(stream: S, route: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(&str, &str) -> Fut,
+    Fut: std::future::Future<Output = (u16, &'static str, Bytes)>,
+{
+    serve_inner(stream, None, route).await
+}
+
+async fn serve_inner<S, F, Fut>(mut stream: S, api: Option<&crate::api::Api>, mut route: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(&str, &str) -> Fut,
+    Fut: std::future::Future<Output = (u16, &'static str, Bytes)>,
+{
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -53,13 +77,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
             }
         };
         buf.drain(..consumed);
-        if let Some(head) = gateway {
-            if crate::gateway::http1::serve(&ctx.api, &mut stream, &mut buf, head).await {
+        if let (Some(head), Some(api)) = (gateway, api) {
+            if crate::gateway::http1::serve(api, &mut stream, &mut buf, head).await {
                 continue;
             }
             return;
         }
-        let (status, ctype, body) = route(ctx, &method, &path).await;
+        let (status, ctype, body) = route(&method, &path).await;
         if respond(&mut stream, status, ctype, &body, keep_alive)
             .await
             .is_err()

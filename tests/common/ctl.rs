@@ -87,6 +87,8 @@ pub struct Output {
 pub struct Side<'a> {
     pub tool: Tool,
     pub server: &'a Server,
+    /// Where the CLI connects: the server's endpoint, or a proxy's in front of it.
+    endpoint: String,
     /// (text, placeholder) pairs replaced in outputs, longest first.
     replace: Vec<(String, String)>,
     member_hex: String,
@@ -96,6 +98,12 @@ pub struct Side<'a> {
 impl<'a> Side<'a> {
     /// `tool` on `server` (asked for its member and cluster IDs, to normalize them).
     pub fn new(tool: Tool, server: &'a Server) -> Side<'a> {
+        Side::through(tool, server, &server.endpoint())
+    }
+
+    /// `tool` on `server` through `endpoint` (a proxy in front of it): both endpoints read
+    /// as `{EP}` in outputs.
+    pub fn through(tool: Tool, server: &'a Server, endpoint: &str) -> Side<'a> {
         let (member_id, cluster_id) = ids(server);
         let mut replace = Vec::new();
         for (id, name) in [(member_id, "{MEMBER}"), (cluster_id, "{CLUSTER}")] {
@@ -103,6 +111,9 @@ impl<'a> Side<'a> {
             replace.push((id.to_string(), name.to_string()));
         }
         replace.push((server.endpoint(), "{EP}".to_string()));
+        if endpoint != server.endpoint() {
+            replace.push((endpoint.to_string(), "{EP}".to_string()));
+        }
         let peer = server.peer_url();
         replace.push((
             peer.trim_start_matches("http://").to_string(),
@@ -112,6 +123,7 @@ impl<'a> Side<'a> {
         Side {
             tool,
             server,
+            endpoint: endpoint.to_string(),
             replace,
             member_hex: format!("{member_id:x}"),
             leases: Vec::new(),
@@ -123,7 +135,7 @@ impl<'a> Side<'a> {
             .iter()
             .map(|a| {
                 let mut a = a.replace("{MEMBER}", &self.member_hex);
-                a = a.replace("{EP}", &self.server.endpoint());
+                a = a.replace("{EP}", &self.endpoint);
                 for (i, l) in self.leases.iter().enumerate() {
                     a = a.replace(&format!("{{L{i}}}"), &format!("{l:016x}"));
                 }
@@ -139,7 +151,7 @@ impl<'a> Side<'a> {
                 cmd.env_remove(k);
             }
         }
-        let endpoint = self.server.endpoint();
+        let endpoint = self.endpoint.clone();
         cmd.env("ETCDCTL_API", "3")
             .env("ETCDCTL_ENDPOINTS", &endpoint)
             .envs(

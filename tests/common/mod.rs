@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod history;
 pub mod nemesis;
+pub mod proxy;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -80,6 +81,23 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Bytes no client sends: not HTTP/1, a broken HTTP/2 preface, a TLS hello on a plain port.
+pub const GARBAGE: [&[u8]; 3] = [
+    b"\x00\x01\x02garbage\xff",
+    b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+    b"\x16\x03\x01\x02\x00",
+];
+
+/// Sends `garbage` on a new connection to `port` and reads until the server closes it.
+pub fn send_garbage(port: u16, garbage: &[u8]) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(garbage).unwrap();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after an HTTP/2 GOAWAY).
+    let _ = c.read_to_end(&mut buf);
 }
 
 /// Processes a test starts must not outlive it, even if the test binary is killed: the child

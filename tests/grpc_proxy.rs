@@ -1,0 +1,437 @@
+//! `corekv grpc-proxy start` in front of corekv: every etcdctl step answers as the member
+//! does; watchers of one key share one upstream watcher and each gets every event; a
+//! --namespace holds (ranges, txns, deletes and watches that try to leave it); watches
+//! resume without a gap or a duplicate when the proxy's member is killed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::cluster::Cluster;
+use common::ctl::{diff, report, Side, Tool};
+use common::ctl_steps::STEPS;
+use common::proxy::Proxy;
+use common::{http_get, Kind, Server};
+use corekv::client::{run_local, Client, ClientOptions, WatchSender, WatchStream};
+use corekv::proto::etcdserverpb as pb;
+
+/// A gauge's value in a /metrics page.
+fn gauge(port: u16, name: &str) -> Option<i64> {
+    let page = http_get(port, "/metrics")?;
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits (up to a generous bound) until `f` holds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn etcdctl_through_the_proxy_answers_as_the_member() {
+    let peer = format!("http://127.0.0.1:{}", common::free_port());
+    let direct = Server::start_advertising(Kind::Corekv, &peer);
+    let behind = Server::start_advertising(Kind::Corekv, &peer);
+    let proxy = Proxy::start(Kind::Corekv, &[behind.endpoint()], &[]);
+    let mut a = Side::new(Tool::Etcdctl, &direct);
+    let mut b = Side::through(Tool::Etcdctl, &behind, &proxy.endpoint());
+    let bad = diff(&mut a, &mut b, STEPS);
+    assert!(
+        bad.is_empty(),
+        "{} of {} steps differ through the proxy:{}\nproxy log:\n{}",
+        bad.len(),
+        STEPS.len(),
+        report(&a, &b, &bad),
+        proxy.log()
+    );
+}
+
+fn put(key: &str, value: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.to_string().into(),
+        value: value.to_string().into(),
+        ..Default::default()
+    }
+}
+
+fn create(key: &str, start: i64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: key.to_string().into(),
+                start_revision: start,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// Opens `per_stream` watchers on one stream, watcher `i` on `keys(i)` from `start`; returns
+/// once every one is created (their IDs in order).
+async fn open_watchers(
+    client: &Client,
+    per_stream: usize,
+    keys: impl Fn(usize) -> String,
+    start: i64,
+) -> (WatchSender, WatchStream, Vec<(i64, String)>) {
+    let (mut send, mut recv) = client.watch().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..per_stream {
+        send.send(&create(&keys(i), start)).await.unwrap();
+        let r = recv.message().await.unwrap().expect("a created reply");
+        assert!(r.created && !r.canceled, "{r:?}");
+        ids.push((r.watch_id, keys(i)));
+    }
+    (send, recv, ids)
+}
+
+/// A client, one watch stream and its watchers' (ID, key).
+type Watchers = (Client, WatchSender, WatchStream, Vec<(i64, String)>);
+
+/// Reads every stream until each of its watchers got `per_watcher` events, each of its own
+/// key: the values each got, in order, by (stream, watch ID).
+async fn collect(all: &mut [Watchers], per_watcher: usize) -> BTreeMap<(usize, i64), Vec<String>> {
+    let mut got: BTreeMap<(usize, i64), Vec<String>> = BTreeMap::new();
+    for (s, (_c, _send, recv, ids)) in all.iter_mut().enumerate() {
+        let want = ids.len() * per_watcher;
+        let mut n = 0;
+        while n < want {
+            let r = recv.message().await.unwrap().expect("events");
+            assert!(!r.canceled, "{r:?}");
+            let (_, k) = ids.iter().find(|(id, _)| *id == r.watch_id).unwrap();
+            for e in r.events {
+                let kv = e.kv.unwrap();
+                assert_eq!(kv.key, k.as_bytes(), "an event of another key");
+                got.entry((s, r.watch_id))
+                    .or_default()
+                    .push(String::from_utf8_lossy(&kv.value).into_owned());
+                n += 1;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_thousand_watchers_on_ten_keys_share_ten_upstream_watchers() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    let (streams, per_stream, keys, puts_per_key) = (20usize, 50usize, 10usize, 5usize);
+    let ep = proxy.endpoint();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let watchers = std::thread::spawn(move || {
+        run_local(move || async move {
+            let mut all = Vec::new();
+            for s in 0..streams {
+                let c = Client::connect(ClientOptions::new(vec![ep.clone()]))
+                    .await
+                    .unwrap();
+                let (send, recv, ids) =
+                    open_watchers(&c, per_stream, |i| format!("k{}", (s + i) % keys), 0).await;
+                all.push((c, send, recv, ids));
+            }
+            tx.send(()).unwrap();
+            // Every watcher gets each put to its key, in order, once.
+            let got = collect(&mut all, puts_per_key).await;
+            done_tx.send(got).unwrap();
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("1,000 watchers created");
+    eventually("10 watchers on the member", || {
+        gauge(server.client_port, "etcd_debugging_mvcc_watcher_total") == Some(keys as i64)
+    });
+    assert_eq!(
+        gauge(proxy.port, "etcd_grpc_proxy_watchers_total"),
+        Some((streams * per_stream) as i64)
+    );
+    let sep = server.endpoint();
+    run_local(move || async move {
+        let c = Client::connect(ClientOptions::new(vec![sep]))
+            .await
+            .unwrap();
+        for v in 0..puts_per_key {
+            for k in 0..keys {
+                c.put(put(&format!("k{k}"), &format!("v{v}")))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let got = done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("every event delivered");
+    watchers.join().unwrap();
+    assert_eq!(got.len(), streams * per_stream);
+    let want: Vec<String> = (0..puts_per_key).map(|v| format!("v{v}")).collect();
+    for (w, values) in got {
+        assert_eq!(values, want, "watcher {w:?}");
+    }
+}
+
+#[test]
+fn a_namespace_cannot_be_left() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &["--namespace=/t/"]);
+    let (ep, direct) = (proxy.endpoint(), server.endpoint());
+    run_local(move || async move {
+        let p = Client::connect(ClientOptions::new(vec![ep])).await.unwrap();
+        let d = Client::connect(ClientOptions::new(vec![direct]))
+            .await
+            .unwrap();
+        for k in ["/s", "/t", "/t0", "/u/x", "outside", "\u{ff}"] {
+            d.put(put(k, "out")).await.unwrap();
+        }
+        // A watch of every key the client can name, opened before the writes.
+        let (mut ws, mut wr) = p.watch().await.unwrap();
+        ws.send(&pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                pb::WatchCreateRequest {
+                    key: Bytes::from_static(b"\0"),
+                    range_end: Bytes::from_static(b"\0"),
+                    prev_kv: true,
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .unwrap();
+        assert!(wr.message().await.unwrap().unwrap().created);
+
+        let r = p.put(put("a", "1")).await.unwrap();
+        assert!(r.header.is_some());
+        p.put(put("b", "2")).await.unwrap();
+        let got = d
+            .range(pb::RangeRequest {
+                key: "/t/a".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.kvs[0].value, "1", "a key lands under the prefix");
+
+        let all = |key: &'static [u8], end: &'static [u8]| pb::RangeRequest {
+            key: Bytes::from_static(key),
+            range_end: Bytes::from_static(end),
+            ..Default::default()
+        };
+        let keys = |kvs: &[corekv::proto::mvccpb::KeyValue]| -> Vec<String> {
+            kvs.iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect()
+        };
+        for (k, e) in [
+            (&b"\0"[..], &b"\0"[..]),
+            (b"a", b"\0"),
+            (b"\0", b"\xff\xff\xff"),
+            (b"a", b"zzzz"),
+        ] {
+            let r = p.range(all(k, e)).await.unwrap();
+            assert_eq!(keys(&r.kvs), ["a", "b"], "range {k:?}..{e:?}");
+            assert_eq!(r.count, 2);
+        }
+        assert!(p.range(all(b"", b"")).await.is_err(), "an empty key");
+        assert_eq!(p.range(all(b"../outside", b"")).await.unwrap().kvs.len(), 0);
+
+        // A txn that compares, reads, writes and deletes outside: all of it lands inside.
+        use pb::request_op::Request as Op;
+        let txn = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                key: "outside".into(),
+                result: pb::compare::CompareResult::Equal as i32,
+                target: pb::compare::CompareTarget::Value as i32,
+                target_union: Some(pb::compare::TargetUnion::Value("out".into())),
+                ..Default::default()
+            }],
+            success: vec![pb::RequestOp {
+                request: Some(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                    key: "\0".into(),
+                    range_end: "\0".into(),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![
+                pb::RequestOp {
+                    request: Some(Op::RequestRange(all(b"\0", b"\0"))),
+                },
+                pb::RequestOp {
+                    request: Some(Op::RequestPut(put("outside", "in"))),
+                },
+            ],
+        };
+        let t = p.txn(txn).await.unwrap();
+        assert!(
+            !t.succeeded,
+            "\"outside\" is /t/outside, which does not exist"
+        );
+        use pb::response_op::Response as R;
+        match &t.responses[0].response {
+            Some(R::ResponseRange(r)) => assert_eq!(keys(&r.kvs), ["a", "b"]),
+            other => panic!("{other:?}"),
+        }
+        // Then every key it can name deleted, in a txn without compares.
+        let t = p
+            .txn(pb::TxnRequest {
+                success: vec![pb::RequestOp {
+                    request: Some(Op::RequestDeleteRange(pb::DeleteRangeRequest {
+                        key: "\0".into(),
+                        range_end: "\0".into(),
+                        prev_kv: true,
+                    })),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(t.succeeded);
+        match &t.responses[0].response {
+            Some(R::ResponseDeleteRange(r)) => {
+                assert_eq!(r.deleted, 3);
+                assert_eq!(keys(&r.prev_kvs), ["a", "b", "outside"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // What is outside is untouched.
+        let everything = d.range(all(b"\0", b"\0")).await.unwrap();
+        assert_eq!(
+            keys(&everything.kvs),
+            ["/s", "/t", "/t0", "/u/x", "outside", "\u{ff}"]
+        );
+
+        // The watch saw only the namespace's events, stripped; writes outside made none.
+        d.put(put("/u/y", "out")).await.unwrap();
+        d.put(put("/t/last", "in")).await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|(k, _): &(String, i32)| k == "last") {
+            let r = wr.message().await.unwrap().unwrap();
+            for e in r.events {
+                seen.push((
+                    String::from_utf8_lossy(&e.kv.unwrap().key).into_owned(),
+                    e.r#type,
+                ));
+            }
+        }
+        let names: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "b", "outside", "a", "b", "outside", "last"],
+            "{seen:?}"
+        );
+    });
+}
+
+#[test]
+fn watches_resume_without_gap_or_duplicate_when_the_member_dies() {
+    let mut cluster = Cluster::start(Kind::Corekv, 3, &[]);
+    cluster.wait_all_healthy();
+    let endpoints = cluster.endpoints();
+    let proxy = Proxy::start(Kind::Corekv, &endpoints, &[]);
+    let (keys, per_stream, streams, rounds) = (5usize, 20usize, 5usize, 40usize);
+    let ep = proxy.endpoint();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let watchers = std::thread::spawn(move || {
+        run_local(move || async move {
+            let mut all = Vec::new();
+            for s in 0..streams {
+                let c = Client::connect(ClientOptions::new(vec![ep.clone()]))
+                    .await
+                    .unwrap();
+                // Half from revision 1 (history), half from now.
+                let start = if s % 2 == 0 { 1 } else { 0 };
+                let (send, recv, ids) =
+                    open_watchers(&c, per_stream, |i| format!("f{}", i % keys), start).await;
+                all.push((c, send, recv, ids));
+            }
+            ready_tx.send(()).unwrap();
+            let got = collect(&mut all, rounds).await;
+            done_tx.send(got).unwrap();
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("watchers created");
+    // The proxy uses the first endpoint; it dies halfway through the writes, which go to
+    // the other two members.
+    let writers: Vec<String> = endpoints[1..].to_vec();
+    let write_round = |from: usize, to: usize| {
+        let writers = writers.clone();
+        run_local(move || async move {
+            let c = Client::connect(ClientOptions::new(writers)).await.unwrap();
+            for v in from..to {
+                for k in 0..keys {
+                    // A put refused while the cluster elects is tried again, unless it was
+                    // applied after all (a second copy would be a duplicate event).
+                    let (key, value) = (format!("f{k}"), v.to_string());
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while c.put(put(&key, &value)).await.is_err() {
+                        assert!(Instant::now() < deadline, "a put within 60 s");
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        let now = c
+                            .range(pb::RangeRequest {
+                                key: key.clone().into(),
+                                ..Default::default()
+                            })
+                            .await;
+                        if now.is_ok_and(|r| r.kvs.first().is_some_and(|kv| kv.value == value)) {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    write_round(0, rounds / 2);
+    cluster.kill(0);
+    write_round(rounds / 2, rounds);
+    let got = done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| {
+            panic!(
+                "every event after the failover; proxy log:\n{}",
+                proxy.log()
+            )
+        });
+    watchers.join().unwrap();
+    let want: Vec<String> = (0..rounds).map(|v| v.to_string()).collect();
+    assert_eq!(got.len(), streams * per_stream);
+    for (w, values) in got {
+        assert_eq!(values, want, "watcher {w:?}: a gap or a duplicate");
+    }
+}
+
+#[test]
+fn garbage_and_half_open_connections_on_the_proxy_port_hold_up_nobody() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    // Connections that never send a byte, one that stops inside the HTTP/2 preface.
+    let mut idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+        .collect();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    std::io::Write::write_all(&mut half, b"PRI * HTTP/2.0\r\n").unwrap();
+    idle.push(half);
+    for garbage in common::GARBAGE {
+        common::send_garbage(proxy.port, garbage);
+    }
+    let out =
+        common::ctl::Spawned::start(Tool::Etcdctl, &proxy.endpoint(), &["put", "k", "v"]).finish();
+    assert_eq!(out.stdout, "OK\n", "{out:?}");
+    assert!(server.etcdctl(&["get", "k"]).status.success());
+    drop(idle);
+    // Flags etcd refuses together: one line and exit code 1, as etcd.
+    let bad = std::process::Command::new(common::corekv_bin())
+        .args(["grpc-proxy", "start", "--resolver-prefix=/p"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("resolver-ttl"), "{err}");
+}
