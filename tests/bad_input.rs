@@ -72,23 +72,81 @@ fn a_port_in_use_is_refused_with_one_line() {
     assert!(first.etcdctl(&["put", "k", "v"]).status.success());
 }
 
-#[test]
-fn garbage_on_the_client_port_closes_that_connection_only() {
-    let s = Server::start(Kind::Corekv);
-    for garbage in [
-        &b"\x00\x01\x02garbage\xff"[..],
-        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
-        b"\x16\x03\x01\x02\x00",
-    ] {
-        let mut c = TcpStream::connect(("127.0.0.1", s.client_port)).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(garbage).unwrap();
-        let mut buf = Vec::new();
-        // The server closes the connection (possibly after an HTTP/2 GOAWAY).
-        let _ = c.read_to_end(&mut buf);
+/// A TLS 1.2 ClientHello's first bytes, as a TLS client sends them to a plain port.
+const TLS_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+
+/// Bytes from a fixed-seed xorshift: the same "random" garbage every run.
+fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Sends `garbage` and waits for the server to close the connection (possibly after an
+/// HTTP/2 GOAWAY or an HTTP/1 error); what it answered.
+fn closed_after(port: u16, garbage: &[u8]) -> Vec<u8> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = c.write_all(garbage);
+    let mut buf = Vec::new();
+    if let Err(e) = c.read_to_end(&mut buf) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "port {port} kept a connection that sent {:?}",
+            String::from_utf8_lossy(&garbage[..garbage.len().min(20)])
+        );
     }
+    buf
+}
+
+#[test]
+fn garbage_on_the_client_peer_and_metrics_ports_closes_that_connection_only() {
+    let metrics_port = free_port();
+    let s = Server::start_with(
+        Kind::Corekv,
+        &[&format!(
+            "--listen-metrics-urls=http://127.0.0.1:{metrics_port}"
+        )],
+    );
+    let random = random_bytes(64 << 10, 0x9e37_79b9_7f4a_7c15);
+    let garbage: [&[u8]; 6] = [
+        b"\x00\x01\x02garbage\xff",
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+        TLS_HELLO,
+        &random,
+        // (An HTTP/1.1 client on the client or metrics port is answered and kept alive
+        // unless it says otherwise.)
+        b"GET /raft/stream/message/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /etcdserverpb.KV/Range HTTP/1.1\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for port in [s.client_port, s.peer_port, metrics_port] {
+        for g in garbage {
+            closed_after(port, g);
+        }
+    }
+    // gRPC's path over HTTP/1 gets a clear answer, not silence.
+    let answer = closed_after(s.client_port, garbage[5]);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(s.etcdctl(&["put", "k", "v"]).status.success());
     assert!(String::from_utf8_lossy(&s.etcdctl(&["get", "k"]).stdout).contains('v'));
+    assert_eq!(
+        common::http_get(metrics_port, "/health").as_deref(),
+        Some(r#"{"health":"true"}"#)
+    );
+    // What came to the peer port is logged for what it is.
+    assert!(s.log().contains("not a corekv peer"), "{}", s.log());
 }
 
 #[test]

@@ -440,6 +440,22 @@ pub const APP_AUTH: &[&[&str]] = &[
     &["auth", "enable"],
 ];
 
+/// Anonymous memory (heap) of process `pid`, in bytes: what a server holds for its clients,
+/// without the page cache its memory-mapped files take.
+pub fn rss_anon(pid: u32) -> u64 {
+    try_rss_anon(pid).expect("the process is gone")
+}
+
+/// [`rss_anon`], or None once the process is gone (or a zombie).
+pub fn try_rss_anon(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kb * 1024)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
