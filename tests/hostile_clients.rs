@@ -407,13 +407,14 @@ async fn never_reads(s: &Server, streams: usize, ran: usize) -> f64 {
     grown
 }
 
-/// 2,000 unread 1 MiB replies would be 2 GB; the server runs a connection's calls 256 at a
-/// time and sends replies only as the client reads, so it holds at most 256 of them.
+/// 2,000 unread 1 MiB replies would be 2 GB (etcd 3.4: +2.4 GiB); the server runs a
+/// connection's calls 256 at a time and sends replies only as the client reads, so it holds
+/// at most 256 of them (measured +381-408 MiB with the copies made on the way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_holds_bounded_memory() {
     let s = Server::start(Kind::Corekv);
     let grown = never_reads(&s, 2000, 256).await;
-    assert!(grown < 512.0, "the server's heap grew by {grown:.0} MiB");
+    assert!(grown < 640.0, "the server's heap grew by {grown:.0} MiB");
 }
 
 /// A watch whose client never reads, while 256 MiB of events for it are written; the heap's
