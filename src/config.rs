@@ -7,6 +7,10 @@ use clap::Parser;
 
 use crate::tls::TlsSettings;
 
+/// What clientv3 accepts in one reply (its MaxCallRecvMsgSize, math.MaxInt32): a larger
+/// Range could never reach an etcd Go client, and gRPC's 4-byte length could not frame it.
+pub const DEFAULT_MAX_RANGE_BYTES: usize = i32::MAX as usize;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "corekv",
@@ -67,6 +71,14 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128, env = "ETCD_MAX_TXN_OPS")]
     pub max_txn_ops: usize,
+    /// Largest reply of key-values a Range (or read-only Txn) may return; larger ones are
+    /// refused before they are built (corekv's own; the default is the most an etcd Go
+    /// client receives, math.MaxInt32).
+    #[arg(long, default_value_t = DEFAULT_MAX_RANGE_BYTES)]
+    pub max_range_bytes: usize,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, default_value_t = u32::MAX, env = "ETCD_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: u32,
     /// Refuse writes once the backend file exceeds this many bytes (0 means 2 GiB).
     #[arg(long, default_value_t = 0, env = "ETCD_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: u64,

@@ -141,6 +141,7 @@ pub fn run(cfg: Config) -> Result<(), StartError> {
         limits: Limits {
             max_request_bytes: cfg.flags.max_request_bytes,
             max_txn_ops: cfg.flags.max_txn_ops,
+            max_concurrent_streams: cfg.flags.max_concurrent_streams,
         },
         version: VersionInfo {
             server: ETCD_API_VERSION.into(),

@@ -70,13 +70,45 @@ fn a_port_in_use_is_refused_with_one_line() {
 }
 
 #[test]
-fn garbage_on_the_client_port_closes_that_connection_only() {
-    let s = Server::start(Kind::Corekv);
-    for garbage in common::GARBAGE {
-        common::send_garbage(s.client_port, garbage);
+fn garbage_on_the_client_peer_and_metrics_ports_closes_that_connection_only() {
+    let metrics_port = free_port();
+    let s = Server::start_with(
+        Kind::Corekv,
+        &[&format!(
+            "--listen-metrics-urls=http://127.0.0.1:{metrics_port}"
+        )],
+    );
+    let random = common::random_bytes(64 << 10, 0x9e37_79b9_7f4a_7c15);
+    let garbage: [&[u8]; 6] = [
+        b"\x00\x01\x02garbage\xff",
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+        common::TLS_HELLO,
+        &random,
+        // (An HTTP/1.1 client on the client or metrics port is answered and kept alive
+        // unless it says otherwise.)
+        b"GET /raft/stream/message/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /etcdserverpb.KV/Range HTTP/1.1\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for port in [s.client_port, s.peer_port, metrics_port] {
+        for g in garbage {
+            common::send_garbage(port, g);
+        }
     }
+    // gRPC's path over HTTP/1 gets a clear answer, not silence.
+    let answer = common::send_garbage(s.client_port, garbage[5]);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(s.etcdctl(&["put", "k", "v"]).status.success());
     assert!(String::from_utf8_lossy(&s.etcdctl(&["get", "k"]).stdout).contains('v'));
+    assert_eq!(
+        common::http_get(metrics_port, "/health").as_deref(),
+        Some(r#"{"health":"true"}"#)
+    );
+    // What came to the peer port is logged for what it is.
+    assert!(s.log().contains("not a corekv peer"), "{}", s.log());
 }
 
 #[test]

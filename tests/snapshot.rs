@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{require_binary, stderr, stdout, DieWithTest, Kind, Server};
+use common::{require_binary, rss_anon, stderr, stdout, DieWithTest, Kind, Server};
 
 fn corekvctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corekvctl"))
@@ -586,17 +586,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .expect("base64")
-}
-
-/// Anonymous memory (heap) of process `pid`, in bytes.
-fn rss_anon(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon in /proc/<pid>/status");
-    kb * 1024
 }
 
 /// How many Snapshot streams the server counts as ended with `code`.

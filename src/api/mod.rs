@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// --max-txn-ops.
     pub max_txn_ops: usize,
+    /// --max-concurrent-streams: HTTP/2 streams one client connection may have open.
+    pub max_concurrent_streams: u32,
 }
 
 impl Limits {

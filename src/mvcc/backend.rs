@@ -32,6 +32,12 @@ pub trait KvBackend {
     /// The value stored under `key`, if any.
     fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error>;
 
+    /// The length of the value under `key`, if any: what sizing a reply costs, without a copy
+    /// where the backend can avoid one.
+    fn value_len(&self, bucket: Bucket, key: &[u8]) -> Result<Option<usize>, Self::Error> {
+        Ok(self.get(bucket, key)?.map(|v| v.len()))
+    }
+
     /// Stores `value` under `key`, replacing any previous value.
     fn put(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) -> Result<(), Self::Error>;
 

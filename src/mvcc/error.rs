@@ -6,6 +6,8 @@ pub mod code {
     pub const INVALID_ARGUMENT: u32 = 3;
     /// NOT_FOUND
     pub const NOT_FOUND: u32 = 5;
+    /// RESOURCE_EXHAUSTED
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
     /// OUT_OF_RANGE
     pub const OUT_OF_RANGE: u32 = 11;
     /// INTERNAL
@@ -42,6 +44,10 @@ pub enum KvError {
     /// A put names a lease that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A read's reply would exceed the member's limit (corekv's `--max-range-bytes`); refused
+    /// before any value is copied. The message names the size and the limit.
+    #[error("{0}")]
+    RangeTooLarge(String),
     /// A backend failure or a broken invariant; the store refuses further requests after a
     /// failed write (its in-memory index may no longer match the backend).
     #[error("{0}")]
@@ -49,6 +55,14 @@ pub enum KvError {
 }
 
 impl KvError {
+    pub fn range_too_large(size: usize, limit: usize) -> KvError {
+        KvError::RangeTooLarge(format!(
+            "etcdserver: range response is too large ({size} bytes of key-values, over the \
+             {limit}-byte limit of --max-range-bytes); narrow the range or page through it \
+             with limit"
+        ))
+    }
+
     /// The gRPC status code etcd answers with.
     pub fn grpc_code(&self) -> u32 {
         match self {
@@ -60,6 +74,7 @@ impl KvError {
             | KvError::DuplicateKey => code::INVALID_ARGUMENT,
             KvError::Compacted | KvError::FutureRev => code::OUT_OF_RANGE,
             KvError::LeaseNotFound => code::NOT_FOUND,
+            KvError::RangeTooLarge(..) => code::RESOURCE_EXHAUSTED,
             KvError::Internal(_) => code::INTERNAL,
         }
     }
@@ -76,7 +91,7 @@ impl KvError {
             KvError::Compacted => "etcdserver: mvcc: required revision has been compacted",
             KvError::FutureRev => "etcdserver: mvcc: required revision is a future revision",
             KvError::LeaseNotFound => "etcdserver: requested lease not found",
-            KvError::Internal(m) => m,
+            KvError::RangeTooLarge(m) | KvError::Internal(m) => m,
         }
     }
 }

@@ -173,6 +173,30 @@ pub fn is_txn_readonly(req: &TxnRequest) -> bool {
         .all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
 }
 
+/// Bytes of key-values a client's read may still take.
+struct Budget {
+    limit: usize,
+    used: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget { limit, used: 0 }
+    }
+
+    fn take(&mut self, bytes: usize) -> Result<(), KvError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(KvError::range_too_large(self.used, self.limit));
+        }
+        Ok(())
+    }
+}
+
+/// What a keys-only key-value takes besides its key: the revisions, version and lease
+/// (varints of up to 10 bytes each, with their tags) and the key's own tag and length.
+const KV_FIXED_FIELDS: usize = 4 * 11 + 6;
+
 fn internal(e: impl Display) -> KvError {
     KvError::Internal(format!("mvcc: backend: {e}"))
 }
@@ -318,8 +342,38 @@ impl<B: KvBackend> KvStore<B> {
     /// Range, at the current revision. The response header carries only the revision (the
     /// current one); the caller fills cluster_id, member_id and raft_term.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+        self.range_within(req, usize::MAX)
+    }
+
+    /// [`KvStore::range`] for a client: a reply whose key-values would take more than
+    /// `max_bytes` is refused ([`KvError::RangeTooLarge`]) before any value is copied, so
+    /// the member's memory does not grow with what a client asks for.
+    pub fn range_within(
+        &self,
+        req: &RangeRequest,
+        max_bytes: usize,
+    ) -> Result<RangeResponse, KvError> {
         self.check_poison()?;
-        self.range_at(req, self.current_rev)
+        self.range_at(req, self.current_rev, &mut Budget::new(max_bytes))
+    }
+
+    /// What the entries' key-values take in a reply (each as a length-delimited field).
+    /// Keys-only replies drop the value: the key and the fixed fields stand for the rest.
+    fn reply_bytes(&self, entries: &[Entry<'_>], keys_only: bool) -> Result<usize, KvError> {
+        let mut total = 0usize;
+        for e in entries {
+            let len = if keys_only {
+                e.key.len() + KV_FIXED_FIELDS
+            } else {
+                let (rb, n) = encode_rev(e.at.rev, false);
+                self.backend
+                    .value_len(Bucket::Key, &rb[..n])
+                    .map_err(internal)?
+                    .unwrap_or(0)
+            };
+            total = total.saturating_add(len + 1 + prost::length_delimiter_len(len));
+        }
+        Ok(total)
     }
 
     fn read_kv(&self, rev: Revision) -> Result<KeyValue, KvError> {
@@ -343,7 +397,12 @@ impl<B: KvBackend> KvStore<B> {
     }
 
     /// etcd's applierV3backend.Range over a read view at `cur_rev`.
-    fn range_at(&self, req: &RangeRequest, cur_rev: i64) -> Result<RangeResponse, KvError> {
+    fn range_at(
+        &self,
+        req: &RangeRequest,
+        cur_rev: i64,
+        budget: &mut Budget,
+    ) -> Result<RangeResponse, KvError> {
         use range_request::{SortOrder, SortTarget};
 
         let filtered = req.min_mod_revision != 0
@@ -428,6 +487,8 @@ impl<B: KvBackend> KvStore<B> {
         // entries and reads only the values it returns. Both sort exactly as etcd (Go's
         // unstable sort.Sort), so ties come out in etcd's order.
         let mut kvs = if let (Some(desc), Some(SortTarget::Value)) = (descend, target) {
+            // Sorting by value holds every value, whatever the limit.
+            budget.take(self.reply_bytes(&entries, false)?)?;
             let mut kvs = entries
                 .iter()
                 .map(|e| self.read_kv(e.at.rev))
@@ -460,6 +521,7 @@ impl<B: KvBackend> KvStore<B> {
                 entries.truncate(limit as usize);
                 resp.more = true;
             }
+            budget.take(self.reply_bytes(&entries, req.keys_only)?)?;
             entries
                 .iter()
                 .map(|e| {
@@ -845,7 +907,19 @@ impl<B: KvBackend> KvStore<B> {
     /// A read-only txn (see [`is_txn_readonly`]) at the current revision, without `&mut`.
     /// Fails with an Internal error if the txn is not read-only.
     pub fn txn_read(&self, req: &TxnRequest) -> Result<TxnResponse, KvError> {
+        self.txn_read_within(req, usize::MAX)
+    }
+
+    /// [`KvStore::txn_read`] for a client: refused with [`KvError::RangeTooLarge`] if its
+    /// ranges' key-values together would take more than `max_bytes`. (A txn that writes is
+    /// applied on every member and must end the same everywhere, so it has no such limit.)
+    pub fn txn_read_within(
+        &self,
+        req: &TxnRequest,
+        max_bytes: usize,
+    ) -> Result<TxnResponse, KvError> {
         self.check_poison()?;
+        let mut budget = Budget::new(max_bytes);
         if !is_txn_readonly(req) {
             return Err(KvError::Internal(
                 "mvcc: txn_read of a txn that writes".to_string(),
@@ -859,9 +933,11 @@ impl<B: KvBackend> KvStore<B> {
             .iter()
             .map(|op| match &op.request {
                 Some(request_op::Request::RequestRange(r)) => Ok(ResponseOp {
-                    response: Some(response_op::Response::ResponseRange(
-                        self.range_at(r, self.current_rev)?,
-                    )),
+                    response: Some(response_op::Response::ResponseRange(self.range_at(
+                        r,
+                        self.current_rev,
+                        &mut budget,
+                    )?)),
                 }),
                 _ => unreachable!("read-only txn"),
             })
@@ -1036,9 +1112,13 @@ impl<B: KvBackend> KvStore<B> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => Some(
-                    response_op::Response::ResponseRange(self.range_at(r, tw.view_rev())?),
-                ),
+                Some(request_op::Request::RequestRange(r)) => {
+                    Some(response_op::Response::ResponseRange(self.range_at(
+                        r,
+                        tw.view_rev(),
+                        &mut Budget::new(usize::MAX),
+                    )?))
+                }
                 Some(request_op::Request::RequestPut(p)) => {
                     Some(response_op::Response::ResponsePut(self.put_op(tw, p)?))
                 }

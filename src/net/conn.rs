@@ -1,8 +1,11 @@
 //! One client connection: sniff the protocol, then serve gRPC over HTTP/2 or HTTP/1.1.
 
+use std::cell::Cell;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -20,9 +23,40 @@ use crate::api::{self, Api, Route};
 /// The HTTP/2 connection preface every gRPC client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Time from accept until the connection's protocol is known (a TLS handshake included): a
-/// client that sends nothing, garbage, or stalls its handshake holds a connection no longer.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time from accept until the connection's protocol is known (a TLS handshake included) and,
+/// for HTTP/2, its whole connection preface has arrived: a client that sends nothing,
+/// garbage, or stalls its handshake holds a connection no longer (grpc-go allows 120 s).
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time an HTTP/2 frame may take to arrive once its first byte has: a client that stops
+/// part-way through a frame (slowloris) is disconnected, whatever it trickles in meanwhile.
+/// Between frames a connection may stay idle as long as it likes, as with etcd. A 1 MiB frame
+/// (the largest corekv accepts) needs 35 KB/s; grpc-go sends 16 KiB frames.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Unary calls one connection runs at once; more wait for one of them to finish (Lock and
+/// Campaign, which may wait for other calls, do not count). Replies go out only as fast as
+/// the client reads them, so a client that stops reading holds at most this many replies in
+/// the server.
+const CALLS_PER_CONNECTION: u64 = 256;
+
+/// Bytes of requests one connection may have in the server at once (received, not yet
+/// answered; a streaming call's until each message is taken). A request that would go past it
+/// is refused with etcd's `etcdserver: too many requests` (ResourceExhausted): a client that
+/// pipelines more than this, or opens thousands of streams and sends half a request on each,
+/// gets errors instead of growing the server's memory. Every stream's data is read as it
+/// arrives, so one stream never waits for flow-control credit another holds.
+const REQUEST_BYTES_PER_CONNECTION: usize = 64 << 20;
+
+/// What one HTTP/2 connection's calls hold.
+pub struct ConnLoad {
+    calls: Rc<glommio::sync::Semaphore>,
+    request_bytes: Cell<usize>,
+}
+
+/// Replies up to this size go to h2 in one piece (a client's window takes them at once);
+/// larger ones only as fast as the client's flow-control windows allow.
+const SMALL_REPLY: usize = 64 << 10;
 
 /// What a network executor needs to serve connections.
 pub struct ConnContext {
@@ -40,13 +74,18 @@ pub trait Service: 'static {
     fn tls(&self) -> Option<&Arc<crate::tls::ServerTls>>;
     /// The gauge of open connections.
     fn connections(&self) -> &std::sync::atomic::AtomicI64;
+    /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (grpc-go's default: no limit).
+    fn max_concurrent_streams(&self) -> u32 {
+        u32::MAX
+    }
     /// Serves one HTTP/2 request (gRPC or not) in its own task; `common_name` of the client
-    /// certificate a TLS handshake verified.
+    /// certificate a TLS handshake verified; `load` what the connection's calls hold.
     fn h2(
         self: Rc<Self>,
         request: http::Request<RecvStream>,
         respond: SendResponse<Bytes>,
         common_name: Option<Arc<str>>,
+        load: Rc<ConnLoad>,
     ) -> impl std::future::Future<Output = ()> + 'static;
     /// Serves HTTP/1.1 requests on a connection until it closes.
     fn http1<S: AsyncRead + AsyncWrite + Unpin>(
@@ -139,6 +178,7 @@ async fn open(stream: TcpStream, tls: bool, svc: &impl Service) -> Opened {
 /// Serves a client connection until it closes; `tls` when it came in on an https:// URL.
 /// Errors end this connection only.
 pub async fn serve<Svc: Service>(stream: TcpStream, tls: bool, ctx: Rc<Svc>) {
+    let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     ctx.connections()
@@ -149,7 +189,7 @@ pub async fn serve<Svc: Service>(stream: TcpStream, tls: bool, ctx: Rc<Svc>) {
     })
     .await;
     match opened {
-        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx.clone(), None).await,
+        Opened::Plain(s, Protocol::Http2) => serve_h2(s, ctx.clone(), None, accepted).await,
         Opened::Plain(s, Protocol::Http1) => ctx.http1(s).await,
         Opened::Tls(s, Protocol::Http2) => {
             let common_name = s
@@ -160,7 +200,7 @@ pub async fn serve<Svc: Service>(stream: TcpStream, tls: bool, ctx: Rc<Svc>) {
                 .and_then(|cert| crate::tls::der::common_name(cert))
                 .filter(|cn| !cn.is_empty())
                 .map(std::sync::Arc::from);
-            serve_h2(s, ctx.clone(), common_name).await
+            serve_h2(s, ctx.clone(), common_name, accepted).await
         }
         Opened::Tls(s, Protocol::Http1) => ctx.http1(s).await,
         Opened::Plain(_, Protocol::Garbage) | Opened::Tls(_, Protocol::Garbage) => {
@@ -180,17 +220,41 @@ pub async fn serve<Svc: Service>(stream: TcpStream, tls: bool, ctx: Rc<Svc>) {
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// `common_name`: of the client certificate the TLS handshake verified.
+/// `common_name`: of the client certificate the TLS handshake verified. The connection ends
+/// when the client leaves, or when its preface or a frame does not arrive in time.
 async fn serve_h2<S, Svc: Service>(
     stream: S,
     ctx: Rc<Svc>,
     common_name: Option<std::sync::Arc<str>>,
+    accepted: Instant,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let clock = Rc::new(FrameClock::new(accepted));
+    let stream = Framed {
+        inner: stream,
+        clock: clock.clone(),
+    };
+    let served = futures_lite::future::or(
+        async {
+            serve_h2_frames(stream, ctx, common_name).await;
+            None
+        },
+        async { Some(clock.expired().await) },
+    )
+    .await;
+    if let Some(what) = served {
+        tracing::debug!("closed an HTTP/2 connection: {what}");
+    }
+}
+
+async fn serve_h2_frames<S, Svc: Service>(stream: S, ctx: Rc<Svc>, common_name: Option<Arc<str>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let mut builder = h2::server::Builder::new();
     builder
-        .max_concurrent_streams(10_000)
+        .max_concurrent_streams(ctx.max_concurrent_streams())
         .initial_window_size(2 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20)
@@ -203,6 +267,10 @@ async fn serve_h2<S, Svc: Service>(
             return;
         }
     };
+    let load = Rc::new(ConnLoad {
+        calls: Rc::new(glommio::sync::Semaphore::new(CALLS_PER_CONNECTION)),
+        request_bytes: Cell::new(0),
+    });
     // accept() also drives the connection's I/O, so it is polled until the peer leaves.
     while let Some(next) = conn.accept().await {
         let (request, respond) = match next {
@@ -215,7 +283,11 @@ async fn serve_h2<S, Svc: Service>(
         // One task per stream, so per request: its future is moved into the task's
         // allocation at spawn, and it is as large as its largest branch (see
         // ConnContext::h2).
-        glommio::spawn_local(ctx.clone().h2(request, respond, common_name.clone())).detach();
+        glommio::spawn_local(
+            ctx.clone()
+                .h2(request, respond, common_name.clone(), load.clone()),
+        )
+        .detach();
     }
 }
 
@@ -228,6 +300,10 @@ impl Service for ConnContext {
         &self.api.metrics.connections
     }
 
+    fn max_concurrent_streams(&self) -> u32 {
+        self.api.limits.max_concurrent_streams
+    }
+
     // The JSON gateway, the HTTP endpoints and the streaming calls are boxed (rare, or one
     // allocation per long-lived stream) so a unary call's task is 776 bytes instead of 3272
     // (the copy was ~2% of the server's CPU per linearizable get).
@@ -237,6 +313,7 @@ impl Service for ConnContext {
         request: http::Request<RecvStream>,
         respond: SendResponse<Bytes>,
         common_name: Option<Arc<str>>,
+        load: Rc<ConnLoad>,
     ) -> impl std::future::Future<Output = ()> + 'static {
         async move {
             let ctx = self;
@@ -262,7 +339,7 @@ impl Service for ConnContext {
                     metadata("authorization"),
                 );
                 caller.common_name = common_name;
-                serve_stream(&ctx, &path, request.into_body(), respond, &caller).await;
+                serve_stream(&ctx, &path, request.into_body(), respond, &caller, load).await;
             } else {
                 let method = request.method().as_str().to_owned();
                 let answer = Box::pin(http1::route(&ctx, &method, &path)).await;
@@ -294,6 +371,7 @@ async fn serve_stream(
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
     caller: &crate::api::auth::Caller,
+    load: Rc<ConnLoad>,
 ) {
     let limit = ctx.api.limits.grpc_receive_limit();
     let stats = Rc::new(CallStats::start(&ctx.api.grpc_stats, path));
@@ -304,7 +382,8 @@ async fn serve_stream(
             status.code
         }
         Some(Route::Unary(method)) => {
-            let mut incoming = Incoming::new(body, limit, stats.clone());
+            // A unary call's request counts against the connection until its reply is sent.
+            let mut incoming = Incoming::new(body, limit, stats.clone(), load.clone(), false);
             let msg = match incoming.next().await {
                 Some(Ok(m)) => m,
                 Some(Err(status)) => {
@@ -318,6 +397,12 @@ async fn serve_stream(
                     stats.handled(status.code);
                     return;
                 }
+            };
+            // Held until the reply is handed to h2. The semaphore is never closed.
+            let _permit = if method.may_wait() {
+                None
+            } else {
+                load.calls.acquire_static_permit(1).await.ok()
             };
             let answer = if method.may_wait() {
                 // A call that waits for others ends when its client resets the stream or
@@ -341,8 +426,14 @@ async fn serve_stream(
                 Ok(reply) => {
                     stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
                     if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
-                        let _ = send.send_data(reply, false);
-                        let _ = send.send_trailers(grpc::trailers(None));
+                        let sent = if reply.len() <= SMALL_REPLY {
+                            send.send_data(reply, false).map_err(drop)
+                        } else {
+                            send_data(&mut send, reply).await
+                        };
+                        if sent.is_ok() {
+                            let _ = send.send_trailers(grpc::trailers(None));
+                        }
                     }
                     grpc::Code::Ok
                 }
@@ -353,7 +444,7 @@ async fn serve_stream(
             }
         }
         Some(Route::Streaming(method)) => {
-            let incoming = Incoming::new(body, limit, stats.clone());
+            let incoming = Incoming::new(body, limit, stats.clone(), load, true);
             let send = match respond.send_response(grpc::response_head(), false) {
                 Ok(s) => s,
                 Err(_) => return stats.handled(grpc::Code::Canceled),
@@ -385,28 +476,46 @@ enum Source {
     Grpc {
         body: RecvStream,
         decoder: MessageDecoder,
+        /// None for calls served outside the member's services (the proxy's).
+        load: Option<Rc<ConnLoad>>,
+        /// Bytes this stream counts in `load`.
+        held: usize,
+        /// A streaming call: a message stops counting once it is taken.
+        streaming: bool,
     },
     Gateway(LocalReceiver<Bytes>),
 }
 
 impl Incoming {
-    fn new(body: RecvStream, limit: usize, stats: Rc<CallStats>) -> Incoming {
+    fn new(
+        body: RecvStream,
+        limit: usize,
+        stats: Rc<CallStats>,
+        load: Rc<ConnLoad>,
+        streaming: bool,
+    ) -> Incoming {
         Incoming {
             source: Source::Grpc {
                 body,
                 decoder: MessageDecoder::new(limit),
+                load: Some(load),
+                held: 0,
+                streaming,
             },
             stats: Some(stats),
         }
     }
 
     /// Messages of a gRPC call served outside the member's services (the proxy's), not
-    /// counted in the member's gRPC metrics.
+    /// counted in the member's gRPC metrics nor in a connection's load.
     pub fn grpc(body: RecvStream, limit: usize) -> Incoming {
         Incoming {
             source: Source::Grpc {
                 body,
                 decoder: MessageDecoder::new(limit),
+                load: None,
+                held: 0,
+                streaming: true,
             },
             stats: None,
         }
@@ -422,8 +531,14 @@ impl Incoming {
 
     /// The next message; None when the client half-closed the stream.
     pub async fn next(&mut self) -> Option<Result<Bytes, Status>> {
-        let (body, decoder) = match &mut self.source {
-            Source::Grpc { body, decoder } => (body, decoder),
+        let (body, decoder, load, held, streaming) = match &mut self.source {
+            Source::Grpc {
+                body,
+                decoder,
+                load,
+                held,
+                streaming,
+            } => (body, decoder, load, held, *streaming),
             Source::Gateway(messages) => return messages.recv().await.map(Ok),
         };
         loop {
@@ -431,6 +546,11 @@ impl Incoming {
                 Ok(Some(m)) => {
                     if let Some(stats) = &self.stats {
                         stats.received(m.len());
+                    }
+                    if let (true, Some(load)) = (streaming, load.as_ref()) {
+                        let taken = (m.len() + grpc::PREFIX_LEN).min(*held);
+                        *held -= taken;
+                        load.request_bytes.set(load.request_bytes.get() - taken);
                     }
                     return Some(Ok(m));
                 }
@@ -440,14 +560,20 @@ impl Incoming {
             match body.data().await {
                 Some(Ok(chunk)) => {
                     let _ = body.flow_control().release_capacity(chunk.len());
+                    if let Some(load) = load.as_ref() {
+                        let total = load.request_bytes.get() + chunk.len();
+                        if total > REQUEST_BYTES_PER_CONNECTION {
+                            return Some(Err(Status::new(
+                                grpc::Code::ResourceExhausted,
+                                "etcdserver: too many requests",
+                            )));
+                        }
+                        load.request_bytes.set(total);
+                        *held += chunk.len();
+                    }
                     decoder.push(&chunk);
                 }
-                Some(Err(e)) => {
-                    return Some(Err(Status::new(
-                        grpc::Code::Canceled,
-                        format!("stream error: {e}"),
-                    )))
-                }
+                Some(Err(e)) => return Some(Err(stream_error(e))),
                 None if decoder.has_partial() => {
                     return Some(Err(grpc::FrameError::Truncated.to_status()))
                 }
@@ -455,6 +581,23 @@ impl Incoming {
             }
         }
     }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Source::Grpc {
+            load: Some(load),
+            held,
+            ..
+        } = &self.source
+        {
+            load.request_bytes.set(load.request_bytes.get() - held);
+        }
+    }
+}
+
+fn stream_error(e: h2::Error) -> Status {
+    Status::new(grpc::Code::Canceled, format!("stream error: {e}"))
 }
 
 /// The reply side of a streaming call, with flow control: a slow reader makes `send` wait
@@ -534,4 +677,177 @@ async fn send_data(send: &mut SendStream<Bytes>, mut msg: Bytes) -> Result<(), (
         send.send_data(chunk, false).map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// Where an HTTP/2 connection is in its incoming bytes: the frame boundaries, read from each
+/// frame's 9-byte header as the bytes pass to h2, and since when the frame (or the connection
+/// preface) being received has been arriving.
+struct FrameClock {
+    /// When the part-received frame began (the preface: when the connection was accepted).
+    started: Cell<Option<Instant>>,
+    /// Preface bytes still to come.
+    preface_left: Cell<usize>,
+    header: Cell<[u8; 9]>,
+    header_have: Cell<usize>,
+    payload_left: Cell<usize>,
+}
+
+impl FrameClock {
+    fn new(accepted: Instant) -> FrameClock {
+        FrameClock {
+            started: Cell::new(Some(accepted)),
+            preface_left: Cell::new(H2_PREFACE.len()),
+            header: Cell::new([0; 9]),
+            header_have: Cell::new(0),
+            payload_left: Cell::new(0),
+        }
+    }
+
+    /// Follows the frames through `bytes`, the next bytes the client sent.
+    fn saw(&self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let preface = self.preface_left.get();
+            if preface > 0 {
+                let n = preface.min(bytes.len());
+                self.preface_left.set(preface - n);
+                bytes = &bytes[n..];
+                if n == preface {
+                    self.started.set(None);
+                }
+                continue;
+            }
+            let payload = self.payload_left.get();
+            if payload > 0 {
+                let n = payload.min(bytes.len());
+                self.payload_left.set(payload - n);
+                bytes = &bytes[n..];
+                if n == payload {
+                    self.started.set(None);
+                }
+                continue;
+            }
+            let have = self.header_have.get();
+            if have == 0 {
+                self.started.set(Some(Instant::now()));
+            }
+            let n = (9 - have).min(bytes.len());
+            let mut header = self.header.get();
+            header[have..have + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if have + n < 9 {
+                self.header.set(header);
+                self.header_have.set(have + n);
+                continue;
+            }
+            self.header_have.set(0);
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            self.payload_left.set(len);
+            if len == 0 {
+                self.started.set(None);
+            }
+        }
+    }
+
+    /// Resolves, saying what, once the preface or a frame has taken too long.
+    async fn expired(&self) -> &'static str {
+        loop {
+            let (limit, what) = if self.preface_left.get() > 0 {
+                (
+                    HANDSHAKE_TIMEOUT,
+                    "no HTTP/2 connection preface within the time allowed",
+                )
+            } else {
+                (
+                    FRAME_TIMEOUT,
+                    "a frame was not completed within the time allowed",
+                )
+            };
+            let wait = match self.started.get() {
+                Some(t) if t.elapsed() >= limit => return what,
+                Some(t) => limit - t.elapsed(),
+                None => FRAME_TIMEOUT,
+            };
+            glommio::timer::sleep(wait).await;
+        }
+    }
+}
+
+/// A client connection whose incoming bytes are timed by a [`FrameClock`].
+struct Framed<S> {
+    inner: S,
+    clock: Rc<FrameClock>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.clock.saw(&buf[..n]);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_clock_runs_only_inside_the_preface_and_frames() {
+        let c = FrameClock::new(Instant::now());
+        c.saw(&H2_PREFACE[..10]);
+        assert!(c.started.get().is_some());
+        c.saw(&H2_PREFACE[10..]);
+        assert!(c.started.get().is_none());
+        // An empty SETTINGS frame, then a 3-byte frame fed a byte at a time.
+        c.saw(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert!(c.started.get().is_none());
+        let frame = [0, 0, 3, 0, 0, 0, 0, 0, 1, b'a', b'b', b'c'];
+        for (i, b) in frame.iter().enumerate() {
+            c.saw(std::slice::from_ref(b));
+            assert_eq!(
+                c.started.get().is_none(),
+                i == frame.len() - 1,
+                "after byte {i}"
+            );
+        }
+        // Two frames and half a header in one read.
+        let mut both = frame.to_vec();
+        both.extend_from_slice(&frame);
+        both.extend_from_slice(&frame[..4]);
+        c.saw(&both);
+        assert!(c.started.get().is_some());
+        assert_eq!(c.header_have.get(), 4);
+    }
 }

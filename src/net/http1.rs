@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::conn::ConnContext;
+use std::time::Instant;
+
+use super::conn::{ConnContext, HANDSHAKE_TIMEOUT};
 
 /// What `GET /version` reports.
 #[derive(Clone, Debug)]
@@ -46,7 +48,10 @@ where
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
-        // Read until a complete request head is buffered.
+        // Read until a complete request head is buffered; once its first byte is in, the rest
+        // must follow within the handshake time (a client that stalls part-way through a
+        // head, slowloris, is disconnected). An idle keep-alive connection may wait.
+        let mut head_started = (!buf.is_empty()).then(Instant::now);
         let (path, method, keep_alive, consumed, gateway) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
@@ -71,9 +76,23 @@ where
                     return;
                 }
             }
-            match stream.read(&mut chunk).await {
+            let read = match head_started {
+                None => stream.read(&mut chunk).await,
+                Some(t) => {
+                    let left = HANDSHAKE_TIMEOUT.saturating_sub(t.elapsed());
+                    futures_lite::future::or(stream.read(&mut chunk), async {
+                        glommio::timer::sleep(left).await;
+                        Err(std::io::ErrorKind::TimedOut.into())
+                    })
+                    .await
+                }
+            };
+            match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    head_started.get_or_insert_with(Instant::now);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
             }
         };
         buf.drain(..consumed);

@@ -23,8 +23,8 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
     #[error("not a corekv peer: the connection did not start with corekv's preamble{0}")]
     NotAPeer(&'static str),
-    #[error("a frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    #[error("a frame of {0} bytes exceeds the {1}-byte limit")]
+    TooLarge(usize, usize),
     #[error("a frame's checksum does not match its {0} bytes")]
     Checksum(usize),
     #[error("a frame does not decode: {0}")]
@@ -63,14 +63,27 @@ pub async fn read_preamble<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), FrameE
     ))
 }
 
+/// The largest handshake frame a listener reads from a dialer it does not know yet (a hello
+/// is a few dozen bytes): a stranger on the peer port cannot make it set aside more.
+pub const MAX_HELLO: usize = 64 << 10;
+
 /// Reads one whole frame, checking its size and checksum before decoding it.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<PeerFrame, FrameError> {
+    read_limited(r, MAX_FRAME).await
+}
+
+/// [`read`] with a lower size limit.
+pub async fn read_limited<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<PeerFrame, FrameError> {
+    debug_assert!(max <= MAX_FRAME);
     let mut head = [0u8; HEADER];
     read_exact(r, &mut head).await?;
     let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+    if len > max {
+        return Err(FrameError::TooLarge(len, max));
     }
     let mut payload = vec![0u8; len];
     read_exact(r, &mut payload).await?;
@@ -156,7 +169,7 @@ mod tests {
         assert!(matches!(read_all(&flipped), Err(FrameError::Checksum(_))));
         let mut huge = buf.clone();
         huge[..4].copy_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
-        assert!(matches!(read_all(&huge), Err(FrameError::TooLarge(_))));
+        assert!(matches!(read_all(&huge), Err(FrameError::TooLarge(..))));
         // A frame cut short is a closed connection mid-frame, never a frame.
         let cut = &buf[..buf.len() - 2];
         assert!(read_all(cut).unwrap().is_empty());

@@ -466,18 +466,27 @@ impl Transport {
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
-        let mut stream = match tls {
-            Some(tls) => match Stream::accept(tcp, &tls).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("refused a peer connection from {peer}: TLS handshake: {e}");
-                    return;
-                }
+        // The read timeout bounds each read; this bounds the whole handshake, so a dialer
+        // that trickles its hello in a byte at a time (slowloris) is cut off too.
+        let opened = futures_lite::future::or(
+            async {
+                let mut stream = match tls {
+                    Some(tls) => Stream::accept(tcp, &tls)
+                        .await
+                        .map_err(|e| format!("TLS handshake: {e}"))?,
+                    None => Stream::Plain(tcp),
+                };
+                let hello = read_hello(&mut stream).await.map_err(|e| e.to_string())?;
+                Ok((stream, hello))
             },
-            None => Stream::Plain(tcp),
-        };
-        let hello = match read_hello(&mut stream).await {
-            Ok(h) => h,
+            async {
+                glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+                Err("no handshake within the time allowed".to_string())
+            },
+        )
+        .await;
+        let (mut stream, hello) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!("closed a peer connection from {peer}: {e}");
                 return;
@@ -600,7 +609,7 @@ impl Transport {
 
 async fn read_hello(stream: &mut Stream) -> Result<PeerHello, FrameError> {
     frame::read_preamble(stream).await?;
-    match frame::read(stream).await?.body {
+    match frame::read_limited(stream, frame::MAX_HELLO).await?.body {
         Some(peer_frame::Body::Hello(h)) => Ok(h),
         _ => Err(FrameError::Io(std::io::Error::other(
             "the first frame is not a hello",

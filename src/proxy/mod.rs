@@ -310,6 +310,8 @@ impl Service for Proxy {
         request: http::Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
         _common_name: Option<Arc<str>>,
+        // The proxy's calls are not counted against the connection's limits (yet).
+        _load: Rc<crate::net::conn::ConnLoad>,
     ) {
         let p = request.uri().path().to_owned();
         let is_grpc = request

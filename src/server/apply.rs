@@ -45,6 +45,8 @@ pub struct Applier {
     applied: u64,
     uncommitted_writes: u64,
     quota_bytes: u64,
+    /// --max-range-bytes: the most a client's read may return.
+    max_range_bytes: usize,
     /// The raised alarms, (alarm type, member ID): replicated state, applied from the log and
     /// kept in the backend, so every member refuses the same writes.
     alarms: std::collections::BTreeSet<(i32, u64)>,
@@ -386,6 +388,7 @@ impl Applier {
             applied: loaded.applied,
             uncommitted_writes: 0,
             quota_bytes: cfg.quota_bytes(),
+            max_range_bytes: cfg.flags.max_range_bytes,
             alarms: loaded.alarms,
             disk_low: None,
             alarm_wanted: false,
@@ -892,10 +895,16 @@ impl StateMachine for Applier {
         match req {
             Request::Range(r) => {
                 self.metrics.mvcc_ranges.fetch_add(1, Relaxed);
-                self.kv.range(&r).map(Response::Range).map_err(kv_status)
+                self.kv
+                    .range_within(&r, self.max_range_bytes)
+                    .map(Response::Range)
+                    .map_err(kv_status)
             }
             Request::Txn(t) => {
-                let resp = self.kv.txn_read(&t).map_err(kv_status)?;
+                let resp = self
+                    .kv
+                    .txn_read_within(&t, self.max_range_bytes)
+                    .map_err(kv_status)?;
                 count_txn(&self.metrics, &t, &resp);
                 Ok(Response::Txn(resp))
             }

@@ -336,6 +336,10 @@ impl mvcc::KvBackend for OverlayBackend {
         Ok(OverlayBackend::get(self, bucket(b), key)?.map(Cow::into_owned))
     }
 
+    fn value_len(&self, b: mvcc::Bucket, key: &[u8]) -> Result<Option<usize>, StorageError> {
+        Ok(OverlayBackend::get(self, bucket(b), key)?.map(|v| v.len()))
+    }
+
     fn put(&mut self, b: mvcc::Bucket, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         OverlayBackend::put(self, bucket(b), key, value);
         Ok(())

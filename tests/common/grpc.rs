@@ -29,11 +29,17 @@ pub async fn raw_call_with(
     let req = req.body(()).unwrap();
     let (resp, mut send) = h2.send_request(req, false).unwrap();
     send.send_data(body, true).unwrap();
+    response_status(resp).await
+}
+
+/// A call's (grpc-status, grpc-message), its reply read in full (from the trailers, or the
+/// head of a trailers-only reply).
+pub async fn response_status(resp: h2::client::ResponseFuture) -> (String, String) {
     let resp = resp.await.unwrap();
     let head = resp.headers().clone();
     let mut body = resp.into_body();
     while let Some(chunk) = body.data().await {
-        let _ = chunk;
+        let _ = body.flow_control().release_capacity(chunk.unwrap().len());
     }
     let trailers = body.trailers().await.unwrap().unwrap_or(head);
     let get = |k: &str| {

@@ -87,17 +87,42 @@ pub fn free_port() -> u16 {
 pub const GARBAGE: [&[u8]; 3] = [
     b"\x00\x01\x02garbage\xff",
     b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
-    b"\x16\x03\x01\x02\x00",
+    TLS_HELLO,
 ];
 
-/// Sends `garbage` on a new connection to `port` and reads until the server closes it.
-pub fn send_garbage(port: u16, garbage: &[u8]) {
+/// A TLS 1.2 ClientHello's first bytes, as a TLS client sends them to a plain port.
+pub const TLS_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+
+/// Bytes from a fixed-seed xorshift: the same "random" garbage every run.
+pub fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Sends `garbage` and waits for the server to close the connection (possibly after an
+/// HTTP/2 GOAWAY or an HTTP/1 error); what it answered.
+pub fn send_garbage(port: u16, garbage: &[u8]) -> Vec<u8> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(garbage).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = c.write_all(garbage);
     let mut buf = Vec::new();
-    // The server closes the connection (possibly after an HTTP/2 GOAWAY).
-    let _ = c.read_to_end(&mut buf);
+    if let Err(e) = c.read_to_end(&mut buf) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "port {port} kept a connection that sent {:?}",
+            String::from_utf8_lossy(&garbage[..garbage.len().min(20)])
+        );
+    }
+    buf
 }
 
 /// Processes a test starts must not outlive it, even if the test binary is killed: the child
@@ -465,6 +490,22 @@ pub const APP_AUTH: &[&[&str]] = &[
     &["user", "grant-role", "alice", "app"],
     &["auth", "enable"],
 ];
+
+/// Anonymous memory (heap) of process `pid`, in bytes: what a server holds for its clients,
+/// without the page cache its memory-mapped files take.
+pub fn rss_anon(pid: u32) -> u64 {
+    try_rss_anon(pid).expect("the process is gone")
+}
+
+/// [`rss_anon`], or None once the process is gone (or a zombie).
+pub fn try_rss_anon(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kb * 1024)
+}
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -1208,3 +1208,69 @@ fn mvcc_compaction_in_steps_equals_compaction_at_once() {
     assert_eq!(all(&in_steps), all(&at_once));
     assert_eq!(in_steps.compact_revision(), rev2);
 }
+
+#[test]
+fn mvcc_range_within_refuses_a_reply_over_the_limit_and_sizes_it_exactly() {
+    let mut s = new_store();
+    for k in ["a", "b", "c"] {
+        s.put(
+            &PutRequest {
+                key: b(k),
+                value: Bytes::from(vec![b'x'; 1000]),
+                ..Default::default()
+            },
+            &no_leases(),
+        )
+        .unwrap();
+    }
+    let all = range_req("a", "d");
+    let full = s.range(&all).unwrap();
+    let kvs_bytes: usize = full
+        .kvs
+        .iter()
+        .map(|kv| {
+            let n = prost::Message::encoded_len(kv);
+            1 + prost::length_delimiter_len(n) + n
+        })
+        .sum();
+    // The limit counts the key-values exactly as they are encoded in the reply.
+    assert_eq!(s.range_within(&all, kvs_bytes).unwrap(), full);
+    let err = s.range_within(&all, kvs_bytes - 1).unwrap_err();
+    assert_eq!(err.grpc_code(), 8);
+    assert!(
+        err.message().contains("range response is too large"),
+        "{err}"
+    );
+    // A limit, keys-only and count-only replies are sized as they are sent.
+    let two = RangeRequest {
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(
+        s.range_within(&two, kvs_bytes * 2 / 3 + 1)
+            .unwrap()
+            .kvs
+            .len(),
+        2
+    );
+    let keys = RangeRequest {
+        keys_only: true,
+        ..all.clone()
+    };
+    assert_eq!(s.range_within(&keys, 300).unwrap().kvs.len(), 3);
+    let count = RangeRequest {
+        count_only: true,
+        ..all.clone()
+    };
+    assert_eq!(s.range_within(&count, 0).unwrap().count, 3);
+    // A read-only txn's ranges share one limit.
+    let get = |k: &str| RequestOp {
+        request: Some(request_op::Request::RequestRange(range_req(k, ""))),
+    };
+    let txn = TxnRequest {
+        success: vec![get("a"), get("b")],
+        ..Default::default()
+    };
+    assert!(s.txn_read_within(&txn, kvs_bytes * 2 / 3 + 1).is_ok());
+    assert!(s.txn_read_within(&txn, kvs_bytes / 2).is_err());
+}
