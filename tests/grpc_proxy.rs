@@ -620,3 +620,57 @@ fn resolver_registration_is_written_as_etcds_proxy_writes_it() {
     assert_eq!((clease.granted_ttl, elease.granted_ttl), (ttl, ttl));
     assert_eq!((clease.keys.len(), elease.keys.len()), (1, 1));
 }
+
+/// The values of the next `n` events on a stream.
+async fn values(recv: &mut WatchStream, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let r = recv.message().await.unwrap().expect("events");
+        assert!(!r.canceled, "{r:?}");
+        for e in r.events {
+            got.push(String::from_utf8(e.kv.unwrap().value.to_vec()).unwrap());
+        }
+    }
+    got
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_up_no_other_and_loses_nothing() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    // Enough replies to fill the slow stream's HTTP/2 window (the client's, 1 MiB) and the
+    // proxy's queue for it (1,024 replies): 3,000 events of 2 KB.
+    let puts = 3000usize;
+    let value = |i: usize| format!("{i:02000}");
+    let (pep, sep, port) = (proxy.endpoint(), server.endpoint(), server.client_port);
+    run_local(move || async move {
+        let slow = Client::connect(ClientOptions::new(vec![pep.clone()]))
+            .await
+            .unwrap();
+        let fast = Client::connect(ClientOptions::new(vec![pep]))
+            .await
+            .unwrap();
+        let (_ss, mut srecv, _) = open_watchers(&slow, 1, |_| "slow".into(), 0).await;
+        let (_fs, mut frecv, _) = open_watchers(&fast, 1, |_| "slow".into(), 0).await;
+        let direct = Client::connect(ClientOptions::new(vec![sep]))
+            .await
+            .unwrap();
+        let want: Vec<String> = (0..puts).map(value).collect();
+        let writer = async {
+            for i in 0..puts {
+                direct.put(put("slow", &value(i))).await.unwrap();
+            }
+        };
+        // The fast client reads while the puts go on; the slow one has not read anything yet.
+        let (_, got) = futures_lite::future::zip(writer, values(&mut frecv, puts)).await;
+        assert_eq!(got, want, "the fast watcher: a gap or a duplicate");
+        // The slow one was given an upstream watcher of its own.
+        assert_eq!(
+            gauge(port, "etcd_debugging_mvcc_watcher_total"),
+            Some(2),
+            "watchers on the member once one client fell behind"
+        );
+        let got = values(&mut srecv, puts).await;
+        assert_eq!(got, want, "the slow watcher: a gap or a duplicate");
+    });
+}
