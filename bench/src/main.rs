@@ -2,7 +2,9 @@
 //! etcd's own `benchmark` tool, plus `compare`, which runs corekv, etcd 3.4 and etcd 3.5 side by
 //! side, `failover`, which times their 3-member clusters' way to a new leader after the leader
 //! is killed, and `catchup`, which times a member added to a cluster holding a lot of data
-//! catching up, and what that costs the writes meanwhile.
+//! catching up, and what that costs the writes meanwhile, and `proxy`, which runs corekv's and
+//! etcd 3.4's gRPC proxies side by side (watch fan-out latency and CPU per event, serializable
+//! range throughput).
 
 mod auth;
 mod catchup;
