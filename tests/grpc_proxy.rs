@@ -435,3 +435,242 @@ fn garbage_and_half_open_connections_on_the_proxy_port_hold_up_nobody() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("resolver-ttl"), "{err}");
 }
+
+/// A grpc_server_* counter of one method in a /metrics page (0 when not shown yet).
+fn method_counter(port: u16, family: &str, method: &str) -> u64 {
+    let page = http_get(port, "/metrics").expect("/metrics answers");
+    let label = format!("grpc_method=\"{method}\"");
+    page.lines()
+        .filter(|l| l.starts_with(family) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn keep_alives_of_one_lease_from_many_clients_share_one_upstream_stream() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    let (clients, rounds) = (40usize, 3usize);
+    let streams_before =
+        method_counter(server.client_port, "grpc_server_started", "LeaseKeepAlive");
+    let ep = proxy.endpoint();
+    let (lease, replies) = run_local(move || async move {
+        let first = Client::connect(ClientOptions::new(vec![ep.clone()]))
+            .await
+            .unwrap();
+        let lease = first
+            .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+            .await
+            .unwrap()
+            .id;
+        let mut pairs = Vec::new();
+        for _ in 0..clients {
+            let c = Client::connect(ClientOptions::new(vec![ep.clone()]))
+                .await
+                .unwrap();
+            let (tx, rx) = c.lease_keep_alive().await.unwrap();
+            pairs.push((c, tx, rx));
+        }
+        // Every client sends a keep-alive, then every client reads its reply: round by round.
+        let mut replies = Vec::new();
+        for _ in 0..rounds {
+            for (_, tx, _) in pairs.iter_mut() {
+                tx.send(&pb::LeaseKeepAliveRequest { id: lease })
+                    .await
+                    .unwrap();
+            }
+            for (_, _, rx) in pairs.iter_mut() {
+                replies.push(rx.message().await.unwrap().expect("a reply"));
+            }
+        }
+        (lease, replies)
+    });
+    assert_eq!(replies.len(), clients * rounds);
+    for r in &replies {
+        assert_eq!(r.id, lease);
+        assert!(r.ttl > 0 && r.ttl <= 60, "{r:?}");
+        assert!(r.header.as_ref().is_some_and(|h| h.revision > 0), "{r:?}");
+    }
+    let streams = method_counter(server.client_port, "grpc_server_started", "LeaseKeepAlive")
+        - streams_before;
+    assert_eq!(
+        streams, 1,
+        "upstream keep-alive streams for {clients} client streams"
+    );
+    let upstream = method_counter(
+        server.client_port,
+        "grpc_server_msg_received",
+        "LeaseKeepAlive",
+    );
+    assert!(
+        (1..=(clients * rounds) as u64).contains(&upstream),
+        "{upstream} upstream keep-alives for {} from clients",
+        clients * rounds
+    );
+}
+
+fn get(key: &str, serializable: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.to_string().into(),
+        serializable,
+        ..Default::default()
+    }
+}
+
+async fn value_of(c: &Client, key: &str, serializable: bool) -> String {
+    let r = c.range(get(key, serializable)).await.unwrap();
+    assert_eq!(r.kvs.len(), 1, "{r:?}");
+    String::from_utf8(r.kvs[0].value.to_vec()).unwrap()
+}
+
+#[test]
+fn serializable_reads_come_from_the_cache_until_a_write_through_the_proxy() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    let (pep, sep) = (proxy.endpoint(), server.endpoint());
+    run_local(move || async move {
+        let via = Client::connect(ClientOptions::new(vec![pep]))
+            .await
+            .unwrap();
+        let direct = Client::connect(ClientOptions::new(vec![sep]))
+            .await
+            .unwrap();
+        via.put(put("cached", "v1")).await.unwrap();
+        assert_eq!(value_of(&via, "cached", true).await, "v1");
+        // A write that bypasses the proxy: its serializable reads still see the cached value
+        // (as etcd's proxy's; README), linearizable ones go upstream.
+        direct.put(put("cached", "v2")).await.unwrap();
+        assert_eq!(value_of(&via, "cached", true).await, "v1");
+        assert_eq!(value_of(&via, "cached", false).await, "v2");
+        // A write through the proxy drops the cached range.
+        via.put(put("cached", "v3")).await.unwrap();
+        assert_eq!(value_of(&via, "cached", true).await, "v3");
+        // So does a txn or a delete touching it.
+        direct.put(put("cached", "v4")).await.unwrap();
+        via.delete_range(pb::DeleteRangeRequest {
+            key: "cached".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = via.range(get("cached", true)).await.unwrap();
+        assert!(r.kvs.is_empty(), "{r:?}");
+    });
+}
+
+#[test]
+fn resolver_registration_is_written_as_etcds_proxy_writes_it() {
+    let ttl = 7;
+    let registered = |kind: Kind| {
+        let server = Server::start(kind);
+        let url = format!("127.0.0.1:{}", common::free_port());
+        let proxy = Proxy::start(
+            kind,
+            &[server.endpoint()],
+            &[
+                "--resolver-prefix=/proxies",
+                &format!("--resolver-ttl={ttl}"),
+                &format!("--advertise-client-url={url}"),
+            ],
+        );
+        let sep = server.endpoint();
+        let found = run_local(move || async move {
+            let c = Client::connect(ClientOptions::new(vec![sep]))
+                .await
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = c
+                    .range(pb::RangeRequest {
+                        key: "/proxies".into(),
+                        range_end: "/proxiet".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                if let Some(kv) = r.kvs.first() {
+                    let lease = c
+                        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+                            id: kv.lease,
+                            keys: true,
+                        })
+                        .await
+                        .unwrap();
+                    return (r.kvs.len(), kv.clone(), lease);
+                }
+                assert!(Instant::now() < deadline, "no registration within 60 s");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        drop(proxy);
+        (url, found)
+    };
+    let (curl, (cn, ckv, clease)) = registered(Kind::Corekv);
+    let (eurl, (en, ekv, elease)) = registered(Kind::Etcd);
+    assert_eq!((cn, en), (1, 1));
+    // The same key and value, but for the address each proxy advertises.
+    let norm = |b: &[u8], url: &str| String::from_utf8_lossy(b).replace(url, "ADDR");
+    assert_eq!(norm(&ckv.key, &curl), norm(&ekv.key, &eurl));
+    assert_eq!(norm(&ckv.key, &curl), "/proxies/ADDR");
+    let (cv, ev) = (norm(&ckv.value, &curl), norm(&ekv.value, &eurl));
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    assert_eq!(parse(&cv), parse(&ev), "corekv {cv} / etcd {ev}");
+    // Under a lease of the TTL asked for, holding only that key.
+    assert_ne!(ckv.lease, 0);
+    assert_eq!((clease.granted_ttl, elease.granted_ttl), (ttl, ttl));
+    assert_eq!((clease.keys.len(), elease.keys.len()), (1, 1));
+}
+
+/// The values of the next `n` events on a stream.
+async fn values(recv: &mut WatchStream, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let r = recv.message().await.unwrap().expect("events");
+        assert!(!r.canceled, "{r:?}");
+        for e in r.events {
+            got.push(String::from_utf8(e.kv.unwrap().value.to_vec()).unwrap());
+        }
+    }
+    got
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_up_no_other_and_loses_nothing() {
+    let server = Server::start(Kind::Corekv);
+    let proxy = Proxy::start(Kind::Corekv, &[server.endpoint()], &[]);
+    // Enough replies to fill the slow stream's HTTP/2 window (the client's, 1 MiB) and the
+    // proxy's queue for it (1,024 replies): 3,000 events of 2 KB.
+    let puts = 3000usize;
+    let value = |i: usize| format!("{i:02000}");
+    let (pep, sep, port) = (proxy.endpoint(), server.endpoint(), server.client_port);
+    run_local(move || async move {
+        let slow = Client::connect(ClientOptions::new(vec![pep.clone()]))
+            .await
+            .unwrap();
+        let fast = Client::connect(ClientOptions::new(vec![pep]))
+            .await
+            .unwrap();
+        let (_ss, mut srecv, _) = open_watchers(&slow, 1, |_| "slow".into(), 0).await;
+        let (_fs, mut frecv, _) = open_watchers(&fast, 1, |_| "slow".into(), 0).await;
+        let direct = Client::connect(ClientOptions::new(vec![sep]))
+            .await
+            .unwrap();
+        let want: Vec<String> = (0..puts).map(value).collect();
+        let writer = async {
+            for i in 0..puts {
+                direct.put(put("slow", &value(i))).await.unwrap();
+            }
+        };
+        // The fast client reads while the puts go on; the slow one has not read anything yet.
+        let (_, got) = futures_lite::future::zip(writer, values(&mut frecv, puts)).await;
+        assert_eq!(got, want, "the fast watcher: a gap or a duplicate");
+        // The slow one was given an upstream watcher of its own.
+        assert_eq!(
+            gauge(port, "etcd_debugging_mvcc_watcher_total"),
+            Some(2),
+            "watchers on the member once one client fell behind"
+        );
+        let got = values(&mut srecv, puts).await;
+        assert_eq!(got, want, "the slow watcher: a gap or a duplicate");
+    });
+}

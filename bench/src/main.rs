@@ -2,7 +2,9 @@
 //! etcd's own `benchmark` tool, plus `compare`, which runs corekv, etcd 3.4 and etcd 3.5 side by
 //! side, `failover`, which times their 3-member clusters' way to a new leader after the leader
 //! is killed, and `catchup`, which times a member added to a cluster holding a lot of data
-//! catching up, and what that costs the writes meanwhile.
+//! catching up, and what that costs the writes meanwhile, and `proxy`, which runs corekv's and
+//! etcd 3.4's gRPC proxies side by side (watch fan-out latency and CPU per event, serializable
+//! range throughput).
 
 mod auth;
 mod catchup;
@@ -11,6 +13,7 @@ mod etcd35;
 mod failover;
 mod lease;
 mod procstat;
+mod proxy;
 mod run;
 mod servers;
 mod stats;
@@ -269,10 +272,13 @@ enum Cmd {
     /// Fill a cluster of etcd 3.4, etcd 3.5 and corekv in turn with --data-size of data, add a
     /// member under a steady write load, and time its catch-up and the load's dip.
     Catchup(catchup::CatchupArgs),
+    /// corekv's grpc-proxy in front of a corekv member beside etcd 3.4's grpc-proxy in front of
+    /// an etcd 3.4 member: watch fan-out latency and CPU per event, serializable range throughput.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// "10s", "500ms", "2m", "1.5s", or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => s.split_at(i),
@@ -317,7 +323,7 @@ fn main() {
     if cli.auth.user.is_some() || cli.auth.token.is_some() {
         if matches!(
             cli.cmd,
-            Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Catchup(_)
+            Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Catchup(_) | Cmd::Proxy(_)
         ) {
             fail(
                 "--user and --token are for workloads against running servers (compare has --auth)",
@@ -334,6 +340,9 @@ fn main() {
     }
     if let Cmd::Catchup(args) = &cli.cmd {
         std::process::exit(catchup::main(args, cli.json));
+    }
+    if let Cmd::Proxy(args) = &cli.cmd {
+        std::process::exit(proxy::main(args));
     }
     let client_cores = cli.client_cores.unwrap_or(1);
     if cli.conns == 0 || cli.clients == 0 || client_cores == 0 {
@@ -505,6 +514,8 @@ fn workload(cmd: &Cmd, g: &Global, eps: &[String]) -> Result<(Report, stats::Rec
                 prev_kv: *prev_kv,
                 wait: *wait,
                 prefix: run_prefix("watch", g.seed),
+                put_endpoint: None,
+                cpu_probe: None,
             };
             watch_report("watch", g, eps, p)
         }
@@ -532,6 +543,8 @@ fn workload(cmd: &Cmd, g: &Global, eps: &[String]) -> Result<(Report, stats::Rec
                 prev_kv: *prev_kv,
                 wait: *wait,
                 prefix: run_prefix("watch-latency", g.seed),
+                put_endpoint: None,
+                cpu_probe: None,
             };
             watch_report("watch-latency", g, eps, p)
         }
@@ -539,7 +552,9 @@ fn workload(cmd: &Cmd, g: &Global, eps: &[String]) -> Result<(Report, stats::Rec
             let out = lease::run(g, eps, load.load(), *ttl)?;
             Ok(finish("lease-keepalive", &out, "all"))
         }
-        Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Catchup(_) => unreachable!("handled in main"),
+        Cmd::Compare(_) | Cmd::Failover(_) | Cmd::Catchup(_) | Cmd::Proxy(_) => {
+            unreachable!("handled in main")
+        }
     }
 }
 

@@ -474,7 +474,12 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 }
 
 /// Starts one member: `bin args`, stdout and stderr appended to `log`, on `cpus` (empty: any).
-fn spawn_member(bin: &Path, args: &[String], log: &Path, cpus: &[usize]) -> Result<Child, String> {
+pub fn spawn_member(
+    bin: &Path,
+    args: &[String],
+    log: &Path,
+    cpus: &[usize],
+) -> Result<Child, String> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -37,6 +37,37 @@ pub struct Params {
     pub wait: Duration,
     /// Key prefix, unique per run so runs do not see each other's events.
     pub prefix: String,
+    /// Send the puts here instead of through the watchers' endpoints (a proxy's benchmark
+    /// writes to the member behind it, as a client bypassing the proxy would).
+    pub put_endpoint: Option<String>,
+    /// Processes whose CPU is read when the measured phase starts and when it ends.
+    pub cpu_probe: Option<Arc<CpuProbe>>,
+}
+
+/// CPU seconds of some processes (e.g. servers) at the start and the end of the measured phase
+/// (the watcher-creation phase left out).
+#[derive(Debug, Default)]
+pub struct CpuProbe {
+    pub pids: Vec<u32>,
+    pub start: std::sync::Mutex<Vec<f64>>,
+    pub end: std::sync::Mutex<Vec<f64>>,
+}
+
+impl CpuProbe {
+    fn read(&self, into: &std::sync::Mutex<Vec<f64>>) {
+        let now: Vec<f64> = self
+            .pids
+            .iter()
+            .map(|&pid| crate::procstat::cpu_seconds(pid).unwrap_or(f64::NAN))
+            .collect();
+        *into.lock().unwrap() = now;
+    }
+
+    /// CPU seconds each process used in the measured phase (NaN if one died).
+    pub fn used(&self) -> Vec<f64> {
+        let (a, b) = (self.start.lock().unwrap(), self.end.lock().unwrap());
+        a.iter().zip(b.iter()).map(|(a, b)| b - a).collect()
+    }
 }
 
 impl Params {
@@ -253,9 +284,13 @@ pub fn run(g: &Global, endpoints: &[String], p: Params) -> Result<Outcome, Strin
             // Phase 2 (measured): puts, and the events they cause.
             let expected = p.expected_total();
             let sh = shared.clone();
+            let probe = p.cpu_probe.clone();
             ctx.barrier(move || {
                 sh.set_phase("events", expected);
                 sh.mark_start();
+                if let Some(pr) = probe {
+                    pr.read(&pr.start);
+                }
             })
             .await;
             let start = shared.start_instant();
@@ -263,6 +298,25 @@ pub fn run(g: &Global, endpoints: &[String], p: Params) -> Result<Outcome, Strin
             let share = putters.len() as f64 / p.put_clients.max(1) as f64;
             let pacer = Pacer::new(p.put_rate * share);
             let mut puts = Vec::new();
+            let mut out = ExecOut::default();
+            let putters = match &p.put_endpoint {
+                None => putters,
+                Some(ep) => {
+                    // One connection to the member per executor is plenty at a paced rate.
+                    let opts = crate::servers::dial(ep, ctx.g.dial_timeout, ctx.g.command_timeout);
+                    match Client::connect(opts).await {
+                        Ok(direct) => putters
+                            .into_iter()
+                            .map(|(j, _)| (j, direct.clone()))
+                            .collect(),
+                        Err(e) => {
+                            // No puts from here: their events count as missing.
+                            out.rec("put").err(format!("dialing {ep}: {e}"));
+                            Vec::new()
+                        }
+                    }
+                }
+            };
             for (_, client) in putters {
                 puts.push(glommio::spawn_local(put_task(
                     client,
@@ -272,7 +326,6 @@ pub fn run(g: &Global, endpoints: &[String], p: Params) -> Result<Outcome, Strin
                     puts_done.clone(),
                 )));
             }
-            let mut out = ExecOut::default();
             let mut end = start;
             for t in puts {
                 let rec = t.await;
@@ -311,6 +364,13 @@ pub fn run(g: &Global, endpoints: &[String], p: Params) -> Result<Outcome, Strin
                 }
             }
             out.rec("event").merge(&local.latency.borrow());
+            let probe = p.cpu_probe.clone();
+            ctx.barrier(move || {
+                if let Some(pr) = probe {
+                    pr.read(&pr.end);
+                }
+            })
+            .await;
             out.add("watchers", (streams.len() * p.watchers_per_stream) as u64);
             if ctx.index == 0 {
                 let created_at = *create_start.get().expect("set at the first barrier");
