@@ -23,26 +23,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
     let mut chunk = [0u8; 4096];
     loop {
         // Read until a complete request head is buffered.
-        let (path, method, keep_alive, consumed, gateway) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let close = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("connection")
-                            && h.value.eq_ignore_ascii_case(b"close")
-                    });
-                    let keep = req.version == Some(1) && !close;
-                    break (
-                        req.path.unwrap_or("/").to_owned(),
-                        req.method.unwrap_or("GET").to_owned(),
-                        keep,
-                        n,
-                        crate::gateway::http1::head(&req),
-                    );
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                _ => {
+        let head = loop {
+            match parse_head(&buf) {
+                Parsed::Head(head) => break head,
+                Parsed::Partial => {}
+                Parsed::Bad => {
                     let _ = respond(&mut stream, 400, "text/plain", b"bad request\n", false).await;
                     return;
                 }
@@ -52,14 +37,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
-        buf.drain(..consumed);
-        if let Some(head) = gateway {
-            if crate::gateway::http1::serve(&ctx.api, &mut stream, &mut buf, head).await {
+        buf.drain(..head.consumed);
+        if let Some(gateway) = head.gateway {
+            if crate::gateway::http1::serve(&ctx.api, &mut stream, &mut buf, gateway).await {
                 continue;
             }
             return;
         }
-        let (status, ctype, body) = route(ctx, &method, &path).await;
+        let keep_alive = head.keep_alive;
+        let (status, ctype, body) = route(ctx, &head.method, &head.path).await;
         if respond(&mut stream, status, ctype, &body, keep_alive)
             .await
             .is_err()
@@ -67,6 +53,50 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: &ConnC
         {
             return;
         }
+    }
+}
+
+/// A request head read off the start of a connection's buffer.
+#[doc(hidden)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub keep_alive: bool,
+    /// Bytes of the buffer the head took.
+    pub consumed: usize,
+    /// Set for the JSON gateway's paths, which read a body.
+    pub gateway: Option<crate::gateway::http1::Head>,
+}
+
+#[doc(hidden)]
+pub enum Parsed {
+    Head(RequestHead),
+    /// More bytes are needed (the buffer is still under the head limit).
+    Partial,
+    /// Malformed, or a head larger than the limit: answered 400, the connection closed.
+    Bad,
+}
+
+/// Parses the request head at the start of `buf`.
+#[doc(hidden)]
+pub fn parse_head(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let close = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
+            Parsed::Head(RequestHead {
+                path: req.path.unwrap_or("/").to_owned(),
+                method: req.method.unwrap_or("GET").to_owned(),
+                keep_alive: req.version == Some(1) && !close,
+                consumed: n,
+                gateway: crate::gateway::http1::head(&req),
+            })
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
+        _ => Parsed::Bad,
     }
 }
 
