@@ -14,7 +14,7 @@ use corekv::fuzzing::{Mutator, Target, TARGETS};
 
 /// Mutated inputs per target (over all its seeds). Enough to reach past the seeds' first
 /// checks; small enough that all targets take seconds in release mode.
-const MUTATIONS: usize = 6000;
+const MUTATIONS: usize = 20_000;
 /// Mutants longer than this are cut (the seeds are smaller).
 const MAX_INPUT: usize = 64 << 10;
 
@@ -336,8 +336,10 @@ mod seeds {
         w.commit().unwrap();
         drop(db);
         let image = std::fs::read(&file).unwrap();
-        // The file keeps room to grow: the pages in use are what matters.
-        let used = image.len().min(64 << 10);
+        // The file keeps room to grow: the pages below both metas' high-water marks are
+        // the database.
+        let hwm = |slot: usize| u64::from_le_bytes(image[slot + 32..slot + 40].try_into().unwrap());
+        let used = (hwm(0).max(hwm(1024)) as usize * 1024).min(image.len());
         let mut out = Vec::new();
         for (name, flags) in [("plain", 0u8), ("resealed", 1), ("full-check", 7)] {
             let mut input = vec![flags];
