@@ -195,7 +195,7 @@ pub fn storage_open(data: &[u8]) {
             let Ok((k, _)) = item else { break };
             if checked {
                 // A file that passed its check keeps its keys in order.
-                assert!(last.as_deref().map_or(true, |l| l < k), "keys out of order");
+                assert!(last.as_deref().is_none_or(|l| l < k), "keys out of order");
             }
             last = Some(k.to_vec());
             let _ = read.get(b, k);
