@@ -217,9 +217,9 @@ mod seeds {
             }],
         };
         let mut e = Entry::default();
-        e.index = index;
-        e.term = 2;
-        e.data = batch.encode_to_vec().into();
+        e.set_index(index);
+        e.set_term(2);
+        e.set_data(batch.encode_to_vec().into());
         e
     }
 
@@ -239,8 +239,8 @@ mod seeds {
                 };
                 let (w, _) = wal::Wal::open(&path, opts).await.unwrap();
                 let mut hs = HardState::default();
-                hs.term = 2;
-                hs.vote = 1;
+                hs.set_term(2);
+                hs.set_vote(1);
                 let (t, p) = wal_records::encode_hard_state(&hs);
                 w.append(t, &p).await.unwrap();
                 for i in 1..=40 {
@@ -253,8 +253,8 @@ mod seeds {
                     }
                     if i == 20 {
                         let mut meta = SnapshotMetadata::default();
-                        meta.index = 15;
-                        meta.term = 2;
+                        meta.set_index(15);
+                        meta.set_term(2);
                         let (t, p) = wal_records::encode_snapshot(&meta);
                         w.append(t, &p).await.unwrap();
                     }
