@@ -44,6 +44,8 @@ if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("etcd3gw"))'
   python3 -m pip install -q etcd3gw==2.7.0
 fi
 
-# Release mode: the property and crash tests run many cases, and the integration tests
+# Release mode: the property, crash and fuzz-corpus tests run many cases (tests/fuzz_corpus.rs
+# runs every fuzz target on stable; the libFuzzer runs are fuzz/run.sh, see fuzz/README.md),
+# and the integration tests
 # start the real server binaries (cargo builds them for the tests).
 cargo test --workspace --release "$@"

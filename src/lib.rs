@@ -6,6 +6,8 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod launch;
 pub mod lease;

@@ -65,6 +65,47 @@ impl AuthMethod {
     }
 }
 
+/// An Auth service request as decoded from its gRPC message, before any password is hashed
+/// or checked (that happens off the decoding path, on a blocking thread).
+pub enum AuthCall {
+    Authenticate(pb::AuthenticateRequest),
+    UserAdd(pb::AuthUserAddRequest),
+    UserChangePassword(pb::AuthUserChangePasswordRequest),
+    /// Proposed as it is.
+    Propose(R),
+}
+
+/// Decodes and checks an Auth service request.
+pub fn decode_auth(method: AuthMethod, body: &[u8]) -> Result<AuthCall, Status> {
+    use AuthMethod as M;
+    let r = match method {
+        M::Authenticate => return Ok(AuthCall::Authenticate(decode(body)?)),
+        M::UserAdd => {
+            let r: pb::AuthUserAddRequest = decode(body)?;
+            // etcd refuses an empty name before it spends time hashing.
+            if r.name.is_empty() {
+                return Err(AuthError::UserEmpty.into());
+            }
+            return Ok(AuthCall::UserAdd(r));
+        }
+        M::UserChangePassword => return Ok(AuthCall::UserChangePassword(decode(body)?)),
+        M::AuthEnable => R::AuthEnable(decode(body)?),
+        M::AuthDisable => R::AuthDisable(decode(body)?),
+        M::UserGet => R::UserGet(decode(body)?),
+        M::UserList => R::UserList(decode(body)?),
+        M::UserDelete => R::UserDelete(decode(body)?),
+        M::UserGrantRole => R::UserGrantRole(decode(body)?),
+        M::UserRevokeRole => R::UserRevokeRole(decode(body)?),
+        M::RoleAdd => R::RoleAdd(decode(body)?),
+        M::RoleGet => R::RoleGet(decode(body)?),
+        M::RoleList => R::RoleList(decode(body)?),
+        M::RoleDelete => R::RoleDelete(decode(body)?),
+        M::RoleGrantPermission => R::RoleGrantPermission(decode(body)?),
+        M::RoleRevokePermission => R::RoleRevokePermission(decode(body)?),
+    };
+    Ok(AuthCall::Propose(r))
+}
+
 /// The credentials a call came with.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
@@ -163,17 +204,9 @@ impl Api {
         body: &[u8],
         caller: &Caller,
     ) -> Result<Bytes, Status> {
-        use AuthMethod as M;
-        let request = match method {
-            M::Authenticate => return self.authenticate(decode(body)?, caller).await,
-            M::AuthEnable => R::AuthEnable(decode(body)?),
-            M::AuthDisable => R::AuthDisable(decode(body)?),
-            M::UserAdd => {
-                let r: pb::AuthUserAddRequest = decode(body)?;
-                // etcd refuses an empty name before it spends time hashing.
-                if r.name.is_empty() {
-                    return Err(AuthError::UserEmpty.into());
-                }
+        let request = match decode_auth(method, body)? {
+            AuthCall::Authenticate(r) => return self.authenticate(r, caller).await,
+            AuthCall::UserAdd(r) => {
                 let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
                 let hashed_password = if no_password {
                     Bytes::new()
@@ -186,24 +219,13 @@ impl Api {
                     options: r.options,
                 })
             }
-            M::UserChangePassword => {
-                let r: pb::AuthUserChangePasswordRequest = decode(body)?;
+            AuthCall::UserChangePassword(r) => {
                 R::UserChangePassword(corekv::AuthUserChangePassword {
                     name: r.name,
                     hashed_password: self.hash_password(r.password).await?,
                 })
             }
-            M::UserGet => R::UserGet(decode(body)?),
-            M::UserList => R::UserList(decode(body)?),
-            M::UserDelete => R::UserDelete(decode(body)?),
-            M::UserGrantRole => R::UserGrantRole(decode(body)?),
-            M::UserRevokeRole => R::UserRevokeRole(decode(body)?),
-            M::RoleAdd => R::RoleAdd(decode(body)?),
-            M::RoleGet => R::RoleGet(decode(body)?),
-            M::RoleList => R::RoleList(decode(body)?),
-            M::RoleDelete => R::RoleDelete(decode(body)?),
-            M::RoleGrantPermission => R::RoleGrantPermission(decode(body)?),
-            M::RoleRevokePermission => R::RoleRevokePermission(decode(body)?),
+            AuthCall::Propose(r) => r,
         };
         let resp = self.propose_auth(request, caller).await?;
         Ok(resp.encode())

@@ -197,7 +197,7 @@ impl Api {
             Unary::Resign => return self.recipe(&body, |r| election::resign(c, r)).await,
             _ => {}
         }
-        let request = self.decode_request(method, &body)?;
+        let request = decode_request(&self.limits, method, &body)?;
         self.until_published().await?;
         if self.learner() && !supported_by_learners(&request) {
             return Err(not_for_learners());
@@ -382,66 +382,68 @@ impl Api {
             }
         }
     }
+}
 
-    fn decode_request(&self, method: Unary, body: &[u8]) -> Result<Request, Status> {
-        let write_size_ok = || {
-            if body.len() > self.limits.max_request_bytes {
-                Err(Status::invalid_argument("etcdserver: request is too large"))
-            } else {
-                Ok(())
-            }
-        };
-        let req = match method {
-            Unary::Range => Request::Range(kv::check_range(decode(body)?)?),
-            Unary::Put => {
-                write_size_ok()?;
-                Request::Put(kv::check_put(decode(body)?)?)
-            }
-            Unary::DeleteRange => {
-                write_size_ok()?;
-                Request::DeleteRange(kv::check_delete_range(decode(body)?)?)
-            }
-            Unary::Txn => {
-                write_size_ok()?;
-                Request::Txn(kv::check_txn(decode(body)?, self.limits.max_txn_ops)?)
-            }
-            Unary::Compact => Request::Compact(kv::check_compaction(decode(body)?)?),
-            Unary::LeaseGrant => Request::LeaseGrant(lease::check_grant(decode(body)?)?),
-            Unary::LeaseRevoke => Request::LeaseRevoke(decode(body)?),
-            Unary::LeaseTimeToLive => Request::LeaseTimeToLive(decode(body)?),
-            Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),
-            Unary::MemberList => Request::MemberList(decode(body)?),
-            Unary::Status => Request::Status(decode(body)?),
-            Unary::MemberAdd => {
-                let request: crate::proto::etcdserverpb::MemberAddRequest = decode(body)?;
-                check_peer_urls(&request.peer_ur_ls)?;
-                let unix_time = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                Request::MemberAdd(crate::server::message::MemberAdd { request, unix_time })
-            }
-            Unary::MemberRemove => Request::MemberRemove(decode(body)?),
-            Unary::MemberUpdate => {
-                let request: crate::proto::etcdserverpb::MemberUpdateRequest = decode(body)?;
-                check_peer_urls(&request.peer_ur_ls)?;
-                Request::MemberUpdate(request)
-            }
-            Unary::MemberPromote => Request::MemberPromote(decode(body)?),
-            Unary::Alarm => Request::Alarm(decode(body)?),
-            Unary::HashKv => Request::HashKv(decode(body)?),
-            Unary::Hash => Request::Hash(decode(body)?),
-            Unary::Defragment => Request::Defragment(decode(body)?),
-            Unary::MoveLeader => Request::MoveLeader(decode(body)?),
-            Unary::HealthCheck | Unary::Auth(_) => unreachable!("answered without decode_request"),
-            Unary::Lock
-            | Unary::Unlock
-            | Unary::Campaign
-            | Unary::Proclaim
-            | Unary::Leader
-            | Unary::Resign => unreachable!("served as recipes"),
-        };
-        Ok(req)
-    }
+/// A unary call's request as the core takes it: decoded from the gRPC message and checked
+/// (every method but Health, Auth and the Lock and Election recipes, which decode their own).
+pub fn decode_request(limits: &Limits, method: Unary, body: &[u8]) -> Result<Request, Status> {
+    let write_size_ok = || {
+        if body.len() > limits.max_request_bytes {
+            Err(Status::invalid_argument("etcdserver: request is too large"))
+        } else {
+            Ok(())
+        }
+    };
+    let req = match method {
+        Unary::Range => Request::Range(kv::check_range(decode(body)?)?),
+        Unary::Put => {
+            write_size_ok()?;
+            Request::Put(kv::check_put(decode(body)?)?)
+        }
+        Unary::DeleteRange => {
+            write_size_ok()?;
+            Request::DeleteRange(kv::check_delete_range(decode(body)?)?)
+        }
+        Unary::Txn => {
+            write_size_ok()?;
+            Request::Txn(kv::check_txn(decode(body)?, limits.max_txn_ops)?)
+        }
+        Unary::Compact => Request::Compact(kv::check_compaction(decode(body)?)?),
+        Unary::LeaseGrant => Request::LeaseGrant(lease::check_grant(decode(body)?)?),
+        Unary::LeaseRevoke => Request::LeaseRevoke(decode(body)?),
+        Unary::LeaseTimeToLive => Request::LeaseTimeToLive(decode(body)?),
+        Unary::LeaseLeases => Request::LeaseLeases(decode(body)?),
+        Unary::MemberList => Request::MemberList(decode(body)?),
+        Unary::Status => Request::Status(decode(body)?),
+        Unary::MemberAdd => {
+            let request: crate::proto::etcdserverpb::MemberAddRequest = decode(body)?;
+            check_peer_urls(&request.peer_ur_ls)?;
+            let unix_time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            Request::MemberAdd(crate::server::message::MemberAdd { request, unix_time })
+        }
+        Unary::MemberRemove => Request::MemberRemove(decode(body)?),
+        Unary::MemberUpdate => {
+            let request: crate::proto::etcdserverpb::MemberUpdateRequest = decode(body)?;
+            check_peer_urls(&request.peer_ur_ls)?;
+            Request::MemberUpdate(request)
+        }
+        Unary::MemberPromote => Request::MemberPromote(decode(body)?),
+        Unary::Alarm => Request::Alarm(decode(body)?),
+        Unary::HashKv => Request::HashKv(decode(body)?),
+        Unary::Hash => Request::Hash(decode(body)?),
+        Unary::Defragment => Request::Defragment(decode(body)?),
+        Unary::MoveLeader => Request::MoveLeader(decode(body)?),
+        Unary::HealthCheck | Unary::Auth(_) => unreachable!("answered without decode_request"),
+        Unary::Lock
+        | Unary::Unlock
+        | Unary::Campaign
+        | Unary::Proclaim
+        | Unary::Leader
+        | Unary::Resign => unreachable!("served as recipes"),
+    };
+    Ok(req)
 }
 
 /// etcd's learners answer only Status and serializable ranges (isRPCSupportedForLearner).

@@ -194,6 +194,18 @@ impl<'a, R: AsyncRead + Unpin> BodyReader<'a, R> {
     }
 }
 
+/// A request's whole body: what `buf` holds past the head, then what `conn` sends; Err with
+/// the size read once it exceeds `limit`. A body that breaks off ends where it broke.
+#[doc(hidden)]
+pub async fn whole_body<R: AsyncRead + Unpin>(
+    conn: R,
+    buf: &mut Vec<u8>,
+    head: &Head,
+    limit: usize,
+) -> Result<Vec<u8>, usize> {
+    BodyReader::new(conn, buf, head.length).all(limit).await
+}
+
 impl<R: AsyncRead + Unpin> Body for BodyReader<'_, R> {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         self.next().await
@@ -268,9 +280,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     match method {
         Ok(m) => {
-            let body = BodyReader::new(&mut *stream, buf, head.length)
-                .all(limit)
-                .await;
+            let body = whole_body(&mut *stream, buf, &head, limit).await;
             let (reply, keep) = match body {
                 Ok(body) if m.may_wait() => {
                     // A call that waits for others ends (is dropped) when its client leaves.

@@ -24,7 +24,7 @@ pub use self::h2::serve_h2;
 use bytes::Bytes;
 
 use crate::api::auth::Caller;
-use crate::api::{self, Api, Route, Streaming, Unary};
+use crate::api::{self, Api, Limits, Route, Streaming, Unary};
 use crate::net::grpc::{Code, FrameError, Status};
 use crate::proto::path;
 
@@ -37,7 +37,8 @@ pub fn serves(path: &str) -> bool {
 /// etcd 3.4's gateway paths (etcdserverpb/gw/rpc.pb.gw.go, v3lock and v3election gw) and
 /// the gRPC methods behind them. HashKV's pattern is also `/v3/maintenance/hash`, but etcd's
 /// mux serves Hash there, so HashKV is not reachable through etcd's gateway either.
-const PATHS: &[(&str, &str)] = &[
+#[doc(hidden)]
+pub const PATHS: &[(&str, &str)] = &[
     ("/v3/kv/range", path::RANGE),
     ("/v3/kv/put", path::PUT),
     ("/v3/kv/deleterange", path::DELETE_RANGE),
@@ -214,30 +215,67 @@ fn plan(method: &str, path: &str) -> Plan {
 /// body and lets gRPC's limit judge the encoded request; a body over this gets that same
 /// error, naming the body's size.)
 fn body_limit(api: &Api) -> usize {
-    3 * api.limits.grpc_receive_limit()
+    limits_body(&api.limits)
+}
+
+fn limits_body(limits: &Limits) -> usize {
+    3 * limits.grpc_receive_limit()
 }
 
 fn too_large(api: &Api, len: usize) -> Status {
     FrameError::TooLarge(len, api.limits.grpc_receive_limit()).to_status()
 }
 
+/// A unary call's JSON body as the protobuf request gRPC would have carried.
+fn json_request(limits: &Limits, method: Unary, body: &[u8]) -> Result<Bytes, Status> {
+    let request = (json::codec_of(method).request)(body)?;
+    if request.len() > limits.grpc_receive_limit() {
+        return Err(FrameError::TooLarge(request.len(), limits.grpc_receive_limit()).to_status());
+    }
+    Ok(request)
+}
+
 /// Serves one unary call: the JSON request body in, the reply out.
 async fn unary(api: &Api, method: Unary, body: &[u8], caller: &Caller) -> Reply {
-    let codec = json::codec_of(method);
-    let request = match (codec.request)(body) {
+    let request = match json_request(&api.limits, method, body) {
         Ok(r) => r,
         Err(status) => return Reply::error(&status),
     };
-    if request.len() > api.limits.grpc_receive_limit() {
-        return Reply::error(&too_large(api, request.len()));
-    }
     match api.unary(method, request, caller).await {
         // The reply is one gRPC-framed message.
-        Ok(framed) => match (codec.response)(&framed[crate::net::grpc::PREFIX_LEN..]) {
-            Ok(json) => Reply::json(200, json),
-            Err(status) => Reply::error(&status),
-        },
+        Ok(framed) => {
+            match (json::codec_of(method).response)(&framed[crate::net::grpc::PREFIX_LEN..]) {
+                Ok(json) => Reply::json(200, json),
+                Err(status) => Reply::error(&status),
+            }
+        }
         Err(status) => Reply::error(&status),
+    }
+}
+
+/// What the gateway makes of a request, for the fuzz targets.
+#[doc(hidden)]
+pub enum Decoded {
+    /// Answered from the method and path alone (a 404, 405, ...): the body is not read.
+    Answered(u16),
+    /// A unary call's request, or the error its body gets.
+    Unary(Unary, Result<Bytes, Status>),
+    /// A stream's requests cut from its body as it arrives in `pieces`, and the error that
+    /// stopped reading it, if one did.
+    Streaming(Streaming, Vec<Bytes>, Option<Status>),
+}
+
+/// Decodes a request's JSON body as the gateway does before the call is made: `pieces` are
+/// the body as it arrives (for a stream, requests are cut as pieces come in).
+#[doc(hidden)]
+pub fn decode(method: &str, path: &str, pieces: &[&[u8]], limits: &Limits) -> Decoded {
+    match plan(method, path) {
+        Plan::Answer(reply) => Decoded::Answered(reply.status),
+        Plan::Unary(m) => Decoded::Unary(m, json_request(limits, m, &pieces.concat())),
+        Plan::Streaming(m) => {
+            let (requests, error) = stream::requests_of(m, pieces, limits_body(limits));
+            Decoded::Streaming(m, requests, error)
+        }
     }
 }
 

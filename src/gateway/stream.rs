@@ -222,6 +222,45 @@ pub(super) async fn serve<B: Body, W: Reply200>(
     result.is_ok() && written.is_ok() && body_read.get()
 }
 
+/// The requests a stream's body holds, cut as [`serve`] cuts them while `pieces` arrive; and
+/// the error that stops reading, if any. Observe takes the whole body as one request.
+pub(super) fn requests_of(
+    method: Streaming,
+    pieces: &[&[u8]],
+    limit: usize,
+) -> (Vec<Bytes>, Option<Status>) {
+    struct Pieces<'a>(std::slice::Iter<'a, &'a [u8]>);
+    impl Body for Pieces<'_> {
+        async fn next_chunk(&mut self) -> Option<Bytes> {
+            self.0.next().map(|p| Bytes::copy_from_slice(p))
+        }
+        async fn closed(&mut self) {}
+    }
+    let codec = json::stream_codec(method);
+    if method == Streaming::Observe {
+        return match (codec.request)(&pieces.concat()) {
+            Ok(m) => (vec![m], None),
+            Err(status) => (Vec::new(), Some(status)),
+        };
+    }
+    let mut body = Pieces(pieces.iter());
+    let mut requests = Requests {
+        buf: Vec::new(),
+        next: codec.next_request,
+        limit,
+    };
+    let mut out = Vec::new();
+    future::block_on(async {
+        loop {
+            match requests.next(&mut body).await {
+                Read::Request(m) => out.push(m),
+                Read::End => return (out, None),
+                Read::Bad(status) => return (out, Some(status)),
+            }
+        }
+    })
+}
+
 /// A whole request body, within the gateway's limit.
 pub(super) async fn whole_body<B: Body>(api: &Api, body: &mut B) -> Result<Vec<u8>, Status> {
     let mut all = Vec::new();

@@ -52,26 +52,11 @@ where
         // must follow within the handshake time (a client that stalls part-way through a
         // head, slowloris, is disconnected). An idle keep-alive connection may wait.
         let mut head_started = (!buf.is_empty()).then(Instant::now);
-        let (path, method, keep_alive, consumed, gateway) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let close = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("connection")
-                            && h.value.eq_ignore_ascii_case(b"close")
-                    });
-                    let keep = req.version == Some(1) && !close;
-                    break (
-                        req.path.unwrap_or("/").to_owned(),
-                        req.method.unwrap_or("GET").to_owned(),
-                        keep,
-                        n,
-                        crate::gateway::http1::head(&req),
-                    );
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                _ => {
+        let head = loop {
+            match parse_head(&buf) {
+                Parsed::Head(head) => break head,
+                Parsed::Partial => {}
+                Parsed::Bad => {
                     let _ = respond(&mut stream, 400, "text/plain", b"bad request\n", false).await;
                     return;
                 }
@@ -95,14 +80,15 @@ where
                 }
             }
         };
-        buf.drain(..consumed);
-        if let (Some(head), Some(api)) = (gateway, api) {
-            if crate::gateway::http1::serve(api, &mut stream, &mut buf, head).await {
+        buf.drain(..head.consumed);
+        if let (Some(gateway), Some(api)) = (head.gateway, api) {
+            if crate::gateway::http1::serve(api, &mut stream, &mut buf, gateway).await {
                 continue;
             }
             return;
         }
-        let (status, ctype, body) = route(&method, &path).await;
+        let keep_alive = head.keep_alive;
+        let (status, ctype, body) = route(&head.method, &head.path).await;
         if respond(&mut stream, status, ctype, &body, keep_alive)
             .await
             .is_err()
@@ -110,6 +96,50 @@ where
         {
             return;
         }
+    }
+}
+
+/// A request head read off the start of a connection's buffer.
+#[doc(hidden)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub keep_alive: bool,
+    /// Bytes of the buffer the head took.
+    pub consumed: usize,
+    /// Set for the JSON gateway's paths, which read a body.
+    pub gateway: Option<crate::gateway::http1::Head>,
+}
+
+#[doc(hidden)]
+pub enum Parsed {
+    Head(RequestHead),
+    /// More bytes are needed (the buffer is still under the head limit).
+    Partial,
+    /// Malformed, or a head larger than the limit: answered 400, the connection closed.
+    Bad,
+}
+
+/// Parses the request head at the start of `buf`.
+#[doc(hidden)]
+pub fn parse_head(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let close = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
+            Parsed::Head(RequestHead {
+                path: req.path.unwrap_or("/").to_owned(),
+                method: req.method.unwrap_or("GET").to_owned(),
+                keep_alive: req.version == Some(1) && !close,
+                consumed: n,
+                gateway: crate::gateway::http1::head(&req),
+            })
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
+        _ => Parsed::Bad,
     }
 }
 

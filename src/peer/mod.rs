@@ -581,30 +581,39 @@ impl Transport {
                     "the member was removed from the cluster",
                 )));
             }
-            let mut raft = Vec::with_capacity(batch.raft.len());
-            for bytes in batch.raft {
-                let msg: Message =
-                    protobuf::Message::parse_from_carllerche_bytes(&bytes).map_err(|e| {
-                        FrameError::Io(std::io::Error::other(format!(
-                            "a raft message does not decode: {e}"
-                        )))
-                    })?;
-                if msg.from != from || msg.to != me {
-                    return Err(FrameError::Io(std::io::Error::other(format!(
-                        "a raft message from {:x} to {:x} on member {from:x}'s connection",
-                        msg.from, msg.to
-                    ))));
-                }
-                raft.push(msg);
-            }
-            let mut forwards: Vec<Forward> =
-                batch.requests.into_iter().map(Forward::Request).collect();
-            forwards.extend(batch.replies.into_iter().map(Forward::Reply));
+            let (raft, forwards) = decode_batch(batch, from, me)?;
             if self.view.borrow().members.contains_key(&from) {
                 self.inbox.messages(from, raft, forwards);
             }
         }
     }
+}
+
+/// The raft messages and forwarded requests of a batch member `from` sent to member `me`.
+#[doc(hidden)]
+pub fn decode_batch(
+    batch: PeerBatch,
+    from: u64,
+    me: u64,
+) -> Result<(Vec<Message>, Vec<Forward>), FrameError> {
+    let mut raft = Vec::with_capacity(batch.raft.len());
+    for bytes in batch.raft {
+        let msg: Message = protobuf::Message::parse_from_carllerche_bytes(&bytes).map_err(|e| {
+            FrameError::Io(std::io::Error::other(format!(
+                "a raft message does not decode: {e}"
+            )))
+        })?;
+        if msg.from != from || msg.to != me {
+            return Err(FrameError::Io(std::io::Error::other(format!(
+                "a raft message from {:x} to {:x} on member {from:x}'s connection",
+                msg.from, msg.to
+            ))));
+        }
+        raft.push(msg);
+    }
+    let mut forwards: Vec<Forward> = batch.requests.into_iter().map(Forward::Request).collect();
+    forwards.extend(batch.replies.into_iter().map(Forward::Reply));
+    Ok((raft, forwards))
 }
 
 async fn read_hello(stream: &mut Stream) -> Result<PeerHello, FrameError> {

@@ -132,16 +132,7 @@ async fn receive_file(
         Some(peer_frame::Body::SnapshotHeader(h)) => h,
         _ => return Err("the stream does not start with a snapshot header".into()),
     };
-    let msg: Message = protobuf::Message::parse_from_carllerche_bytes(&header.message)
-        .map_err(|e| format!("the snapshot's raft message does not decode: {e}"))?;
-    if msg.get_msg_type() != MessageType::MsgSnapshot || msg.from != from || msg.to != me {
-        return Err(format!(
-            "the snapshot's raft message is a {:?} from {:x} to {:x}",
-            msg.get_msg_type(),
-            msg.from,
-            msg.to
-        ));
-    }
+    let msg = check_header(&header, from, me)?;
     let index = msg.get_snapshot().get_metadata().index;
     std::fs::create_dir_all(snap_dir)
         .map_err(|e| format!("creating {}: {e}", snap_dir.display()))?;
@@ -157,14 +148,7 @@ async fn receive_file(
     let end = loop {
         match frame::read(r).await.map_err(fe)?.body {
             Some(peer_frame::Body::SnapshotChunk(c)) => {
-                if c.offset != offset || offset + c.data.len() as u64 > header.size {
-                    return Err(format!(
-                        "a chunk at {} of {} bytes, expected one at {offset} of at most {}",
-                        c.offset,
-                        c.data.len(),
-                        header.size - offset
-                    ));
-                }
+                check_chunk(&c, offset, header.size)?;
                 crc.update(&c.data);
                 offset += c.data.len() as u64;
                 let mut f = file.take().expect("the file comes back with each chunk");
@@ -199,6 +183,39 @@ async fn receive_file(
     // The guard's file was renamed; from now on the finished one is what must go on failure.
     drop(guard);
     Ok((msg, ReceivedSnapshot::new(done)))
+}
+
+/// The raft message a snapshot stream's header carries: a MsgSnapshot from the member
+/// that dialed, to this one.
+#[doc(hidden)]
+pub fn check_header(header: &SnapshotHeader, from: u64, me: u64) -> Result<Message, String> {
+    let msg: Message = protobuf::Message::parse_from_carllerche_bytes(&header.message)
+        .map_err(|e| format!("the snapshot's raft message does not decode: {e}"))?;
+    if msg.get_msg_type() != MessageType::MsgSnapshot || msg.from != from || msg.to != me {
+        return Err(format!(
+            "the snapshot's raft message is a {:?} from {:x} to {:x}",
+            msg.get_msg_type(),
+            msg.from,
+            msg.to
+        ));
+    }
+    Ok(msg)
+}
+
+/// A chunk must continue the file at `offset` and stay within the `size` the header gave
+/// (`offset` never exceeds `size`: every accepted chunk was checked so).
+#[doc(hidden)]
+pub fn check_chunk(c: &SnapshotChunk, offset: u64, size: u64) -> Result<(), String> {
+    debug_assert!(offset <= size);
+    if c.offset != offset || offset + c.data.len() as u64 > size {
+        return Err(format!(
+            "a chunk at {} of {} bytes, expected one at {offset} of at most {}",
+            c.offset,
+            c.data.len(),
+            size - offset
+        ));
+    }
+    Ok(())
 }
 
 /// Makes the received file durable under its final name and checks it is a whole backend at

@@ -1,0 +1,3 @@
+#![no_main]
+// The target is corekv::fuzzing::storage_open (its doc says what the input is and what is checked).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| corekv::fuzzing::storage_open(data));

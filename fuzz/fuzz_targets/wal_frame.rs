@@ -1,0 +1,3 @@
+#![no_main]
+// The target is corekv::fuzzing::wal_frame (its doc says what the input is and what is checked).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| corekv::fuzzing::wal_frame(data));
