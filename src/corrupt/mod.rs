@@ -61,7 +61,7 @@ impl PeerHash {
 }
 
 /// One round of asking the peers, until each answered or the deadline (in ticks).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Round {
     /// This member's hash when the round began; the peers hash at its revision.
     pub local: KvHash,

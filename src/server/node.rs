@@ -311,6 +311,10 @@ pub struct Node<S: StateMachine> {
     /// HashKV questions out to peers, by forward id: the peer asked. Only one check runs at a
     /// time; its end forgets them, so a late answer matches nothing.
     hash_calls: HashMap<u64, u64>,
+    /// The last HashKV this member computed for a peer, by the revision asked: a peer asks
+    /// again when an answer may have been lost, and the hash at a revision never changes,
+    /// so the (costly) hash is not computed twice.
+    hash_answered: Option<(i64, pb::HashKvResponse)>,
     out: Output<S::Snapshot>,
 }
 
@@ -410,6 +414,7 @@ impl<S: StateMachine> Node<S> {
             hash_round: None,
             next_hash_check,
             hash_calls: HashMap::new(),
+            hash_answered: None,
             out: Output::default(),
         })
     }
@@ -558,6 +563,17 @@ impl<S: StateMachine> Node<S> {
     pub fn peer_connected(&mut self, id: u64, up: bool) {
         if up {
             self.connected_since.entry(id).or_insert(self.ticks);
+            // A question queued while the connection was down was dropped with it: ask again
+            // a peer that has not answered the corruption check in progress.
+            let waiting = match &self.initial_check {
+                InitialCheck::Asking(r) => Some(r),
+                _ => self.hash_round.as_ref(),
+            }
+            .filter(|r| r.answers.get(&id) == Some(&PeerHash::NoAnswer))
+            .map(|r| r.local.revision);
+            if let Some(revision) = waiting {
+                self.ask_hash(id, revision);
+            }
         } else {
             self.connected_since.remove(&id);
         }
@@ -824,7 +840,17 @@ impl<S: StateMachine> Node<S> {
             })
         } else {
             let term = self.term();
-            let reply = self.sm.read(request);
+            let asked = match &request {
+                Request::HashKv(h) => h.revision,
+                _ => 0,
+            };
+            let reply = match &self.hash_answered {
+                Some((rev, r)) if asked > 0 && asked == *rev => Ok(Response::HashKv(*r)),
+                _ => self.sm.read(request),
+            };
+            if let (Ok(Response::HashKv(r)), true) = (&reply, asked > 0) {
+                self.hash_answered = Some((asked, *r));
+            }
             match self.fill_header(reply, term) {
                 Ok(Response::LeaseKeepAlive(r)) => forward_reply::Reply::KeepAlive(r),
                 Ok(Response::LeaseTimeToLive(r)) => forward_reply::Reply::TimeToLive(r),
@@ -932,17 +958,35 @@ impl<S: StateMachine> Node<S> {
             .collect();
         self.hash_calls.clear();
         for &peer in &peers {
-            let id = self.next_forward_id;
-            self.next_forward_id += 1;
-            self.hash_calls.insert(id, peer);
-            let request = forward_request::Request::HashKv(pb::HashKvRequest { revision });
-            let fwd = ForwardRequest {
-                id,
-                request: Some(request),
-            };
-            self.out.forwards.push((peer, Forward::Request(fwd)));
+            self.ask_hash(peer, revision);
         }
         peers
+    }
+
+    /// Asks again, once per election timeout, the peers of `round` that have not answered:
+    /// a question or answer is dropped with a connection that was down.
+    fn reask_silent(&mut self, round: &corrupt::Round) {
+        let every = self.cfg.election_tick.max(1) as u64;
+        if !(round.deadline - self.ticks).is_multiple_of(every) {
+            return;
+        }
+        for (&peer, answer) in &round.answers {
+            if *answer == PeerHash::NoAnswer {
+                self.ask_hash(peer, round.local.revision);
+            }
+        }
+    }
+
+    fn ask_hash(&mut self, peer: u64, revision: i64) {
+        let id = self.next_forward_id;
+        self.next_forward_id += 1;
+        self.hash_calls.insert(id, peer);
+        let request = forward_request::Request::HashKv(pb::HashKvRequest { revision });
+        let fwd = ForwardRequest {
+            id,
+            request: Some(request),
+        };
+        self.out.forwards.push((peer, Forward::Request(fwd)));
     }
 
     /// etcd's CheckInitialHashKV: at the first tick, hash and ask the peers; once each
@@ -992,7 +1036,10 @@ impl<S: StateMachine> Node<S> {
                     verdict.checked + verdict.skipped.len()
                 );
             }
-            InitialCheck::Asking(_) => {}
+            InitialCheck::Asking(round) => {
+                let round = round.clone();
+                self.reask_silent(&round);
+            }
         }
     }
 
@@ -1027,6 +1074,8 @@ impl<S: StateMachine> Node<S> {
             return;
         };
         if !round.is_done(self.ticks) {
+            let round = round.clone();
+            self.reask_silent(&round);
             return;
         }
         // A follower applies only what the leader committed; once this leader committed in
