@@ -120,6 +120,18 @@ pub struct Flags {
     /// for fewer wake-ups between requests.
     #[arg(long, default_value_t = 0)]
     pub spin_us: u64,
+    /// Enable to check data corruption before serving any client traffic: a member that
+    /// restarts with data compares its HashKV with its peers' and stops on a mismatch.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+          num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+    /// Duration of time between cluster corruption check passes (Go duration, e.g. 5m;
+    /// 0 = off): the leader compares every member's HashKV and raises the CORRUPT alarm on
+    /// a mismatch.
+    #[arg(long, default_value = "0s", value_parser = crate::ctl::gofmt::parse_duration,
+          env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
+    pub experimental_corrupt_check_time: std::time::Duration,
     /// Crash on reaching this point (tests only; see src/failpoint.rs).
     #[arg(long, hide = true)]
     pub failpoint: Option<String>,
@@ -542,6 +554,15 @@ impl Config {
     /// etcd's request timeout (5 s + 2 election timeouts), in raft ticks.
     pub fn request_timeout_ticks(&self) -> u64 {
         ((5000 + 2 * self.flags.election_timeout) / self.flags.heartbeat_interval).max(1)
+    }
+
+    /// --experimental-corrupt-check-time in raft ticks (0: off; at least one tick).
+    pub fn corrupt_check_ticks(&self) -> u64 {
+        let ms = self.flags.experimental_corrupt_check_time.as_millis() as u64;
+        if ms == 0 {
+            return 0;
+        }
+        (ms / self.flags.heartbeat_interval.max(1)).max(1)
     }
 
     /// The 2 GiB default applies when --quota-backend-bytes is 0.

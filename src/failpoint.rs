@@ -6,6 +6,11 @@
 //!   not taken it yet;
 //! - `snapshot-wal-recorded`: the WAL records the snapshot, the backend is not replaced yet.
 //!
+//! Divergence, for the corruption checks (src/corrupt):
+//!
+//! - `diverge-put`: this member applies every put with `~diverged` appended to the value,
+//!   so its data differ from its peers' while every checksum stays valid.
+//!
 //! I/O failures, armed as `NAME:N`: the N-th call (counting from 1, from the start of the
 //! process) at that point fails with the error named, once, through the storage layers'
 //! fault seams (`wal::Faults`, `storage::FaultyFile`):
@@ -27,9 +32,14 @@ pub fn arm(name: &str) {
     let _ = ARMED.set(name.to_owned());
 }
 
+/// Whether the point `name` is armed (for points that change behaviour, not exit).
+pub fn armed(name: &str) -> bool {
+    ARMED.get().is_some_and(|armed| armed == name)
+}
+
 /// Exits the process here if this point is armed.
 pub fn hit(name: &str) {
-    if ARMED.get().is_some_and(|armed| armed == name) {
+    if armed(name) {
         eprintln!("corekv: failpoint {name} reached: exiting as if killed");
         std::process::exit(99);
     }

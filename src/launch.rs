@@ -556,6 +556,9 @@ async fn open_member(
         name: cfg.flags.name.clone(),
         client_urls: cfg.client_urls.clone(),
         version: ETCD_API_VERSION.into(),
+        // etcd checks only a member that had data; a new one has nothing to compare.
+        initial_corrupt_check: cfg.flags.experimental_initial_corrupt_check && !fresh,
+        corrupt_check_ticks: cfg.corrupt_check_ticks(),
     };
     let logger = crate::server::raft_logger::logger();
     // A lone voter campaigns at its first tick (Node::tick), not after an election timeout.

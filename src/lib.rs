@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod corrupt;
 pub mod ctl;
 pub mod failpoint;
 #[doc(hidden)]

@@ -513,7 +513,7 @@ fn grow_and_shrink(kind: Kind) -> Vec<String> {
     for gone in [4, 3] {
         let id = format!("{:x}", r.id(gone));
         r.step_ok(&format!("remove m{gone}"), &[0], &["member", "remove", &id]);
-        wait_exit(&mut r.c, gone);
+        r.c.wait_exit(gone);
         load.set_endpoints(running_endpoints(&r.c));
         r.check_hashkv("after a member left");
     }
@@ -524,21 +524,6 @@ fn grow_and_shrink(kind: Kind) -> Vec<String> {
 }
 
 /// Waits until a removed member's process ends (etcd's and corekv's both stop).
-fn wait_exit(c: &mut Cluster, i: usize) -> std::process::ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = c.exited(i) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "m{i} still runs {WAIT:?} after its removal\n{}",
-            c.log_tail(i, 20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Add a learner, refuse a second and a too-early promote, start it, see what it refuses,
 /// promote it once it has caught up.
 fn learner_flow(kind: Kind) -> Vec<String> {
@@ -667,7 +652,7 @@ fn replace_and_remove_leader(kind: Kind) -> Vec<String> {
         &[leader],
         &["member", "remove", &lid],
     );
-    let status = wait_exit(&mut r.c, leader);
+    let status = r.c.wait_exit(leader);
     if kind == Kind::Corekv {
         assert!(
             !status.success(),
@@ -686,7 +671,7 @@ fn replace_and_remove_leader(kind: Kind) -> Vec<String> {
     r.step("member list of 2", &[rest[0]], &["member", "list"]);
     // Its old data dir cannot bring it back.
     r.c.start_member(leader, &[]);
-    let again = wait_exit(&mut r.c, leader);
+    let again = r.c.wait_exit(leader);
     if kind == Kind::Corekv {
         assert!(!again.success(), "{again}");
         let log = r.c.log_tail(leader, 3);

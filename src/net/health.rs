@@ -30,6 +30,9 @@ pub async fn check(api: &Api, query: &str) -> Result<(), String> {
     if m.nospace() && !excluded("NOSPACE") {
         return Err("alarm NOSPACE is raised".into());
     }
+    if m.corrupt() && !excluded("CORRUPT") {
+        return Err("alarm CORRUPT is raised".into());
+    }
     if m.has_leader.load(Relaxed) == 0 {
         return Err("no leader".into());
     }

@@ -344,6 +344,8 @@ pub struct Metrics {
     pub db_size: AtomicI64,
     /// A NOSPACE alarm is raised (set by the applier).
     pub alarm_nospace: std::sync::atomic::AtomicBool,
+    /// A CORRUPT alarm is raised (set by the applier).
+    pub alarm_corrupt: std::sync::atomic::AtomicBool,
     pub db_size_in_use: AtomicI64,
     pub revision: AtomicI64,
     pub compact_revision: AtomicI64,
@@ -400,6 +402,7 @@ impl Metrics {
             backend_commit: Histogram::new(DISK_BUCKETS),
             db_size: AtomicI64::new(0),
             alarm_nospace: Default::default(),
+            alarm_corrupt: Default::default(),
             db_size_in_use: AtomicI64::new(0),
             revision: AtomicI64::new(0),
             compact_revision: AtomicI64::new(0),
@@ -443,6 +446,21 @@ impl Metrics {
     /// a disk filled up), as the applied alarms say.
     pub fn nospace(&self) -> bool {
         self.alarm_nospace.load(Relaxed)
+    }
+
+    /// Whether a CORRUPT alarm is raised, as the applied alarms say.
+    pub fn corrupt(&self) -> bool {
+        self.alarm_corrupt.load(Relaxed)
+    }
+
+    /// Publishes which alarms the applied `alarms` (type, member) hold.
+    pub fn set_alarms(&self, alarms: &std::collections::BTreeSet<(i32, u64)>) {
+        use crate::proto::etcdserverpb::AlarmType;
+        let raised = |a: AlarmType| alarms.iter().any(|&(t, _)| t == a as i32);
+        self.alarm_nospace
+            .store(raised(AlarmType::Nospace), Relaxed);
+        self.alarm_corrupt
+            .store(raised(AlarmType::Corrupt), Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric.

@@ -355,8 +355,23 @@ impl Applier {
         metrics: Arc<Metrics>,
         auth: Arc<AuthShared>,
     ) -> Result<Applier, String> {
-        let db = Db::open_wrapped(path, DbOptions::default(), crate::failpoint::backend_layer)
-            .map_err(storage_error)?;
+        // Every page checksum is verified at open: a page damaged on disk (bit rot, a bad
+        // sector outside the last commit) stops the member with the page named, instead of
+        // serving wrong data later or failing mid-request; such a member is rebuilt from its
+        // peers (README, "A member whose data are damaged").
+        let opts = DbOptions {
+            full_check_on_open: true,
+            ..DbOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let db = Db::open_wrapped(path, opts, crate::failpoint::backend_layer).map_err(|e| {
+            format!("{e} (the backend file is damaged: rebuild this member from its peers)")
+        })?;
+        tracing::info!(
+            "opened the backend, every page checksum verified, in {:?} ({} bytes)",
+            started.elapsed(),
+            db.size()
+        );
         if let Some(note) = db.recovery_note() {
             tracing::warn!("backend: {note}");
         }
@@ -369,11 +384,7 @@ impl Applier {
             now: 0,
         };
         let loaded = lease_clock.load(db, auth)?;
-        let nospace = loaded
-            .alarms
-            .iter()
-            .any(|&(t, _)| t == pb::AlarmType::Nospace as i32);
-        metrics.alarm_nospace.store(nospace, Relaxed);
+        metrics.set_alarms(&loaded.alarms);
         let mut hub = WatchHub::new(10 * 60 * ticks_per_sec);
         hub.header = HeaderInfo {
             cluster_id: cfg.cluster_id,
@@ -458,6 +469,14 @@ impl Applier {
             .any(|&(t, _)| t == pb::AlarmType::Nospace as i32)
     }
 
+    /// Whether a CORRUPT alarm is raised: the writes etcd's applierV3Corrupt refuses are
+    /// refused at apply.
+    fn corrupt_alarm(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(t, _)| t == pb::AlarmType::Corrupt as i32)
+    }
+
     fn member_id(&self) -> u64 {
         self.hub.header.member_id
     }
@@ -479,8 +498,7 @@ impl Applier {
             .backend_mut()
             .put(Bucket::Meta, ALARMS_KEY, &list.encode_to_vec());
         self.uncommitted_writes += 1;
-        let nospace = self.nospace_alarm();
-        self.metrics.alarm_nospace.store(nospace, Relaxed);
+        self.metrics.set_alarms(&self.alarms);
     }
 
     /// The raised alarms of type `alarm` (NONE: all), sorted by type and member.
@@ -512,9 +530,14 @@ impl Applier {
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Activate) => {
                 if self.alarms.insert(key) {
+                    let effect = if req.alarm == pb::AlarmType::Corrupt as i32 {
+                        "writes, compactions and lease grants and revokes fail with \
+                         \"etcdserver: corrupt cluster\""
+                    } else {
+                        "writes that add data are refused"
+                    };
                     tracing::warn!(
-                        "alarm {name} raised by member {:x}: writes that add data are refused \
-                         until it is disarmed",
+                        "alarm {name} raised by member {:x}: {effect} until it is disarmed",
                         req.member_id
                     );
                     self.save_alarms();
@@ -587,6 +610,22 @@ impl Applier {
         req: raft_request::Request,
     ) -> Reply {
         use raft_request::Request as R;
+        // etcd's applierV3Corrupt, the outermost applier (before auth and the NOSPACE cap):
+        // under a CORRUPT alarm these fail. Ranges and read-only txns are not applied
+        // through raft and are still served, as in etcd.
+        if self.corrupt_alarm()
+            && matches!(
+                req,
+                R::Put(_)
+                    | R::DeleteRange(_)
+                    | R::Txn(_)
+                    | R::Compaction(_)
+                    | R::LeaseGrant(_)
+                    | R::LeaseRevoke(_)
+            )
+        {
+            return Err(Status::new(Code::DataLoss, crate::corrupt::CORRUPT_CLUSTER));
+        }
         if let Some(h) = &header {
             self.check_write(h, &req)?;
         }
@@ -596,7 +635,10 @@ impl Applier {
         }
         match req {
             R::Alarm(a) => Ok(Response::Alarm(self.apply_alarm(&a))),
-            R::Put(p) => {
+            R::Put(mut p) => {
+                if crate::failpoint::armed("diverge-put") {
+                    p.value = [&p.value[..], b"~diverged"].concat().into();
+                }
                 let (resp, fx) = self.kv.put(&p, &Leases(&self.lessor)).map_err(kv_status)?;
                 self.after_write(&fx);
                 self.metrics.mvcc_puts.fetch_add(1, Relaxed);
@@ -869,7 +911,12 @@ impl StateMachine for Applier {
                 let name = pb::AlarmType::try_from(a.alarm)
                     .map(|t| t.as_str_name())
                     .unwrap_or("NONE");
-                format!("memberID:{} alarm:{name} ", a.member_id)
+                // gogoproto leaves out zero fields: etcd's CORRUPT alarm is member 0.
+                if a.member_id == 0 {
+                    format!("alarm:{name} ")
+                } else {
+                    format!("memberID:{} alarm:{name} ", a.member_id)
+                }
             })
             .collect()
     }
@@ -1143,9 +1190,7 @@ impl Applier {
             .conf_state
             .unwrap_or_else(|| meta.get_conf_state().clone());
         self.alarms = loaded.alarms;
-        self.metrics
-            .alarm_nospace
-            .store(self.nospace_alarm(), Relaxed);
+        self.metrics.set_alarms(&self.alarms);
         self.applied = loaded.applied;
         self.uncommitted_writes = 0;
         // A physical compaction waiting on the old state is answered now, with the new one.

@@ -659,6 +659,8 @@ impl Sim {
             name: format!("m{id}"),
             client_urls: vec![format!("http://m{id}:2379")],
             version: "3.4.0".into(),
+            initial_corrupt_check: false,
+            corrupt_check_ticks: 0,
         };
         let node = match Node::new(cfg, log, sm, &self.logger) {
             Ok(n) => n,

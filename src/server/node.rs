@@ -16,6 +16,7 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
 use super::message::{Kind, Reply, ReplyTo, Request, Response, WatchCommand, WatchDelivery};
 use super::raft_log::RaftLog;
+use crate::corrupt::{self, KvHash, PeerHash};
 use crate::net::grpc::{Code, Status};
 use crate::proto::corekvpb::{
     forward_reply, forward_request, raft_request, ConfChangeContext, ForwardError, ForwardReply,
@@ -149,6 +150,12 @@ pub struct NodeConfig {
     pub name: String,
     pub client_urls: Vec<String>,
     pub version: String,
+    /// --experimental-initial-corrupt-check, for a member that restarted with data: compare
+    /// its HashKV with its peers' before it serves clients (see [`crate::corrupt`]).
+    pub initial_corrupt_check: bool,
+    /// --experimental-corrupt-check-time in ticks (0: off): how often the leader compares
+    /// every member's HashKV and raises the CORRUPT alarm on a mismatch.
+    pub corrupt_check_ticks: u64,
 }
 
 /// Records the driver must make durable, in order, then report with [`Node::on_persisted`].
@@ -216,6 +223,16 @@ struct ReadRound {
 enum Waiter {
     Local(ReplyTo),
     Forwarded { from: u64, id: u64 },
+}
+
+/// Where the initial corruption check stands.
+#[derive(Debug)]
+enum InitialCheck {
+    /// Passed, or not asked for: the member may serve.
+    Done,
+    /// Asked for; begins at the next tick.
+    Due,
+    Asking(corrupt::Round),
 }
 
 /// A request only the leader can answer, forwarded by this follower.
@@ -286,6 +303,18 @@ pub struct Node<S: StateMachine> {
     /// The tick this member applied its own removal: it stops shortly after, once the
     /// others have likely learned that the removal is committed.
     removed_at: Option<u64>,
+    initial_check: InitialCheck,
+    /// The leader's periodic corruption check, while it waits for the peers' hashes.
+    hash_round: Option<corrupt::Round>,
+    /// The tick the next periodic corruption check begins.
+    next_hash_check: u64,
+    /// HashKV questions out to peers, by forward id: the peer asked. Only one check runs at a
+    /// time; its end forgets them, so a late answer matches nothing.
+    hash_calls: HashMap<u64, u64>,
+    /// The last HashKV this member computed for a peer, by the revision asked: a peer asks
+    /// again when an answer may have been lost, and the hash at a revision never changes,
+    /// so the (costly) hash is not computed twice.
+    hash_answered: Option<(i64, pb::HashKvResponse)>,
     out: Output<S::Snapshot>,
 }
 
@@ -339,6 +368,12 @@ impl<S: StateMachine> Node<S> {
         let raw = RawNode::new(&raft_cfg, log, logger)?;
         let first_batch_id = cfg.first_batch_id;
         let next_lease_id = cfg.first_lease_id.max(1);
+        let initial_check = if cfg.initial_corrupt_check {
+            InitialCheck::Due
+        } else {
+            InitialCheck::Done
+        };
+        let next_hash_check = cfg.corrupt_check_ticks;
         Ok(Node {
             raw,
             sm,
@@ -375,6 +410,11 @@ impl<S: StateMachine> Node<S> {
             conf_waiting: HashMap::new(),
             next_conf_id: first_batch_id,
             removed_at: None,
+            initial_check,
+            hash_round: None,
+            next_hash_check,
+            hash_calls: HashMap::new(),
+            hash_answered: None,
             out: Output::default(),
         })
     }
@@ -523,6 +563,17 @@ impl<S: StateMachine> Node<S> {
     pub fn peer_connected(&mut self, id: u64, up: bool) {
         if up {
             self.connected_since.entry(id).or_insert(self.ticks);
+            // A question queued while the connection was down was dropped with it: ask again
+            // a peer that has not answered the corruption check in progress.
+            let waiting = match &self.initial_check {
+                InitialCheck::Asking(r) => Some(r),
+                _ => self.hash_round.as_ref(),
+            }
+            .filter(|r| r.answers.get(&id) == Some(&PeerHash::NoAnswer))
+            .map(|r| r.local.revision);
+            if let Some(revision) = waiting {
+                self.ask_hash(id, revision);
+            }
         } else {
             self.connected_since.remove(&id);
         }
@@ -764,7 +815,8 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    /// A follower forwarded a request that only the leader answers.
+    /// Another member asks: a follower forwards what only the leader answers (lease
+    /// keep-alive and time-to-live, promote); any member answers HashKV.
     pub fn on_forward_request(&mut self, from: u64, req: ForwardRequest) {
         if let Some(forward_request::Request::MemberPromote(p)) = req.request {
             let waiter = Waiter::Forwarded { from, id: req.id };
@@ -775,22 +827,34 @@ impl<S: StateMachine> Node<S> {
             }
             return;
         }
-        let reply = if !self.is_leader() {
+        let request = match req.request {
+            Some(forward_request::Request::KeepAlive(r)) => Request::LeaseKeepAlive(r),
+            Some(forward_request::Request::TimeToLive(r)) => Request::LeaseTimeToLive(r),
+            Some(forward_request::Request::HashKv(r)) => Request::HashKv(r),
+            Some(forward_request::Request::MemberPromote(_)) | None => return,
+        };
+        let reply = if !self.is_leader() && !matches!(request, Request::HashKv(_)) {
             forward_reply::Reply::Error(ForwardError {
                 code: Code::Unavailable as u32,
                 message: NOT_LEADER.into(),
             })
         } else {
             let term = self.term();
-            let request = match req.request {
-                Some(forward_request::Request::KeepAlive(r)) => Request::LeaseKeepAlive(r),
-                Some(forward_request::Request::TimeToLive(r)) => Request::LeaseTimeToLive(r),
-                Some(forward_request::Request::MemberPromote(_)) | None => return,
+            let asked = match &request {
+                Request::HashKv(h) => h.revision,
+                _ => 0,
             };
-            let reply = self.sm.read(request);
+            let reply = match &self.hash_answered {
+                Some((rev, r)) if asked > 0 && asked == *rev => Ok(Response::HashKv(*r)),
+                _ => self.sm.read(request),
+            };
+            if let (Ok(Response::HashKv(r)), true) = (&reply, asked > 0) {
+                self.hash_answered = Some((asked, *r));
+            }
             match self.fill_header(reply, term) {
                 Ok(Response::LeaseKeepAlive(r)) => forward_reply::Reply::KeepAlive(r),
                 Ok(Response::LeaseTimeToLive(r)) => forward_reply::Reply::TimeToLive(r),
+                Ok(Response::HashKv(r)) => forward_reply::Reply::HashKv(r),
                 Ok(_) => return,
                 Err(s) => forward_reply::Reply::Error(ForwardError {
                     code: s.code as u32,
@@ -807,6 +871,23 @@ impl<S: StateMachine> Node<S> {
 
     /// The leader answered a request this member forwarded.
     pub fn on_forward_reply(&mut self, reply: ForwardReply) {
+        if let Some(peer) = self.hash_calls.remove(&reply.id) {
+            let answer = match reply.reply {
+                Some(forward_reply::Reply::HashKv(r)) => Ok(r),
+                Some(forward_reply::Reply::Error(e)) => {
+                    Err(Status::new(Code::from_u32(e.code), e.message))
+                }
+                _ => Err(Status::internal("another answer to HashKV")),
+            };
+            let round = match &mut self.initial_check {
+                InitialCheck::Asking(r) => Some(r),
+                _ => self.hash_round.as_mut(),
+            };
+            if let Some(round) = round {
+                round.answer(peer, PeerHash::from_reply(answer));
+            }
+            return;
+        }
         let Some(call) = self.forwarded.remove(&reply.id) else {
             return; // timed out meanwhile
         };
@@ -814,6 +895,7 @@ impl<S: StateMachine> Node<S> {
             Some(forward_reply::Reply::KeepAlive(r)) => Ok(Response::LeaseKeepAlive(r)),
             Some(forward_reply::Reply::TimeToLive(r)) => Ok(Response::LeaseTimeToLive(r)),
             Some(forward_reply::Reply::MemberPromote(r)) => Ok(Response::MemberPromote(r)),
+            Some(forward_reply::Reply::HashKv(r)) => Ok(Response::HashKv(r)),
             Some(forward_reply::Reply::Error(e)) => {
                 Err(Status::new(Code::from_u32(e.code), e.message))
             }
@@ -842,13 +924,205 @@ impl<S: StateMachine> Node<S> {
         // While the Ready that took a leader's snapshot is not durable, raft's applied index
         // is still below the log's new first index: a campaign would read the compacted
         // entries in between and raft-rs would panic. The election timer waits that long.
-        if self.installing.is_none() {
+        // Until the initial corruption check passes, this member never campaigns: a member
+        // whose data differ from its peers' must not lead them.
+        if self.installing.is_none() && matches!(self.initial_check, InitialCheck::Done) {
             self.raw.tick();
             self.campaign_if_sole_voter();
         }
         self.tick_state_machine();
         self.maybe_publish();
         self.expire_requests();
+        self.initial_corrupt_check();
+        self.periodic_corrupt_check();
+    }
+
+    /// This member's HashKV at its current revision.
+    fn local_hash(&mut self) -> Result<KvHash, String> {
+        let req = Request::HashKv(pb::HashKvRequest { revision: 0 });
+        match self.sm.read(req) {
+            Ok(Response::HashKv(r)) => Ok(KvHash::from_response(&r)),
+            Ok(_) => Err("HashKV answered with another response".into()),
+            Err(s) => Err(s.message),
+        }
+    }
+
+    /// Asks every other member for its HashKV at `revision`; returns who was asked.
+    fn ask_hashes(&mut self, revision: i64) -> Vec<u64> {
+        let peers: Vec<u64> = self
+            .sm
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .filter(|&id| id != self.cfg.id)
+            .collect();
+        self.hash_calls.clear();
+        for &peer in &peers {
+            self.ask_hash(peer, revision);
+        }
+        peers
+    }
+
+    /// Asks again, once per election timeout, the peers of `round` that have not answered:
+    /// a question or answer is dropped with a connection that was down.
+    fn reask_silent(&mut self, round: &corrupt::Round) {
+        let every = self.cfg.election_tick.max(1) as u64;
+        if !(round.deadline - self.ticks).is_multiple_of(every) {
+            return;
+        }
+        for (&peer, answer) in &round.answers {
+            if *answer == PeerHash::NoAnswer {
+                self.ask_hash(peer, round.local.revision);
+            }
+        }
+    }
+
+    fn ask_hash(&mut self, peer: u64, revision: i64) {
+        let id = self.next_forward_id;
+        self.next_forward_id += 1;
+        self.hash_calls.insert(id, peer);
+        let request = forward_request::Request::HashKv(pb::HashKvRequest { revision });
+        let fwd = ForwardRequest {
+            id,
+            request: Some(request),
+        };
+        self.out.forwards.push((peer, Forward::Request(fwd)));
+    }
+
+    /// etcd's CheckInitialHashKV: at the first tick, hash and ask the peers; once each
+    /// answered or the request timeout passed, stop if a peer disagrees.
+    fn initial_corrupt_check(&mut self) {
+        match &self.initial_check {
+            InitialCheck::Done => {}
+            InitialCheck::Due => {
+                let local = match self.local_hash() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.fatal = Some(format!("{:x} failed to fetch hash ({e})", self.cfg.id));
+                        return;
+                    }
+                };
+                tracing::info!(
+                    "starting initial corruption check: revision {}, compact revision {}, hash {}",
+                    local.revision,
+                    local.compact_revision,
+                    local.hash
+                );
+                let peers = self.ask_hashes(local.revision);
+                let deadline = self.ticks + self.cfg.request_timeout_ticks;
+                self.initial_check =
+                    InitialCheck::Asking(corrupt::Round::new(local, &peers, deadline));
+            }
+            InitialCheck::Asking(round) if round.is_done(self.ticks) => {
+                let verdict = corrupt::initial_verdict(round);
+                self.hash_calls.clear();
+                self.initial_check = InitialCheck::Done;
+                for s in &verdict.skipped {
+                    tracing::warn!("initial corruption check: {s}");
+                }
+                for m in &verdict.mismatches {
+                    tracing::error!("initial corruption check: found different hash values: {m}");
+                }
+                if !verdict.mismatches.is_empty() {
+                    self.fatal = Some(format!(
+                        "{:x} found data inconsistency with peers",
+                        self.cfg.id
+                    ));
+                    return;
+                }
+                tracing::info!(
+                    "initial corruption checking passed; no corruption ({} of {} peers compared)",
+                    verdict.checked,
+                    verdict.checked + verdict.skipped.len()
+                );
+            }
+            InitialCheck::Asking(round) => {
+                let round = round.clone();
+                self.reask_silent(&round);
+            }
+        }
+    }
+
+    /// etcd's monitorKVHash and checkHashKV: every --experimental-corrupt-check-time the
+    /// leader hashes and asks every member for its hash at that revision; once all answered
+    /// (or the request timeout passed) and its applied state holds everything committed
+    /// (etcd waits on a linearizable read), it hashes again and raises CORRUPT on a mismatch.
+    fn periodic_corrupt_check(&mut self) {
+        let every = self.cfg.corrupt_check_ticks;
+        if every == 0 || !matches!(self.initial_check, InitialCheck::Done) {
+            return;
+        }
+        if !self.is_leader() {
+            if self.hash_round.take().is_some() {
+                self.hash_calls.clear();
+            }
+            return;
+        }
+        let Some(round) = &self.hash_round else {
+            if self.ticks < self.next_hash_check {
+                return;
+            }
+            self.next_hash_check = self.ticks + every;
+            match self.local_hash() {
+                Ok(local) => {
+                    let peers = self.ask_hashes(local.revision);
+                    let deadline = self.ticks + self.cfg.request_timeout_ticks;
+                    self.hash_round = Some(corrupt::Round::new(local, &peers, deadline));
+                }
+                Err(e) => tracing::warn!("failed to check hash KV: {e}"),
+            }
+            return;
+        };
+        if !round.is_done(self.ticks) {
+            let round = round.clone();
+            self.reask_silent(&round);
+            return;
+        }
+        // A follower applies only what the leader committed; once this leader committed in
+        // its term and applied all of it, it has applied everything any follower had when
+        // it answered.
+        let raft = &self.raw.raft;
+        let caught_up =
+            raft.commit_to_current_term() && self.sm.applied_index() >= raft.raft_log.committed;
+        if !caught_up {
+            if self.ticks >= round.deadline + self.cfg.request_timeout_ticks {
+                tracing::warn!("failed to check hash KV: the leader did not catch up in time");
+                self.hash_round = None;
+                self.hash_calls.clear();
+            }
+            return;
+        }
+        let round = self.hash_round.take().expect("checked above");
+        self.hash_calls.clear();
+        let second = match self.local_hash() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("failed to check hash KV: {e}");
+                return;
+            }
+        };
+        let verdict = corrupt::periodic_verdict(&round, second);
+        for s in &verdict.skipped {
+            tracing::warn!("corruption check: {s}");
+        }
+        if verdict.mismatches.is_empty() {
+            tracing::debug!(
+                "finished peer corruption check ({} peers checked)",
+                verdict.checked
+            );
+            return;
+        }
+        for m in &verdict.mismatches {
+            tracing::error!("corruption check found a hash mismatch: {m}");
+        }
+        tracing::error!("raising the CORRUPT alarm");
+        self.propose_later(
+            RaftRequest {
+                auth: None,
+                request: Some(raft_request::Request::Alarm(corrupt::corrupt_alarm())),
+            },
+            None,
+        );
     }
 
     /// A member that is the only voter needs nobody's vote: it campaigns as soon as its
@@ -885,7 +1159,11 @@ impl<S: StateMachine> Node<S> {
     /// an entry from a leader: a member that lost its data can then be told apart (it has
     /// applied nothing beyond the bootstrap).
     fn maybe_publish(&mut self) {
-        if self.published || self.leader_id() == 0 || !self.applied_from_a_leader() {
+        if self.published
+            || self.leader_id() == 0
+            || !self.applied_from_a_leader()
+            || !matches!(self.initial_check, InitialCheck::Done)
+        {
             return;
         }
         let mine = self.sm.member(self.cfg.id);

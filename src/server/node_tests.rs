@@ -22,6 +22,8 @@ fn toy_config(id: u64) -> NodeConfig {
         name: "toy".into(),
         client_urls: vec![],
         version: "3.4.0".into(),
+        initial_corrupt_check: false,
+        corrupt_check_ticks: 0,
     }
 }
 

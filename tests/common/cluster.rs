@@ -423,6 +423,23 @@ impl Cluster {
         Some(status)
     }
 
+    /// Waits until member `i` exits by itself; its exit status. Panics (with its log) after
+    /// READY_LIMIT.
+    pub fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if let Some(status) = self.exited(i) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "m{i} still runs {READY_LIMIT:?} later\n{}",
+                self.log_tail(i, 20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn is_paused(&self, i: usize) -> bool {
         self.members[i].paused
     }
