@@ -166,3 +166,84 @@ fn no_space_for_a_wal_write_is_waited_out() {
 fn no_space_for_a_backend_commit_is_survived() {
     no_space_once_is_survived("backend-write-enospc:5");
 }
+
+/// etcdctl against one member of a cluster; (success, stdout+stderr).
+fn etcdctl_at(endpoint: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("cannot run etcdctl");
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+/// In a cluster, a follower whose WAL fsync fails stops alone with the reason; the other two
+/// go on taking writes, and once repaired (restarted without the fault) it rejoins and
+/// catches up with every write it missed.
+#[test]
+fn a_follower_whose_fsync_fails_stops_and_rejoins_after_repair() {
+    let mut c = cluster::Cluster::start(Kind::Corekv, 3, &["--cores=1"]);
+    let leader = c.wait_leader();
+    let faulty = (leader + 1) % 3;
+    let writer = c.endpoint(leader);
+    c.restart_with(faulty, &["--failpoint=wal-fsync-eio:20"]);
+    let mut n = 0;
+    let status = loop {
+        if let Some(status) = c.exited(faulty) {
+            break status;
+        }
+        assert!(n < 5000, "5000 puts and the fault never fired");
+        let (ok, out) = etcdctl_at(&writer, &["put", &format!("k{n}"), &format!("v{n}")]);
+        assert!(ok, "put {n} failed with a quorum up: {out}");
+        n += 1;
+    };
+    let log = c.log(faulty);
+    assert_eq!(status.code(), Some(1), "{status}; log:\n{log}");
+    assert!(
+        log.contains("os error 5") && log.contains("stopping"),
+        "no clear reason in the log:\n{log}"
+    );
+    // The other two carry on.
+    for k in n..n + 20 {
+        let (ok, out) = etcdctl_at(&writer, &["put", &format!("k{k}"), &format!("v{k}")]);
+        assert!(ok, "put {k} failed after the member stopped: {out}");
+    }
+    let last = n + 19;
+    // Repaired: the same data dir, no fault. It catches up with what it missed.
+    c.restart(faulty);
+    let ep = c.endpoint(faulty);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = etcdctl_at(
+            &ep,
+            &[
+                "get",
+                &format!("k{last}"),
+                "--consistency=s",
+                "--print-value-only",
+            ],
+        );
+        if ok && out.trim() == format!("v{last}") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repaired member did not catch up within 60 s: {out}\n{}",
+            c.log_tail(faulty, 20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every write before and after the failure is on it.
+    let (ok, out) = etcdctl_at(
+        &ep,
+        &["get", "k", "--prefix", "--consistency=s", "--keys-only"],
+    );
+    assert!(ok, "{out}");
+    let keys = out.lines().filter(|l| !l.is_empty()).count();
+    assert_eq!(keys as i32, last + 1, "keys on the repaired member: {out}");
+}
