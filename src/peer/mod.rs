@@ -488,7 +488,7 @@ impl Transport {
         let (mut stream, hello) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                tracing::warn!("closed a peer connection from {peer}: {e}");
+                tracing::warn!("refused a peer connection from {peer}: {e}");
                 return;
             }
         };
