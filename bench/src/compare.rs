@@ -83,8 +83,8 @@ pub struct CompareArgs {
     #[arg(long, value_parser = cpu_list)]
     client_cpus: Option<CpuList>,
     /// Mutual TLS on the client URLs of every server, with the same certificates (one CA, a
-    /// server and a client certificate, generated for the run); the load generator dials
-    /// https:// with the client certificate.
+    /// server and a client certificate, generated for the run); both load generators dial
+    /// https:// with the client certificate (etcdctl's --cacert, --cert and --key).
     #[arg(long)]
     tls: bool,
     /// Auth on every server (simple tokens): the root user, and a user `bench` whose role may
@@ -217,13 +217,84 @@ fn put_range_key(endpoints: &[String]) -> Result<(), String> {
 
 struct Workload {
     name: &'static str,
-    /// Global flags and subcommand, the same for both load generators (endpoints, --json and
-    /// --target-leader are added per run).
+    /// Global flags and subcommand for corekv-bench, and for corekv-go-bench unless `go_args`
+    /// gives its own (endpoints, --json and --target-leader are added per run).
     args: Vec<String>,
+    /// corekv-go-bench's flags and subcommand where they differ from corekv-bench's.
+    go_args: Option<Vec<String>>,
     /// Send everything to the leader (corekv-bench finds it; corekv-go-bench, which cannot,
     /// spreads its connections over every member).
     target_leader: bool,
+    /// What the load generators' "requests" are: what the rate, the latency and the server
+    /// CPU of this workload's rows are per.
+    counts: Counts,
+    /// How the load generators' ways of running it differ, printed with the report.
+    note: Option<&'static str>,
 }
+
+impl Workload {
+    /// A workload both load generators run with the same arguments, counting requests.
+    fn same_args(args: Vec<String>, target_leader: bool) -> Workload {
+        Workload {
+            name: "",
+            args,
+            go_args: None,
+            target_leader,
+            counts: Counts::Requests,
+            note: None,
+        }
+    }
+
+    /// The flags and subcommand load generator `g` runs.
+    fn args(&self, g: Generator) -> &[String] {
+        match (g, &self.go_args) {
+            (Generator::Go, Some(a)) => a,
+            _ => &self.args,
+        }
+    }
+
+    /// The name as the tables show it, with the unit when it is not requests.
+    fn label(&self) -> String {
+        match self.counts {
+            Counts::Requests => self.name.to_string(),
+            Counts::Events => format!("{} {EVENT_MARK}", self.name),
+        }
+    }
+}
+
+/// What a load generator counts in its JSON's `requests` (and so what req/s, the latency and
+/// server CPU per request are of).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+enum Counts {
+    /// Unary requests or stream round trips (a keep-alive and its reply).
+    #[serde(rename = "requests")]
+    Requests,
+    /// Watch events delivered (one per watcher per put); latency is put sent -> event
+    /// received (both load generators' watch reports count these as `requests`).
+    #[serde(rename = "events delivered")]
+    Events,
+}
+
+impl Counts {
+    fn per_sec(self) -> &'static str {
+        match self {
+            Counts::Requests => "req/s",
+            Counts::Events => "events/s",
+        }
+    }
+}
+
+/// Marks the rows of workloads that count events (see `EVENTS_NOTE`).
+const EVENT_MARK: &str = "(per event delivered)";
+
+/// What the rows marked EVENT_MARK mean.
+const EVENTS_NOTE: &str =
+    "Rows marked \"(per event delivered)\" count watch events, not requests: \
+     req/s = events delivered per second (every watcher gets every put: events = watchers x \
+     puts, over the time from the first put to the last event), p50 / p99 = put sent -> event \
+     received, server CPU per req = the server's CPU over the whole run (creating the \
+     watchers, the puts, delivering the events) / events delivered. The puts are paced, so \
+     events/s is set by watchers x put rate unless a server falls behind.";
 
 /// Keys the range workloads read, one per request at random: the put workloads' keys 0 ..
 /// READ_KEYS-1, written by the warm-up.
@@ -231,10 +302,8 @@ const READ_KEYS: &str = "10000";
 
 fn workloads(quick: bool, members: usize) -> Vec<Workload> {
     let n = |full: u64, q: u64| if quick { q } else { full }.to_string();
-    let put = |conns: &str, clients: &str, total: String| Workload {
-        name: "",
-        args: put_args(conns, clients, &total, "100000", true),
-        target_leader: true,
+    let put = |conns: &str, clients: &str, total: String| {
+        Workload::same_args(put_args(conns, clients, &total, "100000", true), true)
     };
     let range = |consistency: &str, total: String| -> Workload {
         let mut v: Vec<String> = [
@@ -255,12 +324,46 @@ fn workloads(quick: bool, members: usize) -> Vec<Workload> {
         .map(|s| s.to_string())
         .collect();
         v.push(total);
-        Workload {
-            name: "",
-            args: v,
-            target_leader: members == 1,
-        }
+        Workload::same_args(v, members == 1)
     };
+    // One key, 1000 watchers on 100 streams over 10 connections, one putter at 100 puts/s:
+    // README's by-hand run of corekv-go-bench; corekv-bench's watch-latency is the same shape.
+    let watch = |subcommand: &str| -> Vec<String> {
+        let puts = n(500, 50);
+        [
+            "--conns",
+            "10",
+            subcommand,
+            "--watchers",
+            "1000",
+            "--streams",
+            "100",
+            "--put-total",
+            puts.as_str(),
+            "--put-rate",
+            "100",
+            "--val-size",
+            "32",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let lease = Workload::same_args(
+        [
+            "--conns",
+            "4",
+            "--clients",
+            "64",
+            "lease-keepalive",
+            "--total",
+            n(30_000, 2_000).as_str(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        true,
+    );
     vec![
         Workload {
             name: "put, 1 client, 1 conn",
@@ -284,6 +387,26 @@ fn workloads(quick: bool, members: usize) -> Vec<Workload> {
             name: "range serializable, 1000 clients, 100 conns",
             ..range("s", n(50_000, 20_000))
         },
+        Workload {
+            name: "watch, 1000 watchers of 1 key, 100 streams, 10 conns",
+            args: watch("watch-latency"),
+            go_args: Some(watch("watch")),
+            // Watchers on every member, as the Go client's connections go.
+            target_leader: false,
+            counts: Counts::Events,
+            note: None,
+        },
+        Workload {
+            name: "lease keep-alives, 64 clients, 4 conns",
+            note: Some(
+                "corekv-go-bench renews with clientv3's KeepAliveOnce, as etcd's benchmark tool \
+                 does: a new LeaseKeepAlive stream for every keep-alive (opened, one request, \
+                 one reply, cancelled); corekv-bench keeps one stream per client and sends its \
+                 keep-alives on it back to back. Either way each of the 64 clients renews its \
+                 own lease and waits for the reply before the next.",
+            ),
+            ..lease
+        },
     ]
 }
 
@@ -292,8 +415,7 @@ fn workloads(quick: bool, members: usize) -> Vec<Workload> {
 fn warm_up_workload() -> Workload {
     Workload {
         name: "warm-up",
-        args: put_args("1", "16", READ_KEYS, READ_KEYS, true),
-        target_leader: true,
+        ..Workload::same_args(put_args("1", "16", READ_KEYS, READ_KEYS, true), true)
     }
 }
 
@@ -335,6 +457,8 @@ struct Run {
     generator: Generator,
     rep: usize,
     command: String,
+    /// What `requests` (and the rates, latencies and CPU per 100k) count.
+    counts: Counts,
     requests: u64,
     errors: u64,
     requests_per_sec: f64,
@@ -350,8 +474,8 @@ struct Run {
     report: serde_json::Value,
 }
 
-/// How the load generators are run: their binaries, corekv-bench's executors and TLS flags,
-/// and the CPUs they may use.
+/// How the load generators are run: their binaries, corekv-bench's executors, the TLS flags
+/// (etcdctl's, which both take) and the CPUs they may use.
 struct Generators {
     corekv_bench: PathBuf,
     go_bench: Option<PathBuf>,
@@ -384,18 +508,19 @@ impl Generators {
                 }
                 (self.corekv_bench.clone(), a)
             }
+            // corekv-go-bench takes etcdctl's TLS flags as corekv-bench does.
             Generator::Go => (
                 self.go_bench
                     .clone()
                     .expect("the Go load generator was found"),
-                Vec::new(),
+                self.tls.clone(),
             ),
         };
         if let Some(t) = token {
             args.extend(crate::auth::bench_user_args(t));
         }
         args.extend(["--endpoints".to_string(), endpoints.join(",")]);
-        args.extend(w.args.iter().cloned());
+        args.extend(w.args(g).iter().cloned());
         (bin, args)
     }
 }
@@ -459,6 +584,7 @@ fn bench_run(
         generator: g,
         rep,
         command,
+        counts: w.counts,
         requests,
         errors: report["errors"].as_u64().unwrap_or(0),
         requests_per_sec: num("requests_per_sec"),
@@ -610,13 +736,9 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
     }
     let server_cpus = a.server_cpus.clone().map(|c| c.0).unwrap_or_default();
     let client_cpus = a.client_cpus.clone().map(|c| c.0).unwrap_or_default();
-    let go = if a.tls {
-        Err("corekv-go-bench has no TLS flags (--tls)".to_string())
-    } else {
-        match a.load_generator {
-            Some(LoadGenerators::Corekv) => Err("--load-generator corekv".into()),
-            _ => go_bench(&me, a.go_bench.as_deref()),
-        }
+    let go = match a.load_generator {
+        Some(LoadGenerators::Corekv) => Err("--load-generator corekv".into()),
+        _ => go_bench(&me, a.go_bench.as_deref()),
     };
     let generators: Vec<Generator> = match (a.load_generator, &go) {
         (Some(LoadGenerators::Corekv), _) => vec![Generator::Corekv],
@@ -804,8 +926,9 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
                         continue;
                     };
                     eprintln!(
-                    "    {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.2} s/100k  client {:.2} cores{}",
+                    "    {:>9.0} {}  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.2} s/100k  client {:.2} cores{}",
                     r.requests_per_sec,
+                    r.counts.per_sec(),
                     r.p50_ms,
                     r.p99_ms,
                     r.server_cpu_per_100k,
@@ -828,9 +951,8 @@ fn compare(a: &CompareArgs, bench_cores: usize) -> Result<(), String> {
         &ws,
         &generators,
         &runs,
-        (reps, elapsed, a.members),
+        (reps, elapsed, a.members, a.auth),
         &server_extra,
-        a.auth,
     );
     print!("{t}");
 
@@ -857,9 +979,8 @@ fn report(
     ws: &[Workload],
     generators: &[Generator],
     runs: &[Run],
-    (reps, elapsed, members): (usize, f64, usize),
+    (reps, elapsed, members, auth): (usize, f64, usize, bool),
     server_extra: &[String],
-    auth: bool,
 ) -> String {
     let ref_names: Vec<&str> = servers
         .iter()
@@ -879,6 +1000,7 @@ fn report(
             .join(" and ")
     );
     summary(&mut t, servers, ws, generators, runs);
+    workload_notes(&mut t, ws);
     for &g in generators {
         let rs: Vec<&Run> = runs.iter().filter(|r| r.generator == g).collect();
         let _ = writeln!(t, "\n### Load generator: {}\n", g.label());
@@ -889,7 +1011,9 @@ fn report(
     if !server_extra.is_empty() {
         let _ = writeln!(
             t,
-            "  (--tls: --listen-client-urls and --advertise-client-urls are https://)"
+            "  (--tls: --listen-client-urls and --advertise-client-urls are https://; every load \
+             generator run gets --cacert, --cert and --key with the run's CA and client \
+             certificate)"
         );
     }
     write_etcd35_defaults(&mut t, servers);
@@ -910,7 +1034,7 @@ fn report(
             } else {
                 String::new()
             };
-            let _ = writeln!(t, "  {bin}{leader}{user} {}", w.args.join(" "));
+            let _ = writeln!(t, "  {bin}{leader}{user} {}", w.args(g).join(" "));
         }
     }
     if auth {
@@ -928,6 +1052,19 @@ fn report(
         );
     }
     t
+}
+
+/// What the rows of workloads that do not count requests mean, and how the load generators'
+/// ways of running a workload differ.
+fn workload_notes(t: &mut String, ws: &[Workload]) {
+    if ws.iter().any(|w| w.counts == Counts::Events) {
+        let _ = writeln!(t, "\n{EVENTS_NOTE}");
+    }
+    for w in ws {
+        if let Some(n) = w.note {
+            let _ = writeln!(t, "\n{}: {n}", w.name);
+        }
+    }
 }
 
 /// One table over every load generator: req/s, p99 and server CPU per request, and corekv's
@@ -953,7 +1090,7 @@ fn summary(
     let _ = writeln!(
         t,
         "Summary (server CPU in µs per request = utime + stime of the server processes / \
-         requests; ratios corekv / {r}):\n"
+         requests, per event for the rows marked {EVENT_MARK}; ratios corekv / {r}):\n"
     );
     let mut header = vec!["load generator: workload".to_string()];
     header.extend(servers.iter().map(|s| format!("{} req/s", s.label)));
@@ -979,7 +1116,7 @@ fn summary(
                     .map(|c| c.as_ref().map_or_else(|| "n/a".into(), f))
                     .collect()
             };
-            let mut row = vec![format!("{}: {}", g.label(), w.name)];
+            let mut row = vec![format!("{}: {}", g.label(), w.label())];
             row.extend(fmt(&|c| fmt_rps(c)));
             row.push(ratio_of(|c| c.rps));
             row.extend(fmt(&|c| format!("{:.2}", c.p99)));
@@ -1008,6 +1145,13 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
             .collect()
     };
     let corekv_at = servers.iter().position(|s| s.label == COREKV);
+    // The workload column of the text lines.
+    let width = ws
+        .iter()
+        .map(|w| w.label().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(46);
     // corekv's figure over each reference's, by `f`.
     let ratios = |cs: &[Option<Cell>], f: fn(&Cell) -> f64| -> Vec<String> {
         let c = corekv_at.and_then(|i| cs[i].as_ref());
@@ -1021,7 +1165,16 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
             })
             .collect()
     };
-    let _ = writeln!(t, "Requests/s and latency:\n");
+    let events = ws.iter().any(|w| w.counts == Counts::Events);
+    let _ = writeln!(
+        t,
+        "Requests/s and latency{}:\n",
+        if events {
+            " (rows marked (per event delivered): events delivered/s, put sent -> event received)"
+        } else {
+            ""
+        }
+    );
     let mut header = vec!["workload".to_string()];
     header.extend(servers.iter().map(|s| format!("{} req/s", s.label)));
     header.extend(ref_names.iter().map(|r| format!("corekv / {r} req/s")));
@@ -1029,7 +1182,7 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
     let mut rows = Vec::new();
     for w in ws {
         let cs = cells(w);
-        let mut row = vec![w.name.to_string()];
+        let mut row = vec![w.label()];
         for (s, c) in servers.iter().zip(&cs) {
             row.push(c.as_ref().map_or_else(|| na(s), fmt_rps));
         }
@@ -1046,7 +1199,12 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
 
     let _ = writeln!(
         t,
-        "\nServer CPU (utime + stime of the server processes, all members; s/100k req):\n"
+        "\nServer CPU (utime + stime of the server processes, all members; s/100k req{}):\n",
+        if events {
+            ", s/100k events delivered in the rows marked (per event delivered)"
+        } else {
+            ""
+        }
     );
     let mut header = vec!["workload".to_string()];
     header.extend(
@@ -1058,7 +1216,7 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
     let mut rows = Vec::new();
     for w in ws {
         let cs = cells(w);
-        let mut row = vec![w.name.to_string()];
+        let mut row = vec![w.label()];
         for c in &cs {
             row.push(
                 c.as_ref()
@@ -1076,7 +1234,7 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
          CPU during the run, mostly finishing the server's disk I/O; CPU s/100k req, \
          server + workers = sum; ratios of the sums):"
     );
-    let mut line = format!("  {:<46}", "workload");
+    let mut line = format!("  {:<width$}", "workload");
     for s in servers {
         let _ = write!(line, " {:<24}", s.label);
     }
@@ -1086,7 +1244,7 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
     let _ = writeln!(t, "{}", line.trim_end());
     for w in ws {
         let cs = cells(w);
-        let mut line = format!("  {:<46}", w.name);
+        let mut line = format!("  {:<width$}", w.label());
         for c in &cs {
             let v = c.as_ref().map_or_else(
                 || "n/a".into(),
@@ -1121,13 +1279,13 @@ fn tables(t: &mut String, servers: &[Server], ws: &[Workload], g: Generator, run
              machine with the servers unless pinned):"
         ),
     };
-    let mut line = format!("  {:<46}", "workload");
+    let mut line = format!("  {:<width$}", "workload");
     for s in servers {
         let _ = write!(line, " {:<30}", format!("vs {}", s.label));
     }
     let _ = writeln!(t, "{}", line.trim_end());
     for w in ws {
-        let mut line = format!("  {:<46}", w.name);
+        let mut line = format!("  {:<width$}", w.label());
         for c in cells(w) {
             let v = c.map_or_else(
                 || "n/a".into(),

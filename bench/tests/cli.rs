@@ -472,20 +472,128 @@ fn compare_quick_prints_all_three_servers_for_every_workload() {
     assert_full_report(&stdout, &["etcd 3.4", "etcd 3.5", "corekv"]);
 }
 
+/// Go and the etcd client sources the Go load generator is built from are installed.
+fn go_installed() -> bool {
+    let go = Command::new("go").arg("version").output();
+    go.is_ok_and(|o| o.status.success())
+        && std::path::Path::new("/usr/share/gocode/src/go.etcd.io/etcd/clientv3").is_dir()
+}
+
+const NO_GO: &str = "Go or the etcd client sources are not installed (apt-get install \
+                     golang-go golang-etcd-server-dev; test.sh does it)";
+
+/// The summary rows of `stdout` for workload label `w`, one per load generator of `gens`;
+/// each has numbers (no n/a, no errors) for the 2 servers of a --no-etcd35 run: name, req/s
+/// x2, ratio, p99 x2, ratio, CPU x2, ratio.
+fn assert_summary_rows(stdout: &str, gens: &[&str], w: &str) {
+    for g in gens {
+        let summary = rows(stdout, &format!("{g}: {w}"));
+        assert_eq!(summary.len(), 1, "no summary row for {g}: {w}:\n{stdout}");
+        let row = &summary[0];
+        assert_eq!(row.len(), 10, "{row:?}");
+        assert!(
+            row.iter()
+                .all(|c| !c.contains("n/a") && !c.contains("errors")),
+            "{row:?}"
+        );
+        for c in [row[1], row[2], row[7], row[8]] {
+            let v: f64 = c.split_whitespace().next().unwrap().parse().unwrap();
+            assert!(v > 0.0, "{row:?}");
+        }
+    }
+}
+
+/// The load generators compare runs here: both with Go (`--load-generator both`), else
+/// corekv-bench alone.
+fn generators_here() -> (&'static str, Vec<&'static str>) {
+    if go_installed() {
+        ("both", vec!["corekv-bench", "Go clientv3"])
+    } else {
+        eprintln!("Go load generator left out: {NO_GO}");
+        ("corekv", vec!["corekv-bench"])
+    }
+}
+
+/// `compare --only 'watch|lease'` runs the watch workload (put-to-event latency, 1000 watchers
+/// of one key; counted per event delivered) and lease keep-alives with each load generator,
+/// each with its own subcommand, and every table has numbers for both servers.
+#[test]
+fn compare_quick_watch_and_lease_with_each_load_generator() {
+    let (lg, gens) = generators_here();
+    let stdout = run_servers(
+        &["compare", "--no-progress"],
+        &[
+            "--quick",
+            "--no-etcd35",
+            "--load-generator",
+            lg,
+            "--only",
+            "watch|lease",
+        ],
+    );
+    let watch = "watch, 1000 watchers of 1 key, 100 streams, 10 conns (per event delivered)";
+    let lease = "lease keep-alives, 64 clients, 4 conns";
+    for w in [watch, lease] {
+        assert_summary_rows(&stdout, &gens, w);
+        // The requests/latency and CPU tables of each load generator.
+        assert_eq!(rows(&stdout, w).len(), 2 * gens.len(), "{w}:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("count watch events, not requests")
+            && stdout.contains(&format!(
+                "{lease}: corekv-go-bench renews with clientv3's KeepAliveOnce"
+            ))
+            && stdout.contains(
+                "corekv-bench --json --conns 10 watch-latency --watchers 1000 --streams 100"
+            )
+            && !stdout.contains("put, 1 client"),
+        "{stdout}"
+    );
+    if gens.len() == 2 {
+        assert!(
+            stdout.contains("corekv-go-bench --conns 10 watch --watchers 1000 --streams 100"),
+            "{stdout}"
+        );
+    }
+}
+
+/// `compare --tls`: mutual TLS on every server, and every load generator (the Go one too,
+/// with etcdctl's --cacert, --cert, --key) dials https:// and has numbers for both servers.
+#[test]
+fn compare_quick_tls_with_each_load_generator() {
+    let (lg, gens) = generators_here();
+    let w = "put, 1 client, 1 conn";
+    let stdout = run_servers(
+        &["compare", "--no-progress"],
+        &[
+            "--quick",
+            "--no-etcd35",
+            "--tls",
+            "--load-generator",
+            lg,
+            "--only",
+            "put, 1 client",
+        ],
+    );
+    assert!(
+        stdout.contains("; mutual TLS on the client URLs (https://")
+            && stdout
+                .contains("(--tls: --listen-client-urls and --advertise-client-urls are https://")
+            && stdout.contains(" --client-cert-auth")
+            && !stdout.contains("WITHOUT the Go load generator"),
+        "{stdout}"
+    );
+    assert_summary_rows(&stdout, &gens, w);
+}
+
 /// The Go load generator (bench/go, on Debian's clientv3) is built on demand and runs a small
 /// workload against etcd 3.4 and corekv, with the servers and itself pinned to CPU 0: both
 /// servers have numbers in its section and in the summary. Skipped only when Go or the etcd
 /// client sources are not installed (test.sh installs them).
 #[test]
 fn compare_with_the_go_load_generator_pinned() {
-    let go = Command::new("go").arg("version").output();
-    if !go.is_ok_and(|o| o.status.success())
-        || !std::path::Path::new("/usr/share/gocode/src/go.etcd.io/etcd/clientv3").is_dir()
-    {
-        eprintln!(
-            "skipped: Go or the etcd client sources are not installed (apt-get install \
-             golang-go golang-etcd-server-dev; test.sh does it)"
-        );
+    if !go_installed() {
+        eprintln!("skipped: {NO_GO}");
         return;
     }
     let w = "put, 16 clients, 1 conn";
@@ -517,15 +625,7 @@ fn compare_with_the_go_load_generator_pinned() {
         let rps: f64 = c.split_whitespace().next().unwrap().parse().unwrap();
         assert!(rps > 0.0, "{:?}", table[0]);
     }
-    let summary = rows(&stdout, &format!("Go clientv3: {w}"));
-    assert_eq!(summary.len(), 1, "{stdout}");
-    // name, req/s x2, ratio, p99 x2, ratio, CPU x2, ratio: all measured.
-    assert_eq!(summary[0].len(), 10, "{:?}", summary[0]);
-    assert!(
-        summary[0].iter().all(|c| !c.contains("n/a")),
-        "{:?}",
-        summary[0]
-    );
+    assert_summary_rows(&stdout, &["Go clientv3"], w);
 }
 
 /// `--members 3` starts corekv as a 3-member cluster like etcd's. Until corekv clusters, its
