@@ -587,6 +587,8 @@ pub async fn open_wal(cfg: &Config) -> Result<(wal::Wal, wal::Recovery), String>
     let wal_opts = wal::WalOptions {
         segment_size: cfg.flags.wal_segment_bytes,
         faults: crate::failpoint::wal_faults(),
+        wake_every: (cfg.flags.wal_wake_us > 0)
+            .then(|| Duration::from_micros(cfg.flags.wal_wake_us)),
         ..Default::default()
     };
     wal::Wal::open(&wal_dir, wal_opts)

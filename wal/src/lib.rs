@@ -237,6 +237,7 @@ pub mod faults;
 pub mod frame;
 mod recovery;
 mod segment;
+pub mod wake;
 mod wal;
 
 pub use error::WalError;

@@ -10,6 +10,7 @@ use crate::segment::{
     create_segment, max_payload, parse_file_name, read_file, sync_dir, IoMode, SegmentId,
     SegmentWriter, WriteOpts, BLOCK, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
 };
+use crate::wake::InFlight;
 use crate::{Position, Recovery};
 use glommio::Task;
 use std::cell::RefCell;
@@ -37,6 +38,10 @@ pub struct WalOptions {
     /// followed by an fdatasync. Same guarantee; see the crate docs for
     /// which is faster here. Default `true`.
     pub o_dsync: bool,
+    /// While a commit's write or fdatasync is in flight, wake every CPU this often (default
+    /// 100 µs; `None`: never): on some virtual machines a halted vCPU learns of a disk
+    /// completion only at its next timer tick (see `wake.rs`).
+    pub wake_every: Option<std::time::Duration>,
     /// Injected I/O failures, for tests (default: none). See [`Faults`].
     pub faults: Faults,
 }
@@ -59,6 +64,7 @@ impl Default for WalOptions {
             io_mode: IoMode::Dma,
             zero_fill: true,
             o_dsync: true,
+            wake_every: Some(std::time::Duration::from_micros(100)),
             faults: Faults::none(),
         }
     }
@@ -665,7 +671,10 @@ async fn run_writer(
                 );
                 let mut attempt = 0u32;
                 loop {
-                    match active.write(&chunk.bytes).await {
+                    let waking = sh.opts.wake_every.map(InFlight::new);
+                    let written = active.write(&chunk.bytes).await;
+                    drop(waking);
+                    match written {
                         Ok(()) => break,
                         Err(e) if e.is_no_space() => {
                             {
@@ -681,7 +690,9 @@ async fn run_writer(
                     }
                 }
                 sh.st.borrow_mut().no_space_write = None;
+                let waking = sh.opts.wake_every.map(InFlight::new);
                 active.sync().await?;
+                drop(waking);
                 let mut st = sh.st.borrow_mut();
                 st.durable_commit = chunk.commit;
                 st.stats.commits += 1;
