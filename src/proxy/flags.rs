@@ -79,6 +79,10 @@ pub struct Settings {
     pub upstream: ClientOptions,
     pub namespace: String,
     pub register: Option<Register>,
+    /// --advertise-client-url, and the registrations' prefix (under --namespace) when
+    /// --resolver-prefix is given, for MemberList ([`super::cluster`]).
+    pub advertise: String,
+    pub resolver_prefix: Option<String>,
 }
 
 fn addr(flag: &str, s: &str) -> Result<SocketAddr, String> {
@@ -106,8 +110,9 @@ impl ProxyFlags {
             (false, _) if self.advertise_client_url.is_empty() => {
                 return Err("invalid advertise-client-url \"\"; must be set when resolver-prefix and resolver-ttl are set".into())
             }
+            // Under --namespace, as etcd's proxy registers with its namespaced client.
             (false, ttl) => Some(Register {
-                prefix: self.resolver_prefix.clone(),
+                prefix: format!("{}{}", self.namespace, self.resolver_prefix),
                 addr: self.advertise_client_url.clone(),
                 ttl,
             }),
@@ -170,7 +175,9 @@ impl ProxyFlags {
             },
             upstream,
             namespace: self.namespace.clone(),
+            resolver_prefix: register.as_ref().map(|r| r.prefix.clone()),
             register,
+            advertise: self.advertise_client_url.clone(),
         })
     }
 }

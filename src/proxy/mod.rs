@@ -12,10 +12,12 @@
 //! - LeaseKeepAlive ([`lease`]): keep-alives of one lease from many clients share one upstream
 //!   stream.
 //! - --namespace ([`namespace`]): keys are prefixed on the way up and stripped on the way down.
+//! - MemberList ([`cluster`]): the registered proxies, or this one, with an advertised URL.
 //!
 //! One executor (one thread) runs the whole proxy: the coalescing state is local to it.
 
 pub mod cache;
+pub mod cluster;
 pub mod flags;
 pub mod lease;
 pub mod namespace;
@@ -150,6 +152,7 @@ pub struct Proxy {
     watches: Rc<watch::Hub>,
     cache: cache::RangeCache,
     leases: Rc<lease::KeepAlives>,
+    members: Rc<cluster::Members>,
 }
 
 impl Proxy {
@@ -158,9 +161,11 @@ impl Proxy {
         tls: Option<Arc<crate::tls::ServerTls>>,
         ns: Namespace,
         metrics: Arc<ProxyMetrics>,
+        members: Rc<cluster::Members>,
     ) -> Proxy {
         let ns = Rc::new(ns);
         Proxy {
+            members,
             watches: watch::Hub::new(upstream.clone(), ns.clone(), metrics.clone()),
             leases: lease::KeepAlives::new(upstream.clone(), metrics.clone()),
             cache: cache::RangeCache::new(),
@@ -183,6 +188,11 @@ impl Proxy {
                 self.cache.invalidate_write(p, &body);
                 self.ns.response(p, reply?)
             }
+            path::MEMBER_LIST => match self.members.list() {
+                Some(answer) => answer,
+                None => self.up(p, body, md).await,
+            },
+            path::MEMBER_PROMOTE => Err(Status::new(Code::Unknown, "not implemented")),
             path::COMPACT => {
                 let reply = self.up(p, body, md).await?;
                 self.cache.compacted();
@@ -494,11 +504,13 @@ async fn serve(s: flags::Settings) -> Result<(), String> {
     if let Some(r) = &s.register {
         glommio::spawn_local(register::run(upstream.clone(), r.clone())).detach();
     }
+    let members = cluster::Members::new(&upstream, &s.advertise, s.resolver_prefix.clone());
     let proxy = Rc::new(Proxy::new(
         upstream,
         s.listen_tls.clone(),
         Namespace::new(s.namespace.as_bytes()),
         metrics,
+        members,
     ));
     let tls = s.listen_tls.is_some();
     loop {
