@@ -33,8 +33,9 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderName, HeaderValue};
 
+use crate::api::Route;
 use crate::client::{Client, ClientError};
-use crate::net::conn::{Incoming, Outgoing, Service};
+use crate::net::conn::{serve_unary, Incoming, Outgoing, Service};
 use crate::net::grpc::{self, Code, Status};
 use crate::proto::path;
 pub use flags::ProxyFlags;
@@ -320,8 +321,7 @@ impl Service for Proxy {
         request: http::Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
         _common_name: Option<Arc<str>>,
-        // The proxy's calls are not counted against the connection's limits (yet).
-        _load: Rc<crate::net::conn::ConnLoad>,
+        load: Rc<crate::net::conn::ConnLoad>,
     ) {
         let p = request.uri().path().to_owned();
         let is_grpc = request
@@ -335,50 +335,23 @@ impl Service for Proxy {
         }
         let md = metadata_of(request.headers());
         let body = request.into_body();
-        match route(&p) {
+        // The connection's limits hold as on a member: calls in flight and bytes of requests.
+        match crate::api::route(&p) {
             None => {
                 let status = Status::unimplemented(format!("unknown method {p}"));
                 let _ = respond.send_response(grpc::error_head(&status), true);
             }
-            Some(false) => {
-                let mut incoming = Incoming::grpc(body, MAX_REQUEST);
-                let msg = match incoming.next().await {
-                    Some(Ok(m)) => m,
-                    Some(Err(status)) => {
-                        let _ = respond.send_response(grpc::error_head(&status), true);
-                        return;
-                    }
-                    None => {
-                        let status = Status::internal("grpc: request carried no message");
-                        let _ = respond.send_response(grpc::error_head(&status), true);
-                        return;
-                    }
-                };
+            Some(Route::Unary(method)) => {
+                let incoming = Incoming::new(body, MAX_REQUEST, None, load, false);
                 // A client that resets its call (gave up, or its lock wait was interrupted)
                 // drops the upstream call with it.
-                let answer = futures_lite::future::or(
-                    async { Some(self.unary(&p, msg, &md).await) },
-                    async {
-                        let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
-                        None
-                    },
-                )
+                serve_unary(incoming, respond, method.may_wait(), true, |msg| async {
+                    Ok(grpc::frame(&self.unary(&p, msg, &md).await?))
+                })
                 .await;
-                match answer {
-                    None => {}
-                    Some(Ok(reply)) => {
-                        if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
-                            let _ = send.send_data(grpc::frame(&reply), false);
-                            let _ = send.send_trailers(grpc::trailers(None));
-                        }
-                    }
-                    Some(Err(status)) => {
-                        let _ = respond.send_response(grpc::error_head(&status), true);
-                    }
-                }
             }
-            Some(true) => {
-                let incoming = Incoming::grpc(body, MAX_REQUEST);
+            Some(Route::Streaming(_)) => {
+                let incoming = Incoming::new(body, MAX_REQUEST, None, load, true);
                 let Ok(send) = respond.send_response(grpc::response_head(), false) else {
                     return;
                 };
@@ -440,15 +413,6 @@ impl Proxy {
                 Bytes::from_static(b"404 page not found\n"),
             ),
         }
-    }
-}
-
-/// Which paths the proxy serves: Some(true) for streaming calls, Some(false) for unary ones.
-fn route(p: &str) -> Option<bool> {
-    use crate::api::Route;
-    match crate::api::route(p)? {
-        Route::Unary(_) => Some(false),
-        Route::Streaming(_) => Some(true),
     }
 }
 
