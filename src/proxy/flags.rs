@@ -121,22 +121,13 @@ impl ProxyFlags {
         if self.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err("--endpoints: no endpoint given".into());
         }
-        let upstream_tls = if self.cert.is_some()
-            || self.key.is_some()
-            || self.cacert.is_some()
-            || self.insecure_skip_tls_verify
-        {
-            let s = TlsSettings {
-                cert_file: self.cert.clone(),
-                key_file: self.key.clone(),
-                trusted_ca_file: self.cacert.clone(),
-                insecure_skip_verify: self.insecure_skip_tls_verify,
-                ..Default::default()
-            };
-            Some(Arc::new(crate::tls::client_config(&s, &[b"h2"])?))
-        } else {
-            None
-        };
+        let upstream_tls = crate::tls::client_tls_from_flags(
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.cacert.as_deref(),
+            self.insecure_skip_tls_verify,
+            self.insecure_skip_tls_verify,
+        )?;
         let listen_tls = match (&self.cert_file, &self.key_file) {
             (None, None) if self.trusted_ca_file.is_none() => None,
             (Some(_), Some(_)) => {
