@@ -38,7 +38,12 @@ fn etcdctl_through_the_proxy_answers_as_the_member() {
     let peer = format!("http://127.0.0.1:{}", common::free_port());
     let direct = Server::start_advertising(Kind::Corekv, &peer);
     let behind = Server::start_advertising(Kind::Corekv, &peer);
-    let proxy = Proxy::start(Kind::Corekv, &[behind.endpoint()], &[]);
+    // Without an advertised URL MemberList goes to the cluster too.
+    let proxy = Proxy::start(
+        Kind::Corekv,
+        &[behind.endpoint()],
+        &["--advertise-client-url="],
+    );
     let mut a = Side::new(Tool::Etcdctl, &direct);
     let mut b = Side::through(Tool::Etcdctl, &behind, &proxy.endpoint());
     let bad = diff(&mut a, &mut b, STEPS);
@@ -558,56 +563,74 @@ fn serializable_reads_come_from_the_cache_until_a_write_through_the_proxy() {
     });
 }
 
+/// A proxy of `kind` in front of `endpoint` that advertises a free port's address (returned)
+/// and registers it under `prefix` with a `ttl`-second lease.
+fn registered_proxy(kind: Kind, endpoint: &str, prefix: &str, ttl: i64) -> (Proxy, String) {
+    let url = format!("127.0.0.1:{}", common::free_port());
+    let proxy = Proxy::start(
+        kind,
+        &[endpoint.to_string()],
+        &[
+            &format!("--resolver-prefix={prefix}"),
+            &format!("--resolver-ttl={ttl}"),
+            &format!("--advertise-client-url={url}"),
+        ],
+    );
+    (proxy, url)
+}
+
+/// The keys under `prefix` on the server at `endpoint`, once there are `n` of them.
+fn registrations(endpoint: &str, prefix: &str, n: usize) -> Vec<corekv::proto::mvccpb::KeyValue> {
+    let (ep, prefix) = (endpoint.to_string(), prefix.to_string());
+    run_local(move || async move {
+        let c = Client::connect(ClientOptions::new(vec![ep])).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = c
+                .range(pb::RangeRequest {
+                    key: prefix.clone().into(),
+                    range_end: corekv::client::prefix_range_end(prefix.as_bytes()).into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if r.kvs.len() == n {
+                return r.kvs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} registrations under {prefix} after 60 s, not {n}",
+                r.kvs.len()
+            );
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
 #[test]
 fn resolver_registration_is_written_as_etcds_proxy_writes_it() {
     let ttl = 7;
     let registered = |kind: Kind| {
         let server = Server::start(kind);
-        let url = format!("127.0.0.1:{}", common::free_port());
-        let proxy = Proxy::start(
-            kind,
-            &[server.endpoint()],
-            &[
-                "--resolver-prefix=/proxies",
-                &format!("--resolver-ttl={ttl}"),
-                &format!("--advertise-client-url={url}"),
-            ],
-        );
+        let (proxy, url) = registered_proxy(kind, &server.endpoint(), "/proxies", ttl);
+        let kv = registrations(&server.endpoint(), "/proxies", 1).remove(0);
         let sep = server.endpoint();
-        let found = run_local(move || async move {
+        let lease = run_local(move || async move {
             let c = Client::connect(ClientOptions::new(vec![sep]))
                 .await
                 .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let r = c
-                    .range(pb::RangeRequest {
-                        key: "/proxies".into(),
-                        range_end: "/proxiet".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
-                if let Some(kv) = r.kvs.first() {
-                    let lease = c
-                        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
-                            id: kv.lease,
-                            keys: true,
-                        })
-                        .await
-                        .unwrap();
-                    return (r.kvs.len(), kv.clone(), lease);
-                }
-                assert!(Instant::now() < deadline, "no registration within 60 s");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
+            c.lease_time_to_live(pb::LeaseTimeToLiveRequest {
+                id: kv.lease,
+                keys: true,
+            })
+            .await
+            .unwrap()
         });
         drop(proxy);
-        (url, found)
+        (url, kv, lease)
     };
-    let (curl, (cn, ckv, clease)) = registered(Kind::Corekv);
-    let (eurl, (en, ekv, elease)) = registered(Kind::Etcd);
-    assert_eq!((cn, en), (1, 1));
+    let (curl, ckv, clease) = registered(Kind::Corekv);
+    let (eurl, ekv, elease) = registered(Kind::Etcd);
     // The same key and value, but for the address each proxy advertises.
     let norm = |b: &[u8], url: &str| String::from_utf8_lossy(b).replace(url, "ADDR");
     assert_eq!(norm(&ckv.key, &curl), norm(&ekv.key, &eurl));
@@ -619,6 +642,138 @@ fn resolver_registration_is_written_as_etcds_proxy_writes_it() {
     assert_ne!(ckv.lease, 0);
     assert_eq!((clease.granted_ttl, elease.granted_ttl), (ttl, ttl));
     assert_eq!((clease.keys.len(), elease.keys.len()), (1, 1));
+}
+
+/// `etcdctl member list` at `endpoint`, as JSON (members sorted by client URL) and in the
+/// default format (lines sorted), each address of `urls` replaced by `ADDR<i>`.
+fn member_list(endpoint: &str, urls: &[&str]) -> (serde_json::Value, Vec<String>) {
+    let run = |args: &[&str]| {
+        let out = common::ctl::Spawned::start(Tool::Etcdctl, endpoint, args).finish();
+        assert!(out.stderr.is_empty(), "{args:?} at {endpoint}: {out:?}");
+        let mut text = out.stdout;
+        // The longest first: one address may be the start of another.
+        let mut by_len: Vec<(usize, &&str)> = urls.iter().enumerate().collect();
+        by_len.sort_by_key(|(_, u)| std::cmp::Reverse(u.len()));
+        for (i, u) in by_len {
+            text = text.replace(*u, &format!("ADDR{i}"));
+        }
+        text
+    };
+    let mut json: serde_json::Value =
+        serde_json::from_str(&run(&["member", "list", "-w", "json"])).expect("member list JSON");
+    if let Some(members) = json["members"].as_array_mut() {
+        members.sort_by_key(|m| m["clientURLs"].to_string());
+    }
+    let mut lines: Vec<String> = run(&["member", "list"]).lines().map(String::from).collect();
+    lines.sort();
+    (json, lines)
+}
+
+/// The client URLs of a member list's members.
+fn client_urls(list: &(serde_json::Value, Vec<String>)) -> Vec<String> {
+    list.0["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["clientURLs"][0].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn member_list_through_the_proxy_follows_etcds_rules() {
+    type List = (serde_json::Value, Vec<String>);
+    // Each case's answer, by proxy kind: (case, answer).
+    let answers = |kind: Kind| -> Vec<(&'static str, List)> {
+        let server = Server::start(kind);
+        let ep = server.endpoint();
+        let mut got = Vec::new();
+        // No advertised URL: the cluster's own list, exactly as the member answers it.
+        let forwarding = Proxy::start(
+            kind,
+            std::slice::from_ref(&ep),
+            &["--advertise-client-url="],
+        );
+        let direct = member_list(&ep, &[]);
+        assert_eq!(
+            member_list(&forwarding.endpoint(), &[]),
+            direct,
+            "{kind:?}: forwarded"
+        );
+        assert_eq!(direct.0["members"].as_array().map(Vec::len), Some(1));
+        got.push(("forwarded", direct));
+        drop(forwarding);
+        // An advertised URL without a prefix: the proxy alone.
+        let url = format!("127.0.0.1:{}", common::free_port());
+        let alone = Proxy::start(
+            kind,
+            std::slice::from_ref(&ep),
+            &[&format!("--advertise-client-url={url}")],
+        );
+        got.push(("advertised", member_list(&alone.endpoint(), &[&url])));
+        drop(alone);
+        // Two proxies registered under one prefix: each lists both once it has seen them.
+        let (prefix, ttl) = ("/proxies", 5);
+        let (first, url1) = registered_proxy(kind, &ep, prefix, ttl);
+        let (mut second, url2) = registered_proxy(kind, &ep, prefix, ttl);
+        let urls = [url1.as_str(), url2.as_str()];
+        for p in [&first, &second] {
+            eventually("both registered proxies listed", || {
+                client_urls(&member_list(&p.endpoint(), &urls)) == ["ADDR0", "ADDR1"]
+            });
+            got.push(("two registered", member_list(&p.endpoint(), &urls)));
+        }
+        // The second stops; once its lease has expired and a third has registered, the first
+        // lists the first and the third (it saw the delete before the third's put).
+        second.kill();
+        registrations(&ep, prefix, 1);
+        let (_third, url3) = registered_proxy(kind, &ep, prefix, ttl);
+        let urls = [url1.as_str(), url2.as_str(), url3.as_str()];
+        eventually("the third proxy listed", || {
+            client_urls(&member_list(&first.endpoint(), &urls)).contains(&"ADDR2".to_string())
+        });
+        got.push(("one stopped", member_list(&first.endpoint(), &urls)));
+        got
+    };
+    let corekv = answers(Kind::Corekv);
+    let etcd = answers(Kind::Etcd);
+    assert_eq!(corekv.len(), etcd.len());
+    let host = corekv::proxy::register::hostname();
+    for ((case, c), (_, e)) in corekv.iter().zip(&etcd) {
+        match *case {
+            // Each kind's own member: the same shape, its own IDs and URLs.
+            "forwarded" => {
+                assert!(c.0["header"]["member_id"].is_u64(), "{c:?}");
+                assert!(e.0["header"]["member_id"].is_u64(), "{e:?}");
+            }
+            // etcd before 3.4.32 (Debian's 3.4.23) keeps listing a proxy whose key was deleted
+            // (etcd-io/etcd#17887); corekv has the fix.
+            "one stopped" => {
+                assert_eq!(client_urls(c), ["ADDR0", "ADDR2"], "corekv: {c:?}");
+                let urls = client_urls(e);
+                assert!(
+                    urls == ["ADDR0", "ADDR2"] || urls == ["ADDR0", "ADDR1", "ADDR2"],
+                    "etcd: {e:?}"
+                );
+                let without_stopped = |l: &List| {
+                    let mut l = l.clone();
+                    if let Some(m) = l.0["members"].as_array_mut() {
+                        m.retain(|m| m["clientURLs"][0] != "ADDR1");
+                    }
+                    l.1.retain(|line| !line.contains("ADDR1"));
+                    l
+                };
+                assert_eq!(*c, without_stopped(e), "{case}: corekv / etcd");
+            }
+            _ => assert_eq!(c, e, "{case}: corekv / etcd"),
+        }
+    }
+    // The proxies' own members: the host's name, the address, no ID, no peer URLs, no header.
+    let (_, alone) = &corekv[1];
+    assert_eq!(
+        alone.0,
+        serde_json::json!({ "members": [{ "name": host, "clientURLs": ["ADDR0"] }] })
+    );
+    assert_eq!(alone.1, [format!("0, started, {host}, , ADDR0, false")]);
 }
 
 /// The values of the next `n` events on a stream.

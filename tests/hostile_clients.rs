@@ -1,9 +1,10 @@
 //! Hostile or broken clients on the client and peer ports: thousands of idle connections,
 //! slowloris (half a preface, frame, HTTP/1 head or peer handshake, stalled or trickled),
 //! clients that never read their replies, 10,000 streams on one connection, a flood of
-//! 1.5 MiB puts, huge and deeply nested txns, huge range results, garbage on every port. In
-//! each case corekv keeps serving a normal client and its heap (RssAnon) stays within a
-//! stated bound; nothing here asserts how long anything takes (deadlines only bound failures).
+//! 1.5 MiB puts (also on one connection through the proxy), huge and deeply nested txns, huge
+//! range results, garbage on every port. In each case corekv keeps serving a normal client and
+//! its heap (RssAnon) stays within a stated bound; nothing here asserts how long anything
+//! takes (deadlines only bound failures).
 //!
 //! `etcd_in_the_same_cases` (ignored; `cargo test --release --test hostile_clients --
 //! --ignored --nocapture`) runs the same cases against etcd 3.4 and prints what it does.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::grpc::frame;
+use common::proxy::Proxy;
 use common::{rss_anon, Kind, Server};
 use corekv::proto::etcdserverpb as pb;
 use etcd_client::{Client, GetOptions};
@@ -48,16 +50,21 @@ fn raise_nofile(want: u64) -> u64 {
 
 /// A put and a get on a fresh connection: the server still serves everyone else.
 async fn still_serves(s: &Server, what: &str) {
+    still_serves_at(&s.endpoint(), s.kind.name(), what).await
+}
+
+/// A put and a get on a fresh connection to `endpoint` (`who` serves it).
+async fn still_serves_at(endpoint: &str, who: &str, what: &str) {
     let serve = async {
-        let mut c = Client::connect([s.endpoint()], None).await?;
+        let mut c = Client::connect([endpoint], None).await?;
         c.put("bystander", what, None).await?;
         let r = c.get("bystander", None).await?;
         Ok::<_, etcd_client::Error>(r.kvs()[0].value().to_vec())
     };
     let got = tokio::time::timeout(FAILURE_BOUND, serve)
         .await
-        .unwrap_or_else(|_| panic!("{} stopped serving others ({what})", s.kind.name()))
-        .unwrap_or_else(|e| panic!("{} failed a bystander ({what}): {e}", s.kind.name()));
+        .unwrap_or_else(|_| panic!("{who} stopped serving others ({what})"))
+        .unwrap_or_else(|e| panic!("{who} failed a bystander ({what}): {e}"));
     assert_eq!(got, what.as_bytes());
 }
 
@@ -595,34 +602,7 @@ async fn put_flood(s: &Server) -> (Answers, Vec<String>, f64) {
                 })
             })
             .collect();
-        let pipelined = tokio::spawn(async move {
-            let mut b = h2::client::Builder::new();
-            b.initial_window_size(1 << 20);
-            let (mut send, _ping) = h2_connect(port, &b).await;
-            let put = frame(
-                &pb::PutRequest {
-                    key: b"flood/pipelined".to_vec().into(),
-                    value: vec![b'p'; BIG_VALUE].into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            );
-            let mut calls = Vec::new();
-            for _ in 0..200 {
-                send = send.ready().await.unwrap();
-                calls.push(grpc_call(
-                    &mut send,
-                    port,
-                    "/etcdserverpb.KV/Put",
-                    put.clone(),
-                ));
-            }
-            let mut answers = std::collections::BTreeMap::new();
-            for call in calls {
-                *answers.entry(call_status(call).await).or_insert(0) += 1;
-            }
-            answers
-        });
+        let pipelined = tokio::spawn(pipelined_puts(port, 200));
         let mut errors = Vec::new();
         for t in sequential {
             errors.extend(t.await.unwrap());
@@ -645,6 +625,40 @@ async fn put_flood(s: &Server) -> (Answers, Vec<String>, f64) {
     );
     still_serves(s, "after the flood").await;
     (answers, errors, grown)
+}
+
+/// `n` puts of 1.5 MiB fired at once on one connection to `port`, without waiting for an
+/// answer: each answer (grpc-status, grpc-message) and how many got it.
+async fn pipelined_puts(
+    port: u16,
+    n: usize,
+) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(1 << 20);
+    let (mut send, _ping) = h2_connect(port, &b).await;
+    let put = frame(
+        &pb::PutRequest {
+            key: b"flood/pipelined".to_vec().into(),
+            value: vec![b'p'; BIG_VALUE].into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        send = send.ready().await.unwrap();
+        calls.push(grpc_call(
+            &mut send,
+            port,
+            "/etcdserverpb.KV/Put",
+            put.clone(),
+        ));
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for call in calls {
+        *answers.entry(call_status(call).await).or_insert(0) += 1;
+    }
+    answers
 }
 
 /// The pipelined puts: each answer and how many got it, or why the connection failed.
@@ -673,6 +687,48 @@ async fn a_flood_of_big_puts_is_held_back_not_buffered() {
     // Measured 0.8-0.9 GiB whether each client puts 3 or 16 values (etcd 3.4: 1.6-1.7 GiB):
     // what the flood's requests and the write path hold, not what it wrote.
     assert!(grown < 1536.0, "the server's heap grew by {grown:.0} MiB");
+}
+
+/// The same flood on one connection to the proxy: the proxy refuses what goes past the
+/// connection's 64 MiB with the member's error, so its one upstream connection never carries
+/// more than the member takes on one connection (the admitted puts, at most 44 whole ones,
+/// leave over 1 MB of it for everyone else's calls): the member refuses nothing, and a client
+/// on another connection to the proxy is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_one_proxy_connection_is_refused_there_and_others_are_served() {
+    let s = Server::start_with(Kind::Corekv, SMALL_LOG);
+    let proxy = Proxy::start(Kind::Corekv, &[s.endpoint()], &[]);
+    let ep = proxy.endpoint();
+    still_serves_at(&ep, "the proxy", "before the flood").await;
+    let flood = tokio::spawn(pipelined_puts(proxy.port, 200));
+    // A bystander puts and reads through the proxy until the flood has been answered.
+    let mut served = 0;
+    while served == 0 || !flood.is_finished() {
+        still_serves_at(&ep, "the proxy", &format!("during the flood {served}")).await;
+        served += 1;
+    }
+    let answers = flood.await.unwrap();
+    let too_many = ("8".to_string(), "etcdserver: too many requests".to_string());
+    let ok = ("0".to_string(), String::new());
+    for (answer, n) in &answers {
+        assert!(*answer == ok || *answer == too_many, "{n} × {answer:?}");
+    }
+    assert!(
+        answers.contains_key(&ok) && answers.contains_key(&too_many),
+        "{answers:?}"
+    );
+    let refused_by_member: f64 = common::http_get(s.client_port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("ResourceExhausted"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        refused_by_member, 0.0,
+        "calls of the proxy's connection the member refused"
+    );
+    still_serves_at(&ep, "the proxy", "after the flood").await;
+    eprintln!("through the proxy: the 200 puts {answers:?}; {served} bystander rounds meanwhile");
 }
 
 // ----- txns -----

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use corekv::client::ClientOptions;
-use corekv::tls::TlsSettings;
 
 /// The TLS every client of this process dials with (set once, from the flags or by compare).
 static CLIENT_TLS: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
@@ -68,19 +67,13 @@ impl TlsFlags {
 
     /// Sets the TLS every client of this process uses.
     pub fn install(&self) -> Result<(), String> {
-        let any = self.cacert.is_some() || self.cert.is_some() || self.key.is_some();
-        let cfg = if any || !self.insecure_transport || self.insecure_skip_tls_verify {
-            let s = TlsSettings {
-                cert_file: self.cert.clone(),
-                key_file: self.key.clone(),
-                trusted_ca_file: self.cacert.clone(),
-                insecure_skip_verify: self.insecure_skip_tls_verify,
-                ..Default::default()
-            };
-            Some(Arc::new(corekv::tls::client_config(&s, &[b"h2"])?))
-        } else {
-            None
-        };
+        let cfg = corekv::tls::client_tls_from_flags(
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.cacert.as_deref(),
+            self.insecure_skip_tls_verify,
+            !self.insecure_transport || self.insecure_skip_tls_verify,
+        )?;
         CLIENT_TLS
             .set(cfg)
             .map_err(|_| "the client TLS is set once".to_string())

@@ -793,3 +793,52 @@ fn catchup_tiny_fill_has_numbers_for_etcd_and_corekv() {
         assert_eq!(sum as f64, f("load_puts"), "{x}");
     }
 }
+
+/// `proxy` at a tiny size (4 watchers on 2 keys, 20 puts, 1 s of ranges, 1 round): both
+/// corekv's and etcd 3.4's proxies deliver every event to every watcher and answer every range.
+#[test]
+fn proxy_tiny_run_has_numbers_for_both_proxies() {
+    let stdout = run_servers(
+        &["proxy"],
+        &[
+            "--watchers",
+            "4",
+            "--streams",
+            "2",
+            "--watch-conns",
+            "1",
+            "--keys",
+            "2",
+            "--rate",
+            "50",
+            "--puts",
+            "20",
+            "--wait",
+            "20s",
+            "--range-duration",
+            "1s",
+            "--range-clients",
+            "2",
+            "--rounds",
+            "1",
+        ],
+    );
+    // (metric, the value both proxies must show): each watcher gets the 10 puts to its key.
+    for (metric, want) in [
+        ("watchers created", "4"),
+        ("events delivered", "40"),
+        ("events missing", "0"),
+        ("range errors", "0"),
+    ] {
+        let rows = rows(&stdout, metric);
+        assert_eq!(rows.len(), 1, "{metric}:\n{stdout}");
+        assert_eq!(rows[0][1..3], [want, want], "{metric}:\n{stdout}");
+    }
+    let ranges = &rows(&stdout, "serializable ranges/s")[0];
+    for cell in &ranges[1..3] {
+        let v: f64 = cell
+            .parse()
+            .unwrap_or_else(|_| panic!("{cell:?}:\n{stdout}"));
+        assert!(v > 0.0, "{ranges:?}");
+    }
+}

@@ -171,21 +171,15 @@ impl Global {
     /// TLS as etcdctl sets it up: with a certificate, key or CA given, or transport security
     /// asked for; https:// endpoints get TLS either way (see [`ClientOptions::tls`]).
     fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, CtlError> {
-        let files = self.cert.is_some() || self.key.is_some() || self.cacert.is_some();
         let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
-        if !files && self.insecure_transport && !(https && self.insecure_skip_tls_verify) {
-            return Ok(None);
-        }
-        let settings = crate::tls::TlsSettings {
-            cert_file: self.cert.clone(),
-            key_file: self.key.clone(),
-            trusted_ca_file: self.cacert.clone(),
-            insecure_skip_verify: self.insecure_skip_tls_verify,
-            ..Default::default()
-        };
-        crate::tls::client_config(&settings, &[b"h2"])
-            .map(|c| Some(std::sync::Arc::new(c)))
-            .map_err(|e| CtlError::new(EXIT_BAD_ARGS, e))
+        crate::tls::client_tls_from_flags(
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.cacert.as_deref(),
+            self.insecure_skip_tls_verify,
+            !self.insecure_transport || (https && self.insecure_skip_tls_verify),
+        )
+        .map_err(|e| CtlError::new(EXIT_BAD_ARGS, e))
     }
 
     /// Reports the environment's warnings (once); a conflicting variable ends the command.

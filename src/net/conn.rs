@@ -382,69 +382,18 @@ async fn serve_stream(
             status.code
         }
         Some(Route::Unary(method)) => {
-            // A unary call's request counts against the connection until its reply is sent.
-            let mut incoming = Incoming::new(body, limit, stats.clone(), load.clone(), false);
-            let msg = match incoming.next().await {
-                Some(Ok(m)) => m,
-                Some(Err(status)) => {
-                    let _ = respond.send_response(grpc::error_head(&status), true);
-                    stats.handled(status.code);
-                    return;
-                }
-                None => {
-                    let status = Status::internal("grpc: request carried no message");
-                    let _ = respond.send_response(grpc::error_head(&status), true);
-                    stats.handled(status.code);
-                    return;
-                }
-            };
-            // Held until the reply is handed to h2. The semaphore is never closed.
-            let _permit = if method.may_wait() {
-                None
-            } else {
-                load.calls.acquire_static_permit(1).await.ok()
-            };
-            let answer = if method.may_wait() {
-                // A call that waits for others ends when its client resets the stream or
-                // leaves (it is dropped; it takes back what it put).
-                futures_lite::future::or(
-                    async { Some(ctx.api.unary(method, msg, caller).await) },
-                    async {
-                        let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
-                        None
-                    },
-                )
-                .await
-            } else {
-                Some(ctx.api.unary(method, msg, caller).await)
-            };
-            let Some(answer) = answer else {
-                stats.handled(grpc::Code::Canceled);
-                return;
-            };
-            match answer {
-                Ok(reply) => {
-                    stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
-                    if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
-                        let sent = if reply.len() <= SMALL_REPLY {
-                            send.send_data(reply, false).map_err(drop)
-                        } else {
-                            send_data(&mut send, reply).await
-                        };
-                        if sent.is_ok() {
-                            let _ = send.send_trailers(grpc::trailers(None));
-                        }
-                    }
-                    grpc::Code::Ok
-                }
-                Err(status) => {
-                    let _ = respond.send_response(grpc::error_head(&status), true);
-                    status.code
-                }
-            }
+            let incoming = Incoming::new(body, limit, Some(stats.clone()), load, false);
+            serve_unary(
+                incoming,
+                respond,
+                method.may_wait(),
+                method.may_wait(),
+                |msg| ctx.api.unary(method, msg, caller),
+            )
+            .await
         }
         Some(Route::Streaming(method)) => {
-            let incoming = Incoming::new(body, limit, stats.clone(), load, true);
+            let incoming = Incoming::new(body, limit, Some(stats.clone()), load, true);
             let send = match respond.send_response(grpc::response_head(), false) {
                 Ok(s) => s,
                 Err(_) => return stats.handled(grpc::Code::Canceled),
@@ -464,6 +413,75 @@ async fn serve_stream(
     stats.handled(code);
 }
 
+/// One unary gRPC call, for the member's services and the proxy's: its request read from
+/// `incoming` (counted against the connection until the reply is handed to h2), a turn among
+/// the connection's [`CALLS_PER_CONNECTION`] taken unless the call `may_wait` for others,
+/// `call` run on the request (dropped, with what it holds, when the client resets the stream
+/// if `cancel_on_reset`) and its reply (gRPC-framed) or status sent. The call's code.
+pub async fn serve_unary<F, Fut>(
+    mut incoming: Incoming,
+    mut respond: SendResponse<Bytes>,
+    may_wait: bool,
+    cancel_on_reset: bool,
+    call: F,
+) -> grpc::Code
+where
+    F: FnOnce(Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<Bytes, Status>>,
+{
+    let msg = match incoming.next().await {
+        Some(Ok(m)) => m,
+        Some(Err(status)) => {
+            let _ = respond.send_response(grpc::error_head(&status), true);
+            return status.code;
+        }
+        None => {
+            let status = Status::internal("grpc: request carried no message");
+            let _ = respond.send_response(grpc::error_head(&status), true);
+            return status.code;
+        }
+    };
+    // Held until the reply is handed to h2. The semaphore is never closed.
+    let _permit = match &incoming.source {
+        Source::Grpc { load, .. } if !may_wait => load.calls.acquire_static_permit(1).await.ok(),
+        _ => None,
+    };
+    let answer = if cancel_on_reset {
+        futures_lite::future::or(async { Some(call(msg).await) }, async {
+            let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+            None
+        })
+        .await
+    } else {
+        Some(call(msg).await)
+    };
+    let Some(answer) = answer else {
+        return grpc::Code::Canceled;
+    };
+    match answer {
+        Ok(reply) => {
+            if let Some(stats) = &incoming.stats {
+                stats.sent(reply.len().saturating_sub(grpc::PREFIX_LEN));
+            }
+            if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
+                let sent = if reply.len() <= SMALL_REPLY {
+                    send.send_data(reply, false).map_err(drop)
+                } else {
+                    send_data(&mut send, reply).await
+                };
+                if sent.is_ok() {
+                    let _ = send.send_trailers(grpc::trailers(None));
+                }
+            }
+            grpc::Code::Ok
+        }
+        Err(status) => {
+            let _ = respond.send_response(grpc::error_head(&status), true);
+            status.code
+        }
+    }
+}
+
 /// The messages a client sends on one stream: gRPC frames from an HTTP/2 stream, or
 /// messages the JSON gateway decoded and encoded as protobuf.
 pub struct Incoming {
@@ -476,8 +494,7 @@ enum Source {
     Grpc {
         body: RecvStream,
         decoder: MessageDecoder,
-        /// None for calls served outside the member's services (the proxy's).
-        load: Option<Rc<ConnLoad>>,
+        load: Rc<ConnLoad>,
         /// Bytes this stream counts in `load`.
         held: usize,
         /// A streaming call: a message stops counting once it is taken.
@@ -487,10 +504,13 @@ enum Source {
 }
 
 impl Incoming {
-    fn new(
+    /// The messages of a gRPC call (at most `limit` bytes each), counted in `stats` (the
+    /// member's gRPC metrics; None for the proxy's calls) and in the connection's `load`; a
+    /// `streaming` call's message stops counting there once it is taken.
+    pub fn new(
         body: RecvStream,
         limit: usize,
-        stats: Rc<CallStats>,
+        stats: Option<Rc<CallStats>>,
         load: Rc<ConnLoad>,
         streaming: bool,
     ) -> Incoming {
@@ -498,26 +518,11 @@ impl Incoming {
             source: Source::Grpc {
                 body,
                 decoder: MessageDecoder::new(limit),
-                load: Some(load),
+                load,
                 held: 0,
                 streaming,
             },
-            stats: Some(stats),
-        }
-    }
-
-    /// Messages of a gRPC call served outside the member's services (the proxy's), not
-    /// counted in the member's gRPC metrics nor in a connection's load.
-    pub fn grpc(body: RecvStream, limit: usize) -> Incoming {
-        Incoming {
-            source: Source::Grpc {
-                body,
-                decoder: MessageDecoder::new(limit),
-                load: None,
-                held: 0,
-                streaming: true,
-            },
-            stats: None,
+            stats,
         }
     }
 
@@ -547,7 +552,7 @@ impl Incoming {
                     if let Some(stats) = &self.stats {
                         stats.received(m.len());
                     }
-                    if let (true, Some(load)) = (streaming, load.as_ref()) {
+                    if streaming {
                         let taken = (m.len() + grpc::PREFIX_LEN).min(*held);
                         *held -= taken;
                         load.request_bytes.set(load.request_bytes.get() - taken);
@@ -560,17 +565,15 @@ impl Incoming {
             match body.data().await {
                 Some(Ok(chunk)) => {
                     let _ = body.flow_control().release_capacity(chunk.len());
-                    if let Some(load) = load.as_ref() {
-                        let total = load.request_bytes.get() + chunk.len();
-                        if total > REQUEST_BYTES_PER_CONNECTION {
-                            return Some(Err(Status::new(
-                                grpc::Code::ResourceExhausted,
-                                "etcdserver: too many requests",
-                            )));
-                        }
-                        load.request_bytes.set(total);
-                        *held += chunk.len();
+                    let total = load.request_bytes.get() + chunk.len();
+                    if total > REQUEST_BYTES_PER_CONNECTION {
+                        return Some(Err(Status::new(
+                            grpc::Code::ResourceExhausted,
+                            "etcdserver: too many requests",
+                        )));
                     }
+                    load.request_bytes.set(total);
+                    *held += chunk.len();
                     decoder.push(&chunk);
                 }
                 Some(Err(e)) => return Some(Err(stream_error(e))),
@@ -585,12 +588,7 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if let Source::Grpc {
-            load: Some(load),
-            held,
-            ..
-        } = &self.source
-        {
+        if let Source::Grpc { load, held, .. } = &self.source {
             load.request_bytes.set(load.request_bytes.get() - held);
         }
     }

@@ -79,6 +79,10 @@ pub struct Settings {
     pub upstream: ClientOptions,
     pub namespace: String,
     pub register: Option<Register>,
+    /// --advertise-client-url, and the registrations' prefix (under --namespace) when
+    /// --resolver-prefix is given, for MemberList ([`super::cluster`]).
+    pub advertise: String,
+    pub resolver_prefix: Option<String>,
 }
 
 fn addr(flag: &str, s: &str) -> Result<SocketAddr, String> {
@@ -106,8 +110,9 @@ impl ProxyFlags {
             (false, _) if self.advertise_client_url.is_empty() => {
                 return Err("invalid advertise-client-url \"\"; must be set when resolver-prefix and resolver-ttl are set".into())
             }
+            // Under --namespace, as etcd's proxy registers with its namespaced client.
             (false, ttl) => Some(Register {
-                prefix: self.resolver_prefix.clone(),
+                prefix: format!("{}{}", self.namespace, self.resolver_prefix),
                 addr: self.advertise_client_url.clone(),
                 ttl,
             }),
@@ -116,22 +121,13 @@ impl ProxyFlags {
         if self.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err("--endpoints: no endpoint given".into());
         }
-        let upstream_tls = if self.cert.is_some()
-            || self.key.is_some()
-            || self.cacert.is_some()
-            || self.insecure_skip_tls_verify
-        {
-            let s = TlsSettings {
-                cert_file: self.cert.clone(),
-                key_file: self.key.clone(),
-                trusted_ca_file: self.cacert.clone(),
-                insecure_skip_verify: self.insecure_skip_tls_verify,
-                ..Default::default()
-            };
-            Some(Arc::new(crate::tls::client_config(&s, &[b"h2"])?))
-        } else {
-            None
-        };
+        let upstream_tls = crate::tls::client_tls_from_flags(
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.cacert.as_deref(),
+            self.insecure_skip_tls_verify,
+            self.insecure_skip_tls_verify,
+        )?;
         let listen_tls = match (&self.cert_file, &self.key_file) {
             (None, None) if self.trusted_ca_file.is_none() => None,
             (Some(_), Some(_)) => {
@@ -170,7 +166,9 @@ impl ProxyFlags {
             },
             upstream,
             namespace: self.namespace.clone(),
+            resolver_prefix: register.as_ref().map(|r| r.prefix.clone()),
             register,
+            advertise: self.advertise_client_url.clone(),
         })
     }
 }

@@ -12,10 +12,12 @@
 //! - LeaseKeepAlive ([`lease`]): keep-alives of one lease from many clients share one upstream
 //!   stream.
 //! - --namespace ([`namespace`]): keys are prefixed on the way up and stripped on the way down.
+//! - MemberList ([`cluster`]): the registered proxies, or this one, with an advertised URL.
 //!
 //! One executor (one thread) runs the whole proxy: the coalescing state is local to it.
 
 pub mod cache;
+pub mod cluster;
 pub mod flags;
 pub mod lease;
 pub mod namespace;
@@ -31,8 +33,9 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderName, HeaderValue};
 
+use crate::api::Route;
 use crate::client::{Client, ClientError};
-use crate::net::conn::{Incoming, Outgoing, Service};
+use crate::net::conn::{serve_unary, Incoming, Outgoing, Service};
 use crate::net::grpc::{self, Code, Status};
 use crate::proto::path;
 pub use flags::ProxyFlags;
@@ -150,6 +153,7 @@ pub struct Proxy {
     watches: Rc<watch::Hub>,
     cache: cache::RangeCache,
     leases: Rc<lease::KeepAlives>,
+    members: Rc<cluster::Members>,
 }
 
 impl Proxy {
@@ -158,9 +162,11 @@ impl Proxy {
         tls: Option<Arc<crate::tls::ServerTls>>,
         ns: Namespace,
         metrics: Arc<ProxyMetrics>,
+        members: Rc<cluster::Members>,
     ) -> Proxy {
         let ns = Rc::new(ns);
         Proxy {
+            members,
             watches: watch::Hub::new(upstream.clone(), ns.clone(), metrics.clone()),
             leases: lease::KeepAlives::new(upstream.clone(), metrics.clone()),
             cache: cache::RangeCache::new(),
@@ -183,6 +189,11 @@ impl Proxy {
                 self.cache.invalidate_write(p, &body);
                 self.ns.response(p, reply?)
             }
+            path::MEMBER_LIST => match self.members.list() {
+                Some(answer) => answer,
+                None => self.up(p, body, md).await,
+            },
+            path::MEMBER_PROMOTE => Err(Status::new(Code::Unknown, "not implemented")),
             path::COMPACT => {
                 let reply = self.up(p, body, md).await?;
                 self.cache.compacted();
@@ -310,8 +321,7 @@ impl Service for Proxy {
         request: http::Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
         _common_name: Option<Arc<str>>,
-        // The proxy's calls are not counted against the connection's limits (yet).
-        _load: Rc<crate::net::conn::ConnLoad>,
+        load: Rc<crate::net::conn::ConnLoad>,
     ) {
         let p = request.uri().path().to_owned();
         let is_grpc = request
@@ -325,50 +335,23 @@ impl Service for Proxy {
         }
         let md = metadata_of(request.headers());
         let body = request.into_body();
-        match route(&p) {
+        // The connection's limits hold as on a member: calls in flight and bytes of requests.
+        match crate::api::route(&p) {
             None => {
                 let status = Status::unimplemented(format!("unknown method {p}"));
                 let _ = respond.send_response(grpc::error_head(&status), true);
             }
-            Some(false) => {
-                let mut incoming = Incoming::grpc(body, MAX_REQUEST);
-                let msg = match incoming.next().await {
-                    Some(Ok(m)) => m,
-                    Some(Err(status)) => {
-                        let _ = respond.send_response(grpc::error_head(&status), true);
-                        return;
-                    }
-                    None => {
-                        let status = Status::internal("grpc: request carried no message");
-                        let _ = respond.send_response(grpc::error_head(&status), true);
-                        return;
-                    }
-                };
+            Some(Route::Unary(method)) => {
+                let incoming = Incoming::new(body, MAX_REQUEST, None, load, false);
                 // A client that resets its call (gave up, or its lock wait was interrupted)
                 // drops the upstream call with it.
-                let answer = futures_lite::future::or(
-                    async { Some(self.unary(&p, msg, &md).await) },
-                    async {
-                        let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
-                        None
-                    },
-                )
+                serve_unary(incoming, respond, method.may_wait(), true, |msg| async {
+                    Ok(grpc::frame(&self.unary(&p, msg, &md).await?))
+                })
                 .await;
-                match answer {
-                    None => {}
-                    Some(Ok(reply)) => {
-                        if let Ok(mut send) = respond.send_response(grpc::response_head(), false) {
-                            let _ = send.send_data(grpc::frame(&reply), false);
-                            let _ = send.send_trailers(grpc::trailers(None));
-                        }
-                    }
-                    Some(Err(status)) => {
-                        let _ = respond.send_response(grpc::error_head(&status), true);
-                    }
-                }
             }
-            Some(true) => {
-                let incoming = Incoming::grpc(body, MAX_REQUEST);
+            Some(Route::Streaming(_)) => {
+                let incoming = Incoming::new(body, MAX_REQUEST, None, load, true);
                 let Ok(send) = respond.send_response(grpc::response_head(), false) else {
                     return;
                 };
@@ -433,15 +416,6 @@ impl Proxy {
     }
 }
 
-/// Which paths the proxy serves: Some(true) for streaming calls, Some(false) for unary ones.
-fn route(p: &str) -> Option<bool> {
-    use crate::api::Route;
-    match crate::api::route(p)? {
-        Route::Unary(_) => Some(false),
-        Route::Streaming(_) => Some(true),
-    }
-}
-
 /// Starts the proxy and serves until the process is stopped.
 pub fn run(flags: ProxyFlags) -> Result<(), String> {
     let settings = flags.settings()?;
@@ -494,11 +468,13 @@ async fn serve(s: flags::Settings) -> Result<(), String> {
     if let Some(r) = &s.register {
         glommio::spawn_local(register::run(upstream.clone(), r.clone())).detach();
     }
+    let members = cluster::Members::new(&upstream, &s.advertise, s.resolver_prefix.clone());
     let proxy = Rc::new(Proxy::new(
         upstream,
         s.listen_tls.clone(),
         Namespace::new(s.namespace.as_bytes()),
         metrics,
+        members,
     ));
     let tls = s.listen_tls.is_some();
     loop {

@@ -11,9 +11,16 @@ use super::flags::Register;
 
 /// The value etcd's endpoints manager stores: the address and the proxy's metadata.
 fn value(addr: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let meta = serde_json::json!({ "name": host.trim() }).to_string();
+    let meta = serde_json::json!({ "name": hostname() }).to_string();
     serde_json::json!({ "Op": 0, "Addr": addr, "Metadata": meta }).to_string()
+}
+
+/// The host's name (Go's os.Hostname).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 pub async fn run(client: Client, r: Register) {

@@ -158,6 +158,29 @@ pub fn server_config(s: &TlsSettings, alpn: &[&[u8]]) -> Result<ServerConfig, St
     Ok(cfg)
 }
 
+/// The HTTP/2 dialer's TLS of etcdctl's client flags (`--cert`, `--key`, `--cacert`,
+/// `--insecure-skip-tls-verify`), as etcdctl, corekv-bench and the proxy's upstream take them:
+/// None (plaintext) unless a file is given or the caller `wants` TLS anyway.
+pub fn client_tls_from_flags(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    cacert: Option<&Path>,
+    insecure_skip_verify: bool,
+    wants: bool,
+) -> Result<Option<Arc<ClientConfig>>, String> {
+    if cert.is_none() && key.is_none() && cacert.is_none() && !wants {
+        return Ok(None);
+    }
+    let s = TlsSettings {
+        cert_file: cert.map(Path::to_path_buf),
+        key_file: key.map(Path::to_path_buf),
+        trusted_ca_file: cacert.map(Path::to_path_buf),
+        insecure_skip_verify,
+        ..Default::default()
+    };
+    client_config(&s, &[b"h2"]).map(|c| Some(Arc::new(c)))
+}
+
 /// A dialer's TLS configuration: verifies the server against the trusted CA (or the
 /// system's roots), and presents the certificate when one is configured.
 pub fn client_config(s: &TlsSettings, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
