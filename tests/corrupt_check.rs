@@ -21,22 +21,7 @@ const CHECK_TIME: &str = "--experimental-corrupt-check-time=500ms";
 
 /// Runs etcdctl against member `i`: (success, stdout and stderr).
 fn ctl(c: &Cluster, i: usize, args: &[&str]) -> (bool, String) {
-    ctl_at(&c.endpoint(i), args)
-}
-
-fn ctl_at(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(require_binary("etcdctl"))
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(endpoint)
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("cannot run etcdctl");
-    (
-        out.status.success(),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
+    etcdctl_at(&c.endpoint(i), args)
 }
 
 fn ctl_ok(c: &Cluster, i: usize, args: &[&str]) -> String {

@@ -167,21 +167,6 @@ fn no_space_for_a_backend_commit_is_survived() {
     no_space_once_is_survived("backend-write-enospc:5");
 }
 
-/// etcdctl against one member of a cluster; (success, stdout+stderr).
-fn etcdctl_at(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("cannot run etcdctl");
-    (
-        out.status.success(),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
-}
-
 /// In a cluster, a follower whose WAL fsync fails stops alone with the reason; the other two
 /// go on taking writes, and once repaired (restarted without the fault) it rejoins and
 /// catches up with every write it missed.

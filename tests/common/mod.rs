@@ -507,6 +507,21 @@ pub fn try_rss_anon(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// etcdctl (v3, 10 s command timeout) against one endpoint: (success, stdout then stderr).
+pub fn etcdctl_at(endpoint: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(require_binary("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("cannot run etcdctl");
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

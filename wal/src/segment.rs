@@ -3,8 +3,10 @@
 use crate::error::{io_err, lazy_io_err, WalError};
 use crate::faults::{Faults, IoPoint};
 use crate::frame::{FRAME_HEADER_LEN, SEAL_LEN};
+use crate::wake::InFlight;
 use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Bytes in a segment header; the first frame starts right after it.
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -39,6 +41,8 @@ pub struct WriteOpts {
     pub mode: IoMode,
     pub zero_fill: bool,
     pub dsync: bool,
+    /// Wake every CPU this often while a commit's I/O is in flight (see `wake.rs`).
+    pub wake_every: Option<Duration>,
     pub faults: Faults,
 }
 
@@ -294,6 +298,7 @@ pub struct SegmentWriter {
     handle: Handle,
     /// Opened with O_DSYNC: every write is durable when it completes.
     dsync: bool,
+    wake_every: Option<Duration>,
     faults: Faults,
     path: PathBuf,
     id: SegmentId,
@@ -339,6 +344,7 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             handle,
             dsync: w.dsync,
+            wake_every: w.wake_every,
             faults: w.faults,
             path: path.to_owned(),
             id,
@@ -378,6 +384,7 @@ impl SegmentWriter {
                 context: ctx(),
                 source,
             })?;
+        let waking = self.wake_every.map(InFlight::new);
         let new_tail = match &self.handle {
             Handle::Dma(file) => {
                 let start = self.end - self.tail.len();
@@ -431,6 +438,7 @@ impl SegmentWriter {
                 None
             }
         };
+        drop(waking);
         if self.dsync {
             // With O_DSYNC the write was the durability point.
             self.faults
@@ -454,6 +462,7 @@ impl SegmentWriter {
             return Ok(());
         }
         let ctx = || format!("fdatasync of segment {}", self.path.display());
+        let _waking = self.wake_every.map(InFlight::new);
         match &self.handle {
             Handle::Dma(f) => f.fdatasync().await.map_err(lazy_io_err(ctx))?,
             Handle::Buffered(f) => f.fdatasync().await.map_err(lazy_io_err(ctx))?,

@@ -10,7 +10,6 @@ use crate::segment::{
     create_segment, max_payload, parse_file_name, read_file, sync_dir, IoMode, SegmentId,
     SegmentWriter, WriteOpts, BLOCK, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
 };
-use crate::wake::InFlight;
 use crate::{Position, Recovery};
 use glommio::Task;
 use std::cell::RefCell;
@@ -52,6 +51,7 @@ impl WalOptions {
             mode: self.io_mode,
             zero_fill: self.zero_fill,
             dsync: self.o_dsync,
+            wake_every: self.wake_every,
             faults: self.faults.clone(),
         }
     }
@@ -671,10 +671,7 @@ async fn run_writer(
                 );
                 let mut attempt = 0u32;
                 loop {
-                    let waking = sh.opts.wake_every.map(InFlight::new);
-                    let written = active.write(&chunk.bytes).await;
-                    drop(waking);
-                    match written {
+                    match active.write(&chunk.bytes).await {
                         Ok(()) => break,
                         Err(e) if e.is_no_space() => {
                             {
@@ -690,9 +687,7 @@ async fn run_writer(
                     }
                 }
                 sh.st.borrow_mut().no_space_write = None;
-                let waking = sh.opts.wake_every.map(InFlight::new);
                 active.sync().await?;
-                drop(waking);
                 let mut st = sh.st.borrow_mut();
                 st.durable_commit = chunk.commit;
                 st.stats.commits += 1;
