@@ -84,3 +84,46 @@ fn a_directory_opens_by_a_relative_path() {
         });
     });
 }
+
+/// Patch 4: `spin_before_park` on an executor not bound to a CPU (corekv's are unbound, and
+/// `--spin-us` sets it). Upstream dropped the setting, so the executor slept at once. With a
+/// spin of minutes, an executor that has gone idle is seen running at every look, never
+/// sleeping; unpatched it was asleep at the first.
+#[test]
+fn an_unbound_executor_spins_before_it_sleeps() {
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let executor = LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spin_before_park(Duration::from_secs(600))
+            .make()
+            .expect("an executor");
+        executor.run(async move {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            // Idle until told to stop: a timer is the only thing pending, polled while spinning.
+            while stop_rx.try_recv().is_err() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    });
+    let tid = tid_rx
+        .recv_timeout(HANG_LIMIT)
+        .expect("the executor starts");
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .expect("the executor thread's stat");
+        // The state follows the parenthesised name, which may hold spaces.
+        let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+        after.chars().next().expect("a state")
+    };
+    for look in 0..20 {
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(
+            state(),
+            'R',
+            "look {look}: the executor slept although asked to spin for 600 s"
+        );
+    }
+    let _ = stop_tx.send(());
+}

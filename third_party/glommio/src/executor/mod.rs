@@ -1152,9 +1152,11 @@ impl LocalExecutor {
         // `Placement` variants a CPU set could span multiple NUMA nodes).
         // For additional information see:
         // https://www.kernel.org/doc/html/latest/admin-guide/mm/numa_memory_policy.html
-        match cpu_binding {
-            Some(cpu_set) => bind_to_cpu_set(cpu_set)?,
-            None => config.spin_before_park = None,
+        // corekv patch: upstream dropped `spin_before_park` for an executor not bound to a
+        // CPU, so a spin asked for on an unbound executor silently did nothing. Whether a
+        // spinning executor may share its CPU is the caller's choice.
+        if let Some(cpu_set) = cpu_binding {
+            bind_to_cpu_set(cpu_set)?;
         }
         let p = parking::Parker::new();
         let queues = ExecutorQueues::new(config.preempt_timer, config.spin_before_park);
