@@ -244,7 +244,7 @@ impl KeyIndex {
 ///
 /// Most requests name one key (a put, a get, a delete of a key), and a lookup in an ordered
 /// map of many keys compares against a dozen or more keys on the way down, each behind its
-/// own pointer: about 6% of the server's CPU per put at 100,000 keys (perf). Point lookups go
+/// own pointer: 6–8% of the server's CPU per put at 100,000 keys (perf). Point lookups go
 /// to the hash map; ranges and compaction walk the ordered set. Both hold the same keys (one
 /// allocation, shared); SipHash keeps clients from choosing keys that collide.
 #[derive(Clone, Debug, Default)]
